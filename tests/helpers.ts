@@ -1,0 +1,73 @@
+// Shared test utilities: random HF-named weights for a config, comparisons, fixture paths.
+import { fileURLToPath } from 'node:url';
+import type { ModelConfig } from '../src/io/hf-config.ts';
+import type { StoredTensor } from '../src/io/safetensors.ts';
+import { Rng } from '../src/util/random.ts';
+
+export function fixture(rel: string): string {
+  return fileURLToPath(new URL(`./fixtures/${rel}`, import.meta.url));
+}
+
+/** Random weights under Hugging Face names for `c` (norm weights near 1, biases included where the family has them). */
+export function randomWeights(c: ModelConfig, seed: number): Map<string, StoredTensor> {
+  const rng = new Rng(seed);
+  const w = new Map<string, StoredTensor>();
+  const put = (name: string, shape: number[], std: number, mean = 0) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const data = rng.normalArray(n, std);
+    if (mean) for (let i = 0; i < n; i++) data[i] += mean;
+    w.set(name, { dtype: 'F32', shape, data });
+  };
+  const H = c.hiddenSize;
+  const q = c.numHeads * c.headDim;
+  const kv = c.numKvHeads * c.headDim;
+  put('model.embed_tokens.weight', [c.vocabSize, H], 0.5);
+  for (let l = 0; l < c.numLayers; l++) {
+    const p = `model.layers.${l}.`;
+    put(p + 'input_layernorm.weight', [H], 0.1, 1);
+    put(p + 'post_attention_layernorm.weight', [H], 0.1, 1);
+    put(p + 'self_attn.q_proj.weight', [q, H], 0.2);
+    put(p + 'self_attn.k_proj.weight', [kv, H], 0.2);
+    put(p + 'self_attn.v_proj.weight', [kv, H], 0.2);
+    put(p + 'self_attn.o_proj.weight', [H, q], 0.2);
+    if (c.qkvBias) {
+      put(p + 'self_attn.q_proj.bias', [q], 0.1);
+      put(p + 'self_attn.k_proj.bias', [kv], 0.1);
+      put(p + 'self_attn.v_proj.bias', [kv], 0.1);
+    }
+    if (c.oBias) put(p + 'self_attn.o_proj.bias', [H], 0.1);
+    if (c.qkNorm) {
+      put(p + 'self_attn.q_norm.weight', [c.headDim], 0.1, 1);
+      put(p + 'self_attn.k_norm.weight', [c.headDim], 0.1, 1);
+    }
+    put(p + 'mlp.gate_proj.weight', [c.intermediateSize, H], 0.2);
+    put(p + 'mlp.up_proj.weight', [c.intermediateSize, H], 0.2);
+    put(p + 'mlp.down_proj.weight', [H, c.intermediateSize], 0.2);
+  }
+  put('model.norm.weight', [H], 0.1, 1);
+  if (!c.tieWordEmbeddings) put('lm_head.weight', [c.vocabSize, H], 0.2);
+  return w;
+}
+
+export function mapSource(m: Map<string, StoredTensor>) {
+  return { has: (n: string) => m.has(n), read: (n: string) => m.get(n)! };
+}
+
+/** Largest |a - b| over two equal-length arrays. */
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+export function maxAbs(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
+  return m;
+}
+
+/** Rows [from, to) of a row-major [*, width] array. */
+export function rows(a: Float32Array, width: number, from: number, to: number): Float32Array {
+  return a.subarray(from * width, to * width);
+}
