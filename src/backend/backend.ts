@@ -13,6 +13,9 @@ export const AUTO_ORDER: ConcreteBackend[] = ['node-gpu', 'node', 'wasm', 'cpu']
 
 const require = createRequire(import.meta.url);
 
+// Production mode: skips tfjs' debug checks and its console nag to install tfjs-node.
+tf.env().set('PROD', true);
+
 /** The tfjs backend name each choice registers ('node' and 'node-gpu' both register 'tensorflow'). */
 const TFJS_NAME: Record<ConcreteBackend, string> = {
   'node-gpu': 'tensorflow',
