@@ -72,7 +72,7 @@ export class SafetensorsFile {
         if (name === '__metadata__') continue;
         const info = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
         const where = `tensor '${name}'`;
-        if (typeof info?.dtype !== 'string' || !(info.dtype in DTYPE_BYTES)) {
+        if (typeof info?.dtype !== 'string' || !Object.hasOwn(DTYPE_BYTES, info.dtype)) {
           fail(`${where}: unknown dtype ${JSON.stringify(info?.dtype)} (supported: ${Object.keys(DTYPE_BYTES).join(', ')})`);
         }
         const dtype = info.dtype as Dtype;
@@ -130,8 +130,13 @@ export class SafetensorsFile {
     const bytes = Buffer.alloc(e.end - e.begin);
     const fd = fs.openSync(this.path, 'r');
     try {
-      const got = fs.readSync(fd, bytes, 0, bytes.length, this.dataStart + e.begin);
-      if (got !== bytes.length) throw new SafetensorsError(`${this.path}: tensor '${name}': read ${got} of ${bytes.length} bytes (file truncated?)`);
+      // One read returns at most ~2 GiB on Linux: loop until the tensor is in.
+      let got = 0;
+      while (got < bytes.length) {
+        const n = fs.readSync(fd, bytes, got, bytes.length - got, this.dataStart + e.begin + got);
+        if (n === 0) throw new SafetensorsError(`${this.path}: tensor '${name}': read ${got} of ${bytes.length} bytes (file truncated?)`);
+        got += n;
+      }
     } finally {
       fs.closeSync(fd);
     }
@@ -173,9 +178,9 @@ export interface TensorToWrite {
   data: Float32Array | BigInt64Array | Int32Array | Uint8Array | number[];
 }
 
-function encode(name: string, t: TensorToWrite): Buffer {
+function encode(file: string, name: string, t: TensorToWrite): Buffer {
   const n = numel(t.shape);
-  if (t.data.length !== n) throw new SafetensorsError(`tensor '${name}': ${t.data.length} values for shape [${t.shape}] (${n} expected)`);
+  if (t.data.length !== n) throw new SafetensorsError(`${file}: tensor '${name}': ${t.data.length} values for shape [${t.shape}] (${n} expected)`);
   switch (t.dtype) {
     case 'F32':
       return Buffer.from(Float32Array.from(t.data as ArrayLike<number>).buffer);
@@ -188,7 +193,8 @@ function encode(name: string, t: TensorToWrite): Buffer {
       return Buffer.from(out.buffer);
     }
     case 'I64':
-      return Buffer.from((t.data instanceof BigInt64Array ? t.data : BigInt64Array.from(t.data as ArrayLike<number>, (v) => BigInt(v))).buffer.slice(0));
+      // Copy the view's own bytes: a subarray shares a larger buffer.
+      return Buffer.from(BigInt64Array.from(t.data as ArrayLike<bigint | number>, (v) => BigInt(v)).buffer);
     case 'I32':
       return Buffer.from(Int32Array.from(t.data as ArrayLike<number>).buffer);
     case 'BOOL':
@@ -205,7 +211,7 @@ export function writeSafetensors(file: string, tensors: Record<string, TensorToW
   const blobs: Buffer[] = [];
   let offset = 0;
   for (const [name, t] of entries) {
-    const blob = encode(name, t);
+    const blob = encode(file, name, t);
     header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + blob.length] };
     blobs.push(blob);
     offset += blob.length;
@@ -221,14 +227,19 @@ export function writeSafetensors(file: string, tensors: Record<string, TensorToW
 export function writeAtomic(file: string, parts: (Buffer | string)[]): void {
   fs.mkdirSync(path.dirname(file), { recursive: true });
   const tmp = `${file}.${process.pid}.tmp`;
-  const fd = fs.openSync(tmp, 'w');
   try {
-    for (const p of parts) fs.writeSync(fd, typeof p === 'string' ? Buffer.from(p) : p);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
+    const fd = fs.openSync(tmp, 'w');
+    try {
+      for (const p of parts) fs.writeSync(fd, typeof p === 'string' ? Buffer.from(p) : p);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw e;
   }
-  fs.renameSync(tmp, file);
 }
 
 /**
@@ -309,9 +320,20 @@ export function writeCheckpoint(dir: string, tensors: Map<string, TensorToWrite>
     cur += bytes;
     total += bytes;
   }
+  // The index wins over model.safetensors when both exist, so a stale index goes first; stale files after.
+  const index = path.join(dir, 'model.safetensors.index.json');
+  fs.rmSync(index, { force: true });
+  const removeStale = (keep: string[]) => {
+    if (!fs.existsSync(dir)) return;
+    for (const f of fs.readdirSync(dir)) {
+      const p = path.join(dir, f);
+      if ((f === 'model.safetensors' || /^model-\d+-of-\d+\.safetensors$/.test(f)) && !keep.includes(p)) fs.rmSync(p);
+    }
+  };
   if (shards.length === 1) {
     const file = path.join(dir, 'model.safetensors');
     writeSafetensors(file, tensors, metadata);
+    removeStale([file]);
     return [file];
   }
   const files: string[] = [];
@@ -323,7 +345,7 @@ export function writeCheckpoint(dir: string, tensors: Map<string, TensorToWrite>
     for (const n of group) weightMap[n] = base;
     files.push(path.join(dir, base));
   });
-  const index = path.join(dir, 'model.safetensors.index.json');
   writeAtomic(index, [JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2) + '\n']);
+  removeStale(files);
   return [...files, index];
 }
