@@ -184,3 +184,53 @@ describe('KV cache decoding equals the full forward', () => {
     model.dispose();
   });
 });
+
+describe('loading and memory', () => {
+  test('bf16 and f16 checkpoints load as float32 and stay close to the f32 model', async () => {
+    const { Checkpoint, writeSafetensors } = await import('../src/io/safetensors.ts');
+    const os = await import('node:os');
+    const path = await import('node:path');
+    const src = fixture('golden/targets/llama');
+    const f32 = new Checkpoint(src);
+    const ids = [[3, 14, 15, 9, 26, 5]];
+    const ref = TfjsTarget.load(src);
+    const expected = ref.forward({ ids }).logits!.dataSync() as Float32Array;
+    ref.dispose();
+    for (const dtype of ['BF16', 'F16'] as const) {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), `target-${dtype}-`));
+      fs.copyFileSync(`${src}/config.json`, `${dir}/config.json`);
+      writeSafetensors(`${dir}/model.safetensors`, new Map(f32.names().map((n) => [n, { ...f32.read(n), dtype }])));
+      const model = TfjsTarget.load(dir);
+      const out = model.forward({ ids });
+      const d = maxAbsDiff(out.logits!.dataSync(), expected);
+      assert.ok(d > 0 && d < (dtype === 'BF16' ? 0.1 : 0.01), `${dtype}: max diff ${d}`);
+      tf.dispose([out.logits!, out.finalNormed]);
+      model.dispose();
+    }
+  });
+
+  test('a missing or misshapen tensor is an error naming it', async () => {
+    const config = parseModelConfig(scaledDown('qwen2.5-0.5b-instruct'));
+    const weights = randomWeights(config, 1);
+    weights.delete('model.layers.2.self_attn.k_proj.bias');
+    assert.throws(() => TfjsTarget.fromWeights(config, mapSource(weights)), /missing tensor 'model\.layers\.2\.self_attn\.k_proj\.bias' \(expected shape \[16\]\)/);
+    const w2 = randomWeights(config, 1);
+    w2.set('model.norm.weight', { dtype: 'F32', shape: [31], data: new Float32Array(31) });
+    assert.throws(() => TfjsTarget.fromWeights(config, mapSource(w2)), /'model\.norm\.weight' has shape \[31\], expected \[32\]/);
+  });
+
+  test('decoding with a cache leaks no tensors', () => {
+    const config = parseModelConfig(scaledDown('llama-3.1-8b-instruct'));
+    const model = TfjsTarget.fromWeights(config, mapSource(randomWeights(config, 2)));
+    const before = tf.memory().numTensors;
+    const cache = model.newCache(1);
+    for (let step = 0; step < 5; step++) {
+      const out = model.forward({ ids: [[step + 1, step + 2]] }, { cache, layers: [1] });
+      tf.dispose([out.logits!, out.finalNormed, ...out.layers.values()]);
+      if (step === 2) cache.truncate(3);
+    }
+    cache.dispose();
+    assert.equal(tf.memory().numTensors, before);
+    model.dispose();
+  });
+});
