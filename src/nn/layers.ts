@@ -74,3 +74,22 @@ export function groupedAttention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D,
 
 /** Value used for disallowed attention entries: large enough to zero the softmax, finite so a fully masked row is not NaN. */
 export const MASKED = -1e9;
+
+/**
+ * Embedding lookup whose gradient is a one-hot product. tfjs' own gather gradient needs
+ * UnsortedSegmentSum, which the wasm backend lacks; onehot(ids)^T x dy runs on the fast matmul.
+ */
+export const embeddingLookup = tf.customGrad(((table: tf.Tensor2D, ids: tf.Tensor, save: tf.GradSaveFunc) => {
+  save([ids]);
+  const value = tf.gather(table, ids);
+  return {
+    value,
+    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+      const [V, H] = table.shape;
+      const flatIds = saved[0].reshape([-1]) as tf.Tensor1D;
+      const oneHotT = tf.transpose(tf.oneHot(flatIds, V)); // [V, N], transposed explicitly (see matmul.ts)
+      const dTable = matmul(oneHotT, dy.reshape([-1, H]) as tf.Tensor2D);
+      return [dTable, tf.zerosLike(saved[0])];
+    },
+  };
+}) as unknown as Parameters<typeof tf.customGrad>[0]) as (table: tf.Tensor2D, ids: tf.Tensor) => tf.Tensor;

@@ -4,7 +4,7 @@ import * as tf from '@tensorflow/tfjs';
 import { linear } from '../backend/matmul.ts';
 import { type ModelConfig, loadModelConfig, ropeInverseFrequencies } from '../io/hf-config.ts';
 import { Checkpoint, type StoredTensor } from '../io/safetensors.ts';
-import { MASKED, applyRope, groupedAttention, rmsNorm, ropeTables, silu } from '../nn/layers.ts';
+import { MASKED, applyRope, embeddingLookup, groupedAttention, rmsNorm, ropeTables, silu } from '../nn/layers.ts';
 import { TfjsKVCache } from './kv-cache.ts';
 import type { ForwardOptions, KVCache, TargetInput, TargetModel, TargetOutput } from './runtime.ts';
 
@@ -38,6 +38,8 @@ interface Layer {
 
 export class WeightError extends Error {}
 
+let nextVariableId = 0;
+
 export class TfjsTarget implements TargetModel {
   readonly config: ModelConfig;
   private readonly embed: tf.Tensor2D;
@@ -60,8 +62,18 @@ export class TfjsTarget implements TargetModel {
     return TfjsTarget.fromWeights(loadModelConfig(dir), new Checkpoint(dir), dir);
   }
 
-  static fromWeights(c: ModelConfig, src: WeightSource, where = 'weights'): TfjsTarget {
+  /**
+   * Builds the model from HF-named weights. With `trainable`, every weight is a tf.Variable, so that
+   * tf.variableGrads over forward() trains it (used to train the shipped tiny target).
+   */
+  static fromWeights(c: ModelConfig, src: WeightSource, where = 'weights', opts: { trainable?: boolean } = {}): TfjsTarget {
     const made: tf.Tensor[] = [];
+    const own = <T extends tf.Tensor>(t: T, name: string): T => {
+      if (!opts.trainable) return t;
+      const v = tf.variable(t, true, `${name}#${nextVariableId++}`) as unknown as T;
+      t.dispose();
+      return v;
+    };
     const get = (name: string, shape: number[]): StoredTensor => {
       if (!src.has(name)) throw new WeightError(`${where}: missing tensor '${name}' (expected shape [${shape}]) for ${c.architecture}`);
       const t = src.read(name);
@@ -72,13 +84,13 @@ export class TfjsTarget implements TargetModel {
       return t;
     };
     const vec = (name: string, n: number): tf.Tensor1D => {
-      const t = tf.tensor1d(get(name, [n]).data as Float32Array);
+      const t = own(tf.tensor1d(get(name, [n]).data as Float32Array), name);
       made.push(t);
       return t;
     };
     // PyTorch stores Linear weights as [out, in]; transpose once here.
     const lin = (name: string, out: number, inp: number): tf.Tensor2D => {
-      const t = tf.tidy(() => tf.transpose(tf.tensor2d(get(name, [out, inp]).data as Float32Array, [out, inp])));
+      const t = own(tf.tidy(() => tf.transpose(tf.tensor2d(get(name, [out, inp]).data as Float32Array, [out, inp]))), name);
       made.push(t);
       return t;
     };
@@ -88,7 +100,7 @@ export class TfjsTarget implements TargetModel {
       const kvDim = c.numKvHeads * c.headDim;
       const I = c.intermediateSize;
       const embedData = get('model.embed_tokens.weight', [c.vocabSize, H]).data as Float32Array;
-      const embed = tf.tensor2d(embedData, [c.vocabSize, H]);
+      const embed = own(tf.tensor2d(embedData, [c.vocabSize, H]), 'model.embed_tokens.weight');
       made.push(embed);
       const layers: Layer[] = [];
       for (let l = 0; l < c.numLayers; l++) {
@@ -123,6 +135,7 @@ export class TfjsTarget implements TargetModel {
       }
       const finalNorm = vec('model.norm.weight', H);
       // Tied models may still ship lm_head.weight (a copy); use it when present.
+      if (c.tieWordEmbeddings && opts.trainable) throw new WeightError(`${where}: training a tied-embedding model is not supported`);
       const head = !c.tieWordEmbeddings || src.has('lm_head.weight') ? lin('lm_head.weight', c.vocabSize, H) : tf.transpose(embed);
       made.push(head);
       return new TfjsTarget(c, embed, layers, finalNorm, head);
@@ -130,6 +143,39 @@ export class TfjsTarget implements TargetModel {
       for (const t of made) t.dispose();
       throw e;
     }
+  }
+
+  /** Every weight under its Hugging Face name and layout ([out, in] for linear layers), as float32. */
+  exportWeights(): Map<string, { shape: number[]; data: Float32Array }> {
+    const c = this.config;
+    const out = new Map<string, { shape: number[]; data: Float32Array }>();
+    const put = (name: string, t: tf.Tensor, transpose = false) => {
+      const x = transpose ? tf.transpose(t) : t;
+      out.set(name, { shape: [...x.shape], data: x.dataSync() as Float32Array });
+      if (transpose) x.dispose();
+    };
+    put('model.embed_tokens.weight', this.embed);
+    this.layers.forEach((L, l) => {
+      const p = `model.layers.${l}.`;
+      put(p + 'input_layernorm.weight', L.inputNorm);
+      put(p + 'post_attention_layernorm.weight', L.postNorm);
+      for (const [key, w] of [['q', L.q], ['k', L.k], ['v', L.v], ['o', L.o]] as const) put(`${p}self_attn.${key}_proj.weight`, w, true);
+      for (const [key, b] of [['q', L.qBias], ['k', L.kBias], ['v', L.vBias], ['o', L.oBias]] as const) if (b) put(`${p}self_attn.${key}_proj.bias`, b);
+      if (L.qNorm) put(p + 'self_attn.q_norm.weight', L.qNorm);
+      if (L.kNorm) put(p + 'self_attn.k_norm.weight', L.kNorm);
+      for (const [key, w] of [['gate', L.gate], ['up', L.up], ['down', L.down]] as const) put(`${p}mlp.${key}_proj.weight`, w, true);
+      for (const [key, b] of [['gate', L.gateBias], ['up', L.upBias], ['down', L.downBias]] as const) if (b) put(`${p}mlp.${key}_proj.bias`, b);
+    });
+    put('model.norm.weight', this.finalNorm);
+    if (!c.tieWordEmbeddings) put('lm_head.weight', this.head, true);
+    return out;
+  }
+
+  /** The tf.Variables of a model built with `trainable` (empty otherwise). */
+  variables(): tf.Variable[] {
+    const all: tf.Tensor[] = [this.embed, this.finalNorm, this.head];
+    for (const L of this.layers) for (const t of Object.values(L)) if (t) all.push(t);
+    return all.filter((t): t is tf.Variable => t instanceof tf.Variable);
   }
 
   newCache(batch: number): TfjsKVCache {
@@ -171,7 +217,7 @@ export class TfjsTarget implements TargetModel {
     const { cos, sin } = ropeTables(positions, this.invFreq);
     const { captured, finalNormed, logits } = tf.tidy(() => {
       const idT = tf.tensor2d(ids.flat(), [B, T], 'int32');
-      let h = tf.gather(this.embed, idT) as unknown as tf.Tensor3D;
+      let h = embeddingLookup(this.embed, idT) as tf.Tensor3D;
       if (c.embedScale !== 1) h = tf.mul(h, c.embedScale);
       const keep: tf.Tensor3D[] = [];
       this.layers.forEach((L, l) => {

@@ -1,0 +1,86 @@
+// Launches N ranks as worker_threads, each with its own tfjs backend, and supervises them: rank 0's
+// progress and log lines come to the main thread; the first rank to fail stops every rank (blocked ones
+// are released through the shared abort flag) and its error is what the launch rejects with.
+import { Worker } from 'node:worker_threads';
+import { type Collective, SoloCollective, abortAll, createSharedBuffers } from './collective.ts';
+
+export interface RankContext {
+  collective: Collective;
+  payload: unknown;
+  /** Rank 0 reports progress and log lines through these (other ranks may call them; they are ignored). */
+  progress: (done: number, fields: Record<string, string | number>) => void;
+  log: (message: string) => void;
+}
+
+export type RankMessage =
+  | { type: 'progress'; done: number; fields: Record<string, string | number> }
+  | { type: 'log'; message: string }
+  | { type: 'done'; result: unknown }
+  | { type: 'error'; message: string; stack?: string };
+
+export class RankError extends Error {
+  constructor(readonly rank: number, message: string, readonly rankStack?: string) {
+    super(`rank ${rank}: ${message}`);
+  }
+}
+
+export interface LaunchOptions {
+  /** URL of a module exporting `runRank(ctx: RankContext): Promise<unknown>`. */
+  module: string;
+  worldSize: number;
+  payload: unknown;
+  onProgress?: (done: number, fields: Record<string, string | number>) => void;
+  onLog?: (message: string) => void;
+}
+
+/** Runs the job on worldSize ranks; resolves with rank 0's result. One rank runs in this thread. */
+export async function launchRanks(opts: LaunchOptions): Promise<unknown> {
+  if (!Number.isInteger(opts.worldSize) || opts.worldSize < 1) throw new Error(`workers must be a positive integer, got ${opts.worldSize}`);
+  if (opts.worldSize === 1) {
+    const job = await import(opts.module);
+    return job.runRank({
+      collective: new SoloCollective(),
+      payload: opts.payload,
+      progress: opts.onProgress ?? (() => {}),
+      log: opts.onLog ?? (() => {}),
+    } satisfies RankContext);
+  }
+  const shared = createSharedBuffers(opts.worldSize);
+  const bootstrap = new URL('./rank-bootstrap.mjs', import.meta.url);
+  return new Promise((resolve, reject) => {
+    const workers: Worker[] = [];
+    let failed = false;
+    let remaining = opts.worldSize;
+    let result: unknown;
+    const fail = (err: RankError) => {
+      if (failed) return;
+      failed = true;
+      abortAll(shared);
+      // Give blocked ranks a moment to see the abort flag, then stop them all.
+      setTimeout(() => {
+        for (const w of workers) void w.terminate();
+        reject(err);
+      }, 50);
+    };
+    for (let rank = 0; rank < opts.worldSize; rank++) {
+      const w = new Worker(bootstrap, { workerData: { module: opts.module, rank, worldSize: opts.worldSize, shared, payload: opts.payload } });
+      workers.push(w);
+      w.on('message', (m: RankMessage) => {
+        if (m.type === 'progress' && rank === 0) opts.onProgress?.(m.done, m.fields);
+        else if (m.type === 'log' && rank === 0) opts.onLog?.(m.message);
+        else if (m.type === 'error') fail(new RankError(rank, m.message, m.stack));
+        else if (m.type === 'done') {
+          if (rank === 0) result = m.result;
+          if (--remaining === 0 && !failed) {
+            for (const x of workers) void x.terminate();
+            resolve(result);
+          }
+        }
+      });
+      w.on('error', (e) => fail(new RankError(rank, e.message, e.stack)));
+      w.on('exit', (code) => {
+        if (code !== 0 && !failed && remaining > 0) fail(new RankError(rank, `worker exited with code ${code}`));
+      });
+    }
+  });
+}

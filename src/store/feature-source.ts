@@ -1,0 +1,24 @@
+// The trainer's view of captured target features.
+import type { FeatureSample } from './schema.ts';
+
+export type { FeatureSample } from './schema.ts';
+
+export interface BatchOptions {
+  batchSize: number;
+  /** Seeded permutation of all samples per epoch; false gives store order. */
+  shuffle: boolean;
+  seed: number;
+  epoch: number;
+  /** Drop the last partial batch (default true), which also gives every rank the same number of batches. */
+  dropLast?: boolean;
+  /** This process's rank among worldSize data-parallel ranks (default 0 of 1). */
+  rank?: number;
+  worldSize?: number;
+}
+
+/** What the trainer reads; implemented by the Arrow store and by the online target. */
+export interface FeatureSource {
+  readonly size: number;
+  get(index: number): Promise<FeatureSample>;
+  batches(opts: BatchOptions): AsyncGenerator<FeatureSample[]>;
+}

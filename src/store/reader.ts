@@ -1,0 +1,342 @@
+// ArrowStore: the offline hidden-state store read back for training. Shards are opened lazily with
+// apache-arrow's async file reader over a file handle, and record batches are read on demand from the
+// footer's block index; reads on one shard are serialized (the reader seeks a shared file position).
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { RecordBatchReader, type AsyncRecordBatchFileReader, type Data, type RecordBatch } from 'apache-arrow';
+import { f16ToF32 } from '../io/dtypes.ts';
+import { Rng } from '../util/random.ts';
+import type { BatchOptions, FeatureSource } from './feature-source.ts';
+import {
+  checkCompatible,
+  MANIFEST_FILE,
+  readManifest,
+  StoreError,
+  type ShardEntry,
+  type StoreExpectation,
+  type StoreManifest,
+} from './manifest.ts';
+import {
+  META_BATCH_ROWS,
+  META_FIRST_SAMPLE,
+  sampleShapeError,
+  schemaDifference,
+  type FeatureSample,
+} from './schema.ts';
+
+export interface ArrowStoreOptions {
+  /** Read a store whose capture has not finished (only its finished shards). */
+  allowIncomplete?: boolean;
+  /** Shard files kept open at once (idle ones beyond this are closed); default 32. */
+  maxOpenShards?: number;
+  /** Decoded record batches kept in memory; default 4. */
+  cachedBatches?: number;
+}
+
+const MAGIC = Buffer.from('ARROW1');
+
+let f16Table: Float32Array | null = null;
+function widenF16(bits: Uint16Array): Float32Array {
+  if (!f16Table) {
+    f16Table = new Float32Array(65536);
+    for (let h = 0; h < 65536; h++) f16Table[h] = f16ToF32(h);
+  }
+  const t = f16Table;
+  const out = new Float32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) out[i] = t[bits[i]];
+  return out;
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** [start, end) of row `row` in a list or utf8 column, and the child values. */
+function span(d: Data, row: number): [number, number] {
+  const o = d.valueOffsets as Int32Array;
+  return [o[row], o[row + 1]];
+}
+
+function listValues<A extends Int32Array | Uint8Array | Uint16Array | Float32Array>(d: Data, row: number): A {
+  const [s, e] = span(d, row);
+  const values = d.children[0].values as A;
+  if (s < 0 || e < s || e > values.length) throw new Error(`list offsets [${s}, ${e}) out of range (${values.length} values)`);
+  return values.subarray(s, e) as A;
+}
+
+function text(d: Data, row: number): string {
+  const [s, e] = span(d, row);
+  const values = d.values as Uint8Array;
+  if (s < 0 || e < s || e > values.length) throw new Error(`string offsets [${s}, ${e}) out of range`);
+  return utf8.decode(values.subarray(s, e));
+}
+
+class Shard {
+  reader: AsyncRecordBatchFileReader | null = null;
+  /** Start row of each record batch, plus the total at the end. */
+  batchStarts: number[] = [];
+  queue: Promise<unknown> = Promise.resolve();
+  busy = 0;
+  lastUse = 0;
+
+  constructor(
+    readonly entry: ShardEntry,
+    readonly index: number,
+    readonly file: string,
+  ) {}
+
+  /** Runs `task` after every earlier task on this shard: the arrow reader must not see concurrent reads. */
+  run<T>(task: () => Promise<T>): Promise<T> {
+    this.busy++;
+    const p = this.queue.then(task, task);
+    this.queue = p.then(
+      () => this.busy--,
+      () => this.busy--,
+    );
+    return p;
+  }
+}
+
+export class ArrowStore implements FeatureSource {
+  readonly dir: string;
+  readonly manifest: StoreManifest;
+  readonly size: number;
+  private readonly shards: Shard[];
+  private readonly starts: number[];
+  private readonly maxOpen: number;
+  private readonly maxCached: number;
+  private readonly cache = new Map<string, RecordBatch>();
+  private clock = 0;
+  private closed = false;
+
+  private constructor(dir: string, manifest: StoreManifest, opts: ArrowStoreOptions) {
+    this.dir = dir;
+    this.manifest = manifest;
+    this.size = manifest.total_samples;
+    this.shards = manifest.shards.map((s, i) => new Shard(s, i, path.join(dir, s.file)));
+    this.starts = manifest.shards.map((s) => s.first_sample);
+    this.maxOpen = Math.max(1, opts.maxOpenShards ?? 32);
+    this.maxCached = Math.max(1, opts.cachedBatches ?? 4);
+  }
+
+  /**
+   * Opens a store: validates the manifest, refuses an incomplete capture unless allowed, checks it
+   * against the recipe when `expected` is given, and checks every listed shard's size on disk.
+   */
+  static async open(dir: string, expected?: StoreExpectation | null, opts: ArrowStoreOptions = {}): Promise<ArrowStore> {
+    const manifest = readManifest(dir);
+    const where = path.join(dir, MANIFEST_FILE);
+    if (!manifest.complete && !opts.allowIncomplete)
+      throw new StoreError(
+        `${where}: the store is incomplete (complete: false, ${manifest.total_samples} samples in ${manifest.shards.length} finished shards); ` +
+          `resume the capture to finish it, or open with { allowIncomplete: true }`,
+      );
+    if (expected) checkCompatible(manifest, expected, `store ${dir}`);
+    for (const s of manifest.shards) {
+      const file = path.join(dir, s.file);
+      let size: number;
+      try {
+        size = (await fsp.stat(file)).size;
+      } catch {
+        throw new StoreError(`${file}: shard listed in ${MANIFEST_FILE} is missing`);
+      }
+      if (size !== s.bytes)
+        throw new StoreError(`${file}: shard is ${size} bytes but ${MANIFEST_FILE} says ${s.bytes} (${size < s.bytes ? 'truncated' : 'replaced or appended to'})`);
+    }
+    return new ArrowStore(dir, manifest, opts);
+  }
+
+  get hiddenSize(): number {
+    return this.manifest.target.hidden_size;
+  }
+
+  async get(index: number): Promise<FeatureSample> {
+    if (this.closed) throw new StoreError(`${this.dir}: store is closed`);
+    if (!Number.isInteger(index) || index < 0 || index >= this.size)
+      throw new RangeError(`sample index ${index} out of range [0, ${this.size})`);
+    // Last shard whose first sample is <= index.
+    let lo = 0;
+    let hi = this.starts.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.starts[mid] <= index) lo = mid;
+      else hi = mid - 1;
+    }
+    const shard = this.shards[lo];
+    const local = index - shard.entry.first_sample;
+    const batch = await shard.run(async () => {
+      await this.ensureOpen(shard);
+      shard.lastUse = ++this.clock;
+      let b = 0;
+      while (shard.batchStarts[b + 1] <= local) b++;
+      return [await this.readBatch(shard, b), local - shard.batchStarts[b]] as const;
+    });
+    try {
+      return this.decode(batch[0], batch[1]);
+    } catch (e) {
+      throw new StoreError(`${shard.file}: row ${local} (sample ${index}) is corrupt: ${(e as Error).message}`);
+    }
+  }
+
+  async *batches(opts: BatchOptions): AsyncGenerator<FeatureSample[]> {
+    const { batchSize, seed, epoch } = opts;
+    const worldSize = opts.worldSize ?? 1;
+    const rank = opts.rank ?? 0;
+    const dropLast = opts.dropLast ?? true;
+    if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError(`batchSize must be a positive integer, got ${batchSize}`);
+    if (!Number.isInteger(worldSize) || worldSize < 1) throw new RangeError(`worldSize must be a positive integer, got ${worldSize}`);
+    if (!Number.isInteger(rank) || rank < 0 || rank >= worldSize) throw new RangeError(`rank must be in [0, ${worldSize}), got ${rank}`);
+    const order = opts.shuffle ? permutation(this.size, seed, epoch) : Int32Array.from({ length: this.size }, (_, i) => i);
+    const mine = rankSlice(order, rank, worldSize, dropLast);
+    const nBatches = dropLast ? Math.floor(mine.length / batchSize) : Math.ceil(mine.length / batchSize);
+    const fetch = (b: number): Promise<FeatureSample[]> => {
+      const p = Promise.all(Array.from(mine.subarray(b * batchSize, (b + 1) * batchSize), (i) => this.get(i)));
+      p.catch(() => {}); // a prefetch the consumer never awaits must not be an unhandled rejection
+      return p;
+    };
+    // One batch of read-ahead: the next batch loads while the caller trains on this one.
+    let next = nBatches > 0 ? fetch(0) : null;
+    for (let b = 0; b < nBatches; b++) {
+      const cur = next!;
+      next = b + 1 < nBatches ? fetch(b + 1) : null;
+      yield await cur;
+    }
+  }
+
+  /** Closes every shard file (after in-flight reads finish). */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.cache.clear();
+    await Promise.all(this.shards.map((s) => s.run(() => closeShard(s))));
+  }
+
+  private async ensureOpen(shard: Shard): Promise<void> {
+    if (shard.reader) return;
+    // Keep the number of open files bounded: close the least recently used idle shards.
+    const open = this.shards.filter((s) => s.reader && s !== shard);
+    if (open.length >= this.maxOpen) {
+      const idle = open.filter((s) => s.busy === 0).sort((a, b) => a.lastUse - b.lastUse);
+      for (const s of idle.slice(0, open.length - this.maxOpen + 1)) s.run(() => closeShard(s)).catch(() => {});
+    }
+    const { file, entry } = shard;
+    const fail = (msg: string): never => {
+      throw new StoreError(`${file}: ${msg}`);
+    };
+    const fh = await fsp.open(file, 'r').catch((e: Error) => fail(`cannot open shard (${e.message})`));
+    try {
+      const { size } = await fh.stat();
+      if (size !== entry.bytes)
+        fail(`shard is ${size} bytes but ${MANIFEST_FILE} says ${entry.bytes} (${size < entry.bytes ? 'truncated' : 'replaced or appended to'})`);
+      if (size < 2 * 8 + 4) fail(`${size} bytes is too short for an Arrow IPC file`);
+      const head = Buffer.alloc(6);
+      const tail = Buffer.alloc(6);
+      await fh.read(head, 0, 6, 0);
+      await fh.read(tail, 0, 6, size - 6);
+      if (!head.equals(MAGIC)) fail(`not an Arrow IPC file (no ARROW1 magic at the start)`);
+      if (!tail.equals(MAGIC)) fail(`Arrow IPC footer missing (no ARROW1 magic at the end): the file is truncated or was not finished`);
+      let reader: AsyncRecordBatchFileReader;
+      try {
+        const r = await RecordBatchReader.from(fh);
+        if (!r.isFile() || !r.isAsync()) fail(`not read as an Arrow IPC file`);
+        reader = (await r.open({ autoDestroy: false })) as AsyncRecordBatchFileReader;
+      } catch (e) {
+        if (e instanceof StoreError) throw e;
+        return fail(`corrupt Arrow IPC footer or schema (${(e as Error).message})`);
+      }
+      const diff = schemaDifference(reader.schema, this.manifest.dtype);
+      if (diff) fail(`schema mismatch: ${diff}`);
+      const rowsMeta = reader.schema.metadata.get(META_BATCH_ROWS);
+      const rows = (rowsMeta ?? '').split(',').map(Number);
+      if (!rowsMeta || rows.some((n) => !Number.isInteger(n) || n < 1))
+        fail(`schema metadata ${META_BATCH_ROWS} missing or invalid (${JSON.stringify(rowsMeta)})`);
+      if (rows.length !== reader.numRecordBatches)
+        fail(`footer lists ${reader.numRecordBatches} record batches, schema metadata ${META_BATCH_ROWS} lists ${rows.length}`);
+      const total = rows.reduce((a, b) => a + b, 0);
+      if (total !== entry.samples) fail(`holds ${total} rows, ${MANIFEST_FILE} says ${entry.samples} samples`);
+      const first = reader.schema.metadata.get(META_FIRST_SAMPLE);
+      if (first !== undefined && Number(first) !== entry.first_sample)
+        fail(`starts at sample ${first}, ${MANIFEST_FILE} says ${entry.first_sample} (shard files renamed or mixed up?)`);
+      shard.batchStarts = [0];
+      for (const n of rows) shard.batchStarts.push(shard.batchStarts[shard.batchStarts.length - 1] + n);
+      shard.reader = reader;
+    } catch (e) {
+      await fh.close().catch(() => {});
+      throw e;
+    }
+  }
+
+  private async readBatch(shard: Shard, b: number): Promise<RecordBatch> {
+    const key = `${shard.index}:${b}`;
+    const hit = this.cache.get(key);
+    if (hit) {
+      this.cache.delete(key);
+      this.cache.set(key, hit);
+      return hit;
+    }
+    let batch: RecordBatch | null;
+    try {
+      batch = await shard.reader!.readRecordBatch(b);
+    } catch (e) {
+      throw new StoreError(`${shard.file}: cannot read record batch ${b} (${(e as Error).message})`);
+    }
+    const want = shard.batchStarts[b + 1] - shard.batchStarts[b];
+    if (!batch) throw new StoreError(`${shard.file}: record batch ${b} is missing or unreadable`);
+    if (batch.numRows !== want) throw new StoreError(`${shard.file}: record batch ${b} has ${batch.numRows} rows, expected ${want}`);
+    this.cache.set(key, batch);
+    while (this.cache.size > this.maxCached) this.cache.delete(this.cache.keys().next().value!);
+    return batch;
+  }
+
+  private decode(batch: RecordBatch, row: number): FeatureSample {
+    const c = batch.data.children;
+    const f16 = this.manifest.dtype === 'float16';
+    const floats = (d: Data): Float32Array =>
+      f16 ? widenF16(listValues<Uint16Array>(d, row)) : listValues<Float32Array>(d, row).slice();
+    const s: FeatureSample = {
+      id: text(c[0], row),
+      inputIds: listValues<Int32Array>(c[1], row).slice(),
+      lossMask: listValues<Uint8Array>(c[2], row).slice(),
+      aux: floats(c[3]),
+      finalHidden: floats(c[4]),
+      thinkSpans: listValues<Int32Array>(c[5], row).slice(),
+      answerPositions: listValues<Int32Array>(c[6], row).slice(),
+      answer: text(c[7], row),
+    };
+    const m = this.manifest;
+    const err = sampleShapeError(s, m.target.hidden_size, m.aux_layer_ids.length, m.max_length);
+    if (err) throw new Error(err);
+    return s;
+  }
+}
+
+async function closeShard(s: Shard): Promise<void> {
+  const r = s.reader;
+  s.reader = null;
+  if (r) await r.cancel(); // closes the file handle
+}
+
+/** A seeded permutation of [0, n), different per epoch, identical for every rank. */
+export function permutation(n: number, seed: number, epoch: number): Int32Array {
+  let h = Math.imul((seed >>> 0) ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul((epoch >>> 0) + 0x632be5ab, 0xc2b2ae35);
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x7feb352d);
+  h ^= h >>> 15;
+  const rng = new Rng(h >>> 0);
+  const p = Int32Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = rng.int(i + 1);
+    const t = p[i];
+    p[i] = p[j];
+    p[j] = t;
+  }
+  return p;
+}
+
+/**
+ * Rank `rank`'s interleaved share of an epoch's order: positions rank, rank + W, ... With dropLast the
+ * order is first cut to a multiple of W, so every rank gets the same count.
+ */
+export function rankSlice(order: Int32Array, rank: number, worldSize: number, dropLast: boolean): Int32Array {
+  const n = dropLast ? order.length - (order.length % worldSize) : order.length;
+  const out = new Int32Array(Math.max(0, Math.ceil((n - rank) / worldSize)));
+  for (let i = rank, k = 0; i < n; i += worldSize) out[k++] = order[i];
+  return out;
+}

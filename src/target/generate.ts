@@ -1,0 +1,85 @@
+// Batched generation with the KV cache: prompts of different lengths are right-padded into one prefill,
+// then every row advances one token per step until it emits a stop token or reaches maxNewTokens.
+import * as tf from '@tensorflow/tfjs';
+import type { Rng } from '../util/random.ts';
+import type { TargetModel } from './runtime.ts';
+
+export interface GenerateOptions {
+  maxNewTokens: number;
+  /** Token ids that end a row (end-of-turn, eos); the stop token is kept in the output. */
+  stopIds: number[];
+  /** 0 (default) is greedy. */
+  temperature?: number;
+  topP?: number;
+  rng?: Rng;
+  padId?: number;
+}
+
+/** Samples a token from logits (greedy at temperature 0; nucleus sampling with topP < 1). */
+export function pickToken(logits: Float32Array, temperature = 0, topP = 1, rng?: Rng): number {
+  if (!(temperature > 0)) {
+    let best = 0;
+    for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
+    return best;
+  }
+  if (!rng) throw new Error('sampling needs an rng');
+  let max = -Infinity;
+  for (const x of logits) max = Math.max(max, x);
+  const probs = Array.from(logits, (x, i) => ({ i, p: Math.exp((x - max) / temperature) }));
+  let sum = probs.reduce((a, b) => a + b.p, 0);
+  probs.sort((a, b) => b.p - a.p || a.i - b.i);
+  let keep = probs.length;
+  if (topP < 1) {
+    let acc = 0;
+    for (let k = 0; k < probs.length; k++) {
+      acc += probs[k].p / sum;
+      if (acc >= topP) {
+        keep = k + 1;
+        break;
+      }
+    }
+    sum = probs.slice(0, keep).reduce((a, b) => a + b.p, 0);
+  }
+  let u = rng.next() * sum;
+  for (let k = 0; k < keep; k++) {
+    u -= probs[k].p;
+    if (u <= 0) return probs[k].i;
+  }
+  return probs[keep - 1].i;
+}
+
+/** Returns the new tokens of each prompt (stop token included when reached). */
+export function generate(model: TargetModel, prompts: number[][], opts: GenerateOptions): number[][] {
+  const B = prompts.length;
+  const padId = opts.padId ?? 0;
+  const T = Math.max(...prompts.map((p) => p.length));
+  const cache = model.newCache(B);
+  const outputs: number[][] = prompts.map(() => []);
+  const done = new Array(B).fill(false);
+  const V = model.config.vocabSize;
+  try {
+    const ids = prompts.map((p) => [...p, ...new Array(T - p.length).fill(padId)]);
+    const attentionMask = prompts.map((p) => ids[0].map((_, t) => (t < p.length ? 1 : 0)));
+    const first = model.forward({ ids, attentionMask }, { cache });
+    // Each row's next-token logits sit at its own last prompt position.
+    const all = first.logits!.dataSync() as Float32Array;
+    let next = prompts.map((p, b) => pickToken(all.subarray((b * T + p.length - 1) * V, (b * T + p.length) * V), opts.temperature, opts.topP, opts.rng));
+    tf.dispose([first.logits!, first.finalNormed]);
+    for (let step = 0; step < opts.maxNewTokens; step++) {
+      next.forEach((tok, b) => {
+        if (done[b]) return;
+        outputs[b].push(tok);
+        if (opts.stopIds.includes(tok) || outputs[b].length >= opts.maxNewTokens) done[b] = true;
+      });
+      if (done.every(Boolean)) break;
+      // Finished rows still step (batch shape stays fixed) with their input masked out.
+      const out = model.forward({ ids: next.map((t) => [t]), attentionMask: done.map((d) => [d ? 0 : 1]) }, { cache });
+      const logits = out.logits!.dataSync() as Float32Array;
+      next = next.map((_, b) => pickToken(logits.subarray(b * V, (b + 1) * V), opts.temperature, opts.topP, opts.rng));
+      tf.dispose([out.logits!, out.finalNormed]);
+    }
+  } finally {
+    cache.dispose();
+  }
+  return outputs;
+}

@@ -1,0 +1,305 @@
+// The offline hidden-state store: writer -> Arrow IPC shards -> reader, resume after a crash, and errors.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import { f16ToF32, f32ToF16 } from '../src/io/dtypes.ts';
+import { checkCompatible, readManifest, type StoreExpectation } from '../src/store/manifest.ts';
+import { ArrowStore } from '../src/store/reader.ts';
+import type { FeatureSample } from '../src/store/schema.ts';
+import { StoreWriter, type StoreMetaInput } from '../src/store/writer.ts';
+import { Rng } from '../src/util/random.ts';
+
+const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'specforge-store-'));
+after(() => fs.rmSync(tmpRoot, { recursive: true, force: true }));
+let dirCount = 0;
+const freshDir = () => path.join(tmpRoot, `s${dirCount++}`);
+
+const sha = (c: string) => c.repeat(64);
+const H = 8;
+
+function meta(over: Partial<StoreMetaInput> = {}): StoreMetaInput {
+  return {
+    target: {
+      architecture: 'Qwen3ForCausalLM',
+      hidden_size: H,
+      vocab_size: 100,
+      config_sha256: sha('a'),
+      weights_sha256: sha('b'),
+      tokenizer_sha256: sha('c'),
+    },
+    template: 'qwen3',
+    aux_layer_ids: [1, 3, 5],
+    max_length: 32,
+    samples_per_shard: 4,
+    ...over,
+  };
+}
+
+const expectation: StoreExpectation = {
+  config_sha256: sha('a'),
+  weights_sha256: sha('b'),
+  tokenizer_sha256: sha('c'),
+  template: 'qwen3',
+  aux_layer_ids: [1, 3, 5],
+  max_length: 32,
+};
+
+function sample(i: number, h = H): FeatureSample {
+  const rng = new Rng(1000 + i);
+  const T = 1 + ((i * 7) % 31);
+  const spans = i % 3;
+  const thinkSpans = new Int32Array(2 * spans);
+  for (let k = 0; k < 2 * spans; k++) thinkSpans[k] = k * 2 + 1;
+  return {
+    id: `sample-${i}-é`,
+    inputIds: Int32Array.from({ length: T }, () => rng.int(100)),
+    lossMask: Uint8Array.from({ length: T }, (_, t) => (t > T / 3 ? 1 : 0)),
+    aux: rng.normalArray(T * 3 * h, 3),
+    finalHidden: rng.normalArray(T * h, 2),
+    thinkSpans,
+    answerPositions: Int32Array.from({ length: spans }, (_, k) => (k % 2 ? -1 : k + 2)),
+    answer: i % 2 ? `answer ${i}` : '',
+  };
+}
+
+async function writeStore(dir: string, n: number, over: Partial<StoreMetaInput> = {}): Promise<void> {
+  const w = await StoreWriter.open(dir, meta(over));
+  for (let i = 0; i < n; i++) await w.add(sample(i));
+  await w.finish();
+}
+
+const roundF16 = (x: Float32Array) => Float32Array.from(x, (v) => f16ToF32(f32ToF16(v)));
+
+function assertSample(got: FeatureSample, want: FeatureSample, f16: boolean): void {
+  assert.equal(got.id, want.id);
+  assert.deepEqual(got.inputIds, want.inputIds);
+  assert.deepEqual(got.lossMask, want.lossMask);
+  assert.deepEqual(got.thinkSpans, want.thinkSpans);
+  assert.deepEqual(got.answerPositions, want.answerPositions);
+  assert.equal(got.answer, want.answer);
+  assert.ok(got.aux instanceof Float32Array && got.finalHidden instanceof Float32Array);
+  assert.deepEqual(got.aux, f16 ? roundF16(want.aux) : want.aux);
+  assert.deepEqual(got.finalHidden, f16 ? roundF16(want.finalHidden) : want.finalHidden);
+}
+
+for (const dtype of ['float16', 'float32'] as const) {
+  test(`round trip through shards in ${dtype}, with random access`, async () => {
+    const dir = freshDir();
+    const n = 11;
+    // A small record-batch cap splits each shard into several record batches.
+    const w = await StoreWriter.open(dir, meta({ dtype }), { recordBatchBytes: 2000 });
+    for (let i = 0; i < n; i++) await w.add(sample(i));
+    const m = await w.finish();
+    assert.equal(m.complete, true);
+    assert.equal(m.total_samples, n);
+    assert.deepEqual(m.shards.map((s) => [s.file, s.samples, s.first_sample]), [
+      ['shard-00000.arrow', 4, 0],
+      ['shard-00001.arrow', 4, 4],
+      ['shard-00002.arrow', 3, 8],
+    ]);
+    assert.equal(m.total_tokens, Array.from({ length: n }, (_, i) => sample(i).inputIds.length).reduce((a, b) => a + b));
+    assert.deepEqual(readManifest(dir), m);
+
+    const store = await ArrowStore.open(dir, expectation);
+    assert.equal(store.size, n);
+    for (const i of [7, 0, 10, 3, 4, 9, 1]) assertSample(await store.get(i), sample(i), dtype === 'float16');
+    // Concurrent reads on the same shards are serialized inside the store.
+    const all = await Promise.all(Array.from({ length: n }, (_, i) => store.get(i)));
+    all.forEach((s, i) => assertSample(s, sample(i), dtype === 'float16'));
+    await assert.rejects(store.get(n), RangeError);
+    await store.close();
+  });
+}
+
+test('batches: deterministic per seed/epoch, a permutation per epoch, disjoint rank shards', async () => {
+  const dir = freshDir();
+  const n = 23;
+  await writeStore(dir, n);
+  const store = await ArrowStore.open(dir);
+  const ids = async (opts: Parameters<ArrowStore['batches']>[0]) => {
+    const out: number[][] = [];
+    for await (const b of store.batches(opts)) out.push(b.map((s) => Number(s.id.split('-')[1])));
+    return out;
+  };
+  const base = { batchSize: 5, shuffle: true, seed: 7, epoch: 0, dropLast: false };
+  const e0 = await ids(base);
+  assert.deepEqual(await ids(base), e0);
+  assert.deepEqual(e0.map((b) => b.length), [5, 5, 5, 5, 3]);
+  assert.deepEqual(e0.flat().sort((a, b) => a - b), Array.from({ length: n }, (_, i) => i));
+  const e1 = await ids({ ...base, epoch: 1 });
+  assert.notDeepEqual(e1, e0);
+  assert.deepEqual(e1.flat().sort((a, b) => a - b), Array.from({ length: n }, (_, i) => i));
+  assert.notDeepEqual(await ids({ ...base, seed: 8 }), e0);
+  // dropLast (the default) drops the partial batch.
+  assert.deepEqual(await ids({ ...base, dropLast: undefined }), e0.slice(0, 4));
+  // Unshuffled: store order.
+  assert.deepEqual((await ids({ ...base, shuffle: false })).flat(), Array.from({ length: n }, (_, i) => i));
+
+  const ranks = await Promise.all([0, 1, 2].map((rank) => ids({ ...base, batchSize: 3, dropLast: true, rank, worldSize: 3 })));
+  assert.deepEqual(ranks.map((r) => r.length), [2, 2, 2]); // floor(23/3) = 7 each -> 2 full batches of 3
+  const seen = ranks.flat(2);
+  assert.equal(new Set(seen).size, seen.length, 'rank shards overlap');
+  // Interleaved: rank r takes positions r, r+3, ... of the epoch's permutation.
+  const perm = e0.flat();
+  assert.deepEqual(ranks[1].flat(), [1, 4, 7, 10, 13, 16].map((p) => perm[p]));
+  // Breaking out early (with a prefetch in flight) is fine.
+  for await (const b of store.batches(base)) {
+    assert.equal(b.length, 5);
+    break;
+  }
+  await store.close();
+});
+
+test('resume after a crash gives byte-identical shards', async () => {
+  const S = 4;
+  const n = 13;
+  const full = freshDir();
+  await writeStore(full, n);
+
+  const dir = freshDir();
+  const w = await StoreWriter.open(dir, meta());
+  assert.equal(w.completedSamples, 0);
+  for (let i = 0; i < 2.5 * S; i++) await w.add(sample(i));
+  // Crash: the writer is dropped without finish(), leaving a half-written temporary file.
+  fs.writeFileSync(path.join(dir, 'shard-00002.arrow.12345.tmp'), 'partial');
+  assert.equal(readManifest(dir).complete, false);
+  await assert.rejects(ArrowStore.open(dir), /incomplete.*allowIncomplete/s);
+  const partial = await ArrowStore.open(dir, null, { allowIncomplete: true });
+  assert.equal(partial.size, 2 * S);
+  assertSample(await partial.get(5), sample(5), true);
+  await partial.close();
+
+  await assert.rejects(StoreWriter.open(dir, meta({ template: 'llama3', max_length: 64 })), (e: Error) => {
+    assert.match(e.message, /manifest\.json/);
+    assert.match(e.message, /template: store has "qwen3", expected "llama3"/);
+    assert.match(e.message, /max_length: store has 32, expected 64/);
+    return true;
+  });
+  await assert.rejects(StoreWriter.open(dir, meta({ dtype: 'float32' })), /dtype/);
+
+  const w2 = await StoreWriter.open(dir, meta());
+  assert.equal(w2.completedSamples, 2 * S);
+  assert.ok(!fs.readdirSync(dir).some((f) => f.endsWith('.tmp')), 'leftover temp file removed');
+  for (let i = w2.completedSamples; i < n; i++) await w2.add(sample(i));
+  await w2.finish();
+
+  const files = fs.readdirSync(full).sort();
+  assert.deepEqual(fs.readdirSync(dir).sort(), files);
+  for (const f of files) assert.ok(fs.readFileSync(path.join(dir, f)).equals(fs.readFileSync(path.join(full, f))), `${f} differs`);
+  await assert.rejects(StoreWriter.open(dir, meta()), /already complete/);
+});
+
+test('writer rejects samples whose shapes do not match the store', async () => {
+  const w = await StoreWriter.open(freshDir(), meta());
+  const s = sample(3);
+  await assert.rejects(w.add({ ...s, aux: s.aux.subarray(1) }), /aux has .* expected T\*3\*Ht/);
+  await assert.rejects(w.add({ ...s, finalHidden: new Float32Array(5) }), /finalHidden has 5 values/);
+  await assert.rejects(w.add({ ...s, lossMask: new Uint8Array(1) }), /loss_mask/);
+  await assert.rejects(w.add(sample(3, H + 1)), /aux has/);
+  await w.add(s); // still usable
+  assert.equal((await w.finish()).total_samples, 1);
+});
+
+test('truncated or corrupt shards and bad manifests are clear errors naming the file', async () => {
+  const dir = freshDir();
+  await writeStore(dir, 9);
+  const shard1 = path.join(dir, 'shard-00001.arrow');
+  const bytes = fs.readFileSync(shard1);
+
+  // Cut the file: caught at open from the manifest's byte count.
+  fs.writeFileSync(shard1, bytes.subarray(0, bytes.length - 100));
+  await assert.rejects(ArrowStore.open(dir), /shard-00001\.arrow: shard is \d+ bytes but manifest\.json says \d+ \(truncated\)/);
+
+  // Cut it after open: caught when the shard is first read.
+  fs.writeFileSync(shard1, bytes);
+  let store = await ArrowStore.open(dir);
+  fs.writeFileSync(shard1, bytes.subarray(0, bytes.length - 100));
+  await assert.rejects(store.get(5), /shard-00001\.arrow: .*truncated/);
+  assertSample(await store.get(0), sample(0), true); // other shards still read
+  await store.close();
+
+  // Same length, footer damaged.
+  const bad = Buffer.from(bytes);
+  bad.fill(0xff, bad.length - 40, bad.length - 10);
+  fs.writeFileSync(shard1, bad);
+  store = await ArrowStore.open(dir);
+  await assert.rejects(store.get(4), /shard-00001\.arrow: /);
+  await store.close();
+
+  // Same length, end magic missing (an unfinished file padded to size).
+  bad.set(bytes);
+  bad.fill(0, bad.length - 6);
+  fs.writeFileSync(shard1, bad);
+  store = await ArrowStore.open(dir);
+  await assert.rejects(store.get(4), /shard-00001\.arrow: Arrow IPC footer missing/);
+  await store.close();
+  fs.writeFileSync(shard1, bytes);
+
+  // A manifest whose row counts disagree with the shard.
+  const manifestPath = path.join(dir, 'manifest.json');
+  const good = fs.readFileSync(manifestPath, 'utf8');
+  const m = JSON.parse(good);
+  m.shards[1].samples = 3;
+  m.shards[2].first_sample = 7;
+  m.total_samples = 8;
+  fs.writeFileSync(manifestPath, JSON.stringify(m));
+  store = await ArrowStore.open(dir);
+  await assert.rejects(store.get(4), /shard-00001\.arrow: holds 4 rows, manifest\.json says 3 samples/);
+  await store.close();
+
+  // Wrong field types.
+  for (const [mutate, re] of [
+    [(x: any) => (x.max_length = '32'), /manifest\.json: field max_length must be an integer >= 1, got string "32"/],
+    [(x: any) => (x.target.hidden_size = 8.5), /manifest\.json: field target\.hidden_size must be an integer >= 1, got number 8\.5/],
+    [(x: any) => (x.shards[0].bytes = null), /manifest\.json: field shards\[0\]\.bytes must be an integer >= 1, got null/],
+    [(x: any) => (x.complete = 'yes'), /manifest\.json: field complete must be a boolean/],
+    [(x: any) => (x.dtype = 'bfloat16'), /manifest\.json: field dtype must be "float16" or "float32"/],
+    [(x: any) => (x.aux_layer_ids = [1, -2]), /manifest\.json: field aux_layer_ids\[1\] must be a non-negative integer/],
+  ] as const) {
+    const x = JSON.parse(good);
+    mutate(x);
+    fs.writeFileSync(manifestPath, JSON.stringify(x));
+    await assert.rejects(ArrowStore.open(dir), re);
+    assert.throws(() => readManifest(dir), re);
+  }
+  fs.writeFileSync(manifestPath, good);
+});
+
+test('checkCompatible lists every mismatching field', async () => {
+  const dir = freshDir();
+  await writeStore(dir, 2);
+  const m = readManifest(dir);
+  checkCompatible(m, expectation);
+  const wrong = { ...expectation, weights_sha256: sha('d'), aux_layer_ids: [2, 4, 6], max_length: 16 };
+  assert.throws(
+    () => checkCompatible(m, wrong),
+    (e: Error) => {
+      assert.match(e.message, /does not match the recipe \(3 fields\)/);
+      assert.match(e.message, /target\.weights_sha256: store has "b{64}", expected "d{64}"/);
+      assert.match(e.message, /aux_layer_ids: store has \[1,3,5\], expected \[2,4,6\]/);
+      assert.match(e.message, /max_length: store has 32, expected 16/);
+      assert.doesNotMatch(e.message, /config_sha256|template/);
+      return true;
+    },
+  );
+  await assert.rejects(ArrowStore.open(dir, wrong), /does not match the recipe/);
+});
+
+test('float16 store size per token for Ht=96', async (t) => {
+  const h = 96;
+  const dir = freshDir();
+  const w = await StoreWriter.open(dir, meta({ target: { ...meta().target, hidden_size: h }, max_length: 64, samples_per_shard: 8 }));
+  let tokens = 0;
+  for (let i = 0; i < 16; i++) {
+    const s = sample(i, h);
+    tokens += s.inputIds.length;
+    await w.add(s);
+  }
+  const m = await w.finish();
+  const bytes = m.shards.reduce((a, s) => a + s.bytes, 0);
+  const perToken = bytes / tokens;
+  t.diagnostic(`float16 store, Ht=${h}: ${perToken.toFixed(1)} bytes/token (${bytes} bytes, ${tokens} tokens; features alone ${2 * 4 * h})`);
+  assert.ok(perToken > 2 * 4 * h && perToken < 2 * 4 * h * 1.15, `${perToken} bytes/token`);
+});
