@@ -15,8 +15,6 @@ export interface Tokenized {
   lossMask: number[];
 }
 
-/** ShareGPT roles -> chat roles. */
-export const SHAREGPT_ROLES: Record<string, Role> = { human: 'user', user: 'user', gpt: 'assistant', assistant: 'assistant', system: 'system' };
 
 /**
  * ChatML (`<|im_start|>role\n content <|im_end|>\n`), the format of Qwen and of the shipped tiny target:

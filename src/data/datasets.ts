@@ -4,9 +4,8 @@
 import fs from 'node:fs';
 import readline from 'node:readline';
 import type { Message, Role } from './chat.ts';
-import { DatasetError } from './sharegpt.ts';
 
-export { DatasetError };
+export class DatasetError extends Error {}
 
 export type DatasetFormat = 'sharegpt' | 'openai' | 'gsm8k' | 'auto';
 export const DATASET_FORMATS: readonly DatasetFormat[] = ['sharegpt', 'openai', 'gsm8k', 'auto'];
@@ -211,4 +210,11 @@ export function readConversations(
   }
 
   return { conversations: conversations(), stats };
+}
+
+/** Reads a whole (small) file into memory: for held-out splits and the tiny corpus. */
+export async function readAllConversations(file: string, opts: ReadOptions = {}): Promise<Conversation[]> {
+  const out: Conversation[] = [];
+  for await (const c of readConversations(file, opts).conversations) out.push(c);
+  return out;
 }

@@ -9,7 +9,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { BACKENDS, type BackendName, initBackend } from '../backend/backend.ts';
 import { renderChatML } from '../data/chat.ts';
-import { readShareGpt } from '../data/sharegpt.ts';
+import { readAllConversations } from '../data/datasets.ts';
 import { writeAtomic } from '../io/safetensors.ts';
 import { type Tokenizer, loadTokenizer } from '../io/tokenizer.ts';
 import { generate } from '../target/generate.ts';
@@ -59,7 +59,7 @@ async function main() {
   const eos = tok.requireId('<|im_end|>');
 
   // Reasoning: greedy answers with full thinking.
-  const problems = readShareGpt(path.join(args.corpus, 'reasoning-eval.jsonl')).slice(0, args.reasoning);
+  const problems = (await readAllConversations(path.join(args.corpus, 'reasoning-eval.jsonl'), { format: 'sharegpt', limit: args.reasoning }));
   let correct = 0;
   let finished = 0;
   const after: number[] = [];
@@ -83,7 +83,7 @@ async function main() {
   bar.stop();
 
   // Chat: teacher-forced next-token agreement and perplexity on assistant tokens.
-  const convs = readShareGpt(path.join(args.corpus, 'chat-eval.jsonl')).slice(0, args.chat);
+  const convs = (await readAllConversations(path.join(args.corpus, 'chat-eval.jsonl'), { format: 'sharegpt', limit: args.chat }));
   let agree = 0;
   let count = 0;
   let nll = 0;

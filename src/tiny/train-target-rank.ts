@@ -6,7 +6,7 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { type BackendName, initBackend } from '../backend/backend.ts';
 import { renderChatML, type Tokenized } from '../data/chat.ts';
-import { readShareGpt } from '../data/sharegpt.ts';
+import { readAllConversations } from '../data/datasets.ts';
 import { parseModelConfig } from '../io/hf-config.ts';
 import { SafetensorsFile, type StoredTensor, writeAtomic, writeSafetensors } from '../io/safetensors.ts';
 import { loadTokenizer } from '../io/tokenizer.ts';
@@ -57,7 +57,7 @@ export async function runRank(ctx: RankContext): Promise<TrainTargetResult> {
   // Both train splits, rendered with the chat template; loss on assistant tokens.
   const samples: Tokenized[] = [];
   for (const split of ['chat-train.jsonl', 'reasoning-train.jsonl']) {
-    for (const rec of readShareGpt(path.join(a.corpus, split))) {
+    for (const rec of await readAllConversations(path.join(a.corpus, split), { format: 'sharegpt' })) {
       const t = renderChatML(rec.messages, tok);
       samples.push({ ids: t.ids.slice(0, a.maxLength), lossMask: t.lossMask.slice(0, a.maxLength) });
     }

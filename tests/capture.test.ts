@@ -1,0 +1,124 @@
+// `specforge capture` end to end on a small random-weight target with the tiny tokenizer: the store reads
+// back equal (within float16 rounding) to a direct forward; a killed capture resumes to the same bytes.
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { before, describe, test } from 'node:test';
+import * as tf from '@tensorflow/tfjs';
+import { initBackend } from '../src/backend/backend.ts';
+import { readAllConversations } from '../src/data/datasets.ts';
+import { tokenizeConversation } from '../src/data/templates.ts';
+import { parseModelConfig } from '../src/io/hf-config.ts';
+import { writeSafetensors } from '../src/io/safetensors.ts';
+import { loadTokenizer } from '../src/io/tokenizer.ts';
+import { ArrowStore } from '../src/store/reader.ts';
+import { f16ToF32, f32ToF16 } from '../src/io/dtypes.ts';
+import { TfjsTarget } from '../src/target/tfjs-target.ts';
+import { randomWeights } from './helpers.ts';
+
+const repo = fileURLToPath(new URL('..', import.meta.url));
+const bin = path.join(repo, 'bin', 'specforge.js');
+const work = fs.mkdtempSync(path.join(os.tmpdir(), 'capture-test-'));
+const target = path.join(work, 'target');
+
+function makeTarget() {
+  const tok = loadTokenizer(path.join(repo, 'data', 'tiny-target'));
+  const raw = { architectures: ['LlamaForCausalLM'], hidden_size: 32, intermediate_size: 48, num_hidden_layers: 6, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: tok.vocabSize, eos_token_id: 2 };
+  fs.mkdirSync(target, { recursive: true });
+  fs.writeFileSync(path.join(target, 'config.json'), JSON.stringify(raw));
+  writeSafetensors(path.join(target, 'model.safetensors'), randomWeights(parseModelConfig(raw), 3));
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(repo, 'data', 'tiny-target', f), path.join(target, f));
+}
+
+function recipe(name: string, extra = ''): string {
+  const file = path.join(work, `${name}.yaml`);
+  fs.writeFileSync(
+    file,
+    `model:\n  target: ${target}\n  aux_layer_ids: [1, 2, 4]\n  draft_vocab_size: 128\n` +
+      `data:\n  train: ${path.join(repo, 'data/corpus/reasoning-eval.jsonl')}\n  format: sharegpt\n  template: tokenizer\n  max_length: 96\n  store: ${path.join(work, name)}\n  cache_dir: ${path.join(work, 'cache')}\n` +
+      `capture:\n  batch_size: 4\n  samples_per_shard: 6\n  limit: 30\n${extra}runtime:\n  backend: wasm\n`,
+  );
+  return file;
+}
+
+before(async () => {
+  await initBackend('wasm');
+  makeTarget();
+});
+
+describe('capture', () => {
+  test('the store reads back as a direct target forward (within f16 rounding), with thinking spans', async () => {
+    const r = spawnSync(process.execPath, [bin, 'capture', '--recipe', recipe('direct')], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr + r.stdout);
+    assert.match(r.stdout, /draft vocabulary: 128 of 379 tokens cover/);
+    const store = await ArrowStore.open(path.join(work, 'direct', 'train'));
+    assert.equal(store.size, 30);
+    const tok = loadTokenizer(target);
+    const model = TfjsTarget.load(target);
+    const convs = await readAllConversations(path.join(repo, 'data/corpus/reasoning-eval.jsonl'), { limit: 30 });
+    for (const i of [0, 7, 29]) {
+      const s = await store.get(i);
+      const t = tokenizeConversation(convs[i].messages, tok, { template: 'tokenizer', maxLength: 96 });
+      assert.deepEqual(Array.from(s.inputIds), t.ids);
+      assert.deepEqual(Array.from(s.lossMask), t.lossMask);
+      const out = model.forward({ ids: [t.ids] }, { layers: [1, 2, 4], logits: false });
+      const aux = tf.concat([1, 2, 4].map((l) => out.layers.get(l)!), -1).dataSync();
+      const fin = out.finalNormed.dataSync();
+      const f16 = (x: number) => f16ToF32(f32ToF16(x));
+      // Batched (padded) capture vs single-sequence forward: equal up to float32 noise, then f16 rounding.
+      let worst = 0;
+      aux.forEach((x, k) => (worst = Math.max(worst, Math.abs(s.aux[k] - f16(x)) / Math.max(1, Math.abs(x)))));
+      fin.forEach((x, k) => (worst = Math.max(worst, Math.abs(s.finalHidden[k] - f16(x)) / Math.max(1, Math.abs(x)))));
+      assert.ok(worst < 2e-3, `sample ${i}: worst relative diff ${worst}`);
+      // One thinking span per reasoning sample, ending at </think>, answer stated inside it.
+      assert.equal(s.thinkSpans.length, 2);
+      assert.equal(s.inputIds[s.thinkSpans[1]], tok.requireId('</think>'));
+      assert.equal(s.inputIds[s.thinkSpans[0] - 1], tok.requireId('<think>'));
+      assert.equal(s.answer, String(convs[i].extra.answer));
+      assert.ok(s.answerPositions[0] >= s.thinkSpans[0] && s.answerPositions[0] < s.thinkSpans[1]);
+      tf.dispose([out.finalNormed, ...out.layers.values()]);
+    }
+    model.dispose();
+    await store.close();
+  });
+
+  test('a capture killed mid-way resumes to a store equal, shard for shard, to an uninterrupted one', async () => {
+    const full = spawnSync(process.execPath, [bin, 'capture', '--recipe', recipe('whole')], { encoding: 'utf8' });
+    assert.equal(full.status, 0, full.stderr);
+    const file = recipe('killed');
+    const manifest = path.join(work, 'killed', 'train', 'manifest.json');
+    const child = spawn(process.execPath, [bin, 'capture', '--recipe', file], { stdio: 'ignore' });
+    // Kill as soon as two shards are finished.
+    await new Promise<void>((resolve) => {
+      const poll = setInterval(() => {
+        const m = fs.existsSync(manifest) ? JSON.parse(fs.readFileSync(manifest, 'utf8')) : null;
+        if ((m?.shards.length ?? 0) >= 2) {
+          clearInterval(poll);
+          child.kill('SIGKILL');
+          resolve();
+        }
+      }, 20);
+    });
+    await new Promise((r) => child.once('exit', r));
+    const partial = JSON.parse(fs.readFileSync(manifest, 'utf8'));
+    assert.equal(partial.complete, false);
+    const resumed = spawnSync(process.execPath, [bin, 'capture', '--recipe', file], { encoding: 'utf8' });
+    assert.equal(resumed.status, 0, resumed.stderr);
+    assert.match(resumed.stdout, /resuming; \d+ samples are in finished shards/);
+    const a = path.join(work, 'whole', 'train');
+    const b = path.join(work, 'killed', 'train');
+    const shards = fs.readdirSync(a).filter((f) => f.endsWith('.arrow')).sort();
+    assert.equal(shards.length, 5);
+    assert.deepEqual(fs.readdirSync(b).filter((f) => f.endsWith('.arrow')).sort(), shards);
+    for (const s of shards) assert.ok(fs.readFileSync(path.join(a, s)).equals(fs.readFileSync(path.join(b, s))), s);
+  });
+
+  test('a store captured with other settings is refused by name', async () => {
+    const { storeIdentity } = await import('../src/capture/capture.ts');
+    const expected = storeIdentity(target, 'chatml', [1, 2, 4], 96);
+    await assert.rejects(ArrowStore.open(path.join(work, 'direct', 'train'), expected), /template/);
+  });
+});
