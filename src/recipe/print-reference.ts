@@ -1,0 +1,4 @@
+// Prints the recipe reference table that the README carries (npm run recipe:reference).
+import { recipeReference } from './recipe.ts';
+
+console.log(recipeReference());

@@ -1,0 +1,137 @@
+// EAGLE-3 training-time test: `ttt_length` unrolled draft steps over a batch, each predicting one token
+// further ahead from the previous step's own output, with SpecForge's alignment, teacher, masks and loss
+// normalisation (see ../shared/reference/eagle3.md, restated in the README).
+import * as tf from '@tensorflow/tfjs';
+import { type Eagle3Draft, type StepKV, tttAttention } from '../draft/eagle3.ts';
+import { MASKED, ropeTables } from '../nn/layers.ts';
+
+export interface TttBatch {
+  /** Raw token ids [B][T] (right-padded), not shifted. */
+  inputIds: number[][];
+  /** Raw loss mask [B][T], not shifted. */
+  lossMask: number[][];
+  /** Auxiliary hidden states [B, T, 3Ht]. */
+  aux: tf.Tensor3D;
+  /** Target logits [B, T, V]: row t is the target's distribution for the token after position t. */
+  targetLogits: tf.Tensor3D;
+}
+
+export interface DraftVocabulary {
+  /** Target ids of the draft vocabulary, ascending [Vd]. */
+  used: Int32Array;
+  /** [V] 1 where a target id is in the draft vocabulary. */
+  t2d: Uint8Array;
+}
+
+/** Teacher side of a batch: fixed by the target, no gradient. */
+export interface Teacher {
+  /** Renormalised teacher over the draft vocabulary, shifted for step 0: [B, T, Vd]. */
+  probs: tf.Tensor3D;
+  /** argmax of probs per row, [B][T]. */
+  argmax: number[][];
+  /** Step-0 loss mask (not shifted, last column zeroed) and position mask, [B][T]. */
+  lossMask: number[][];
+  positionMask: number[][];
+  /** Input ids shifted left by one (step 0's embedding input), [B][T]. */
+  ids: number[][];
+}
+
+const shiftLeft = (rows: number[][], by: number, fill = 0) => rows.map((r) => r.map((_, t) => (t + by < r.length ? r[t + by] : fill)));
+
+/** Alignment and teacher: ids and target logits shift left by one; the loss mask keeps its place, last column zeroed. */
+export function prepareTeacher(batch: TttBatch, vocab: DraftVocabulary): Teacher {
+  const B = batch.inputIds.length;
+  const T = batch.inputIds[0].length;
+  return tf.tidy(() => {
+    const V = batch.targetLogits.shape[2];
+    const shifted = tf.concat([batch.targetLogits.slice([0, 1, 0], [B, T - 1, V]), tf.zeros([B, 1, V])], 1) as tf.Tensor3D;
+    const fullArgmax = tf.argMax(shifted, -1).arraySync() as number[][];
+    const probs = tf.softmax(tf.gather(shifted, tf.tensor1d(vocab.used, 'int32'), 2)) as tf.Tensor3D;
+    const argmax = tf.argMax(probs, -1).arraySync() as number[][];
+    const lossMask = batch.lossMask.map((r) => r.map((m, t) => (t === T - 1 ? 0 : m)));
+    const positionMask = lossMask.map((r, b) => r.map((m, t) => m * vocab.t2d[fullArgmax[b][t]]));
+    return { probs: tf.keep(probs), argmax, lossMask, positionMask, ids: shiftLeft(batch.inputIds, 1) };
+  });
+}
+
+export interface TttOutput {
+  /** sum_i weight^i * loss_i, the quantity to minimise. */
+  total: tf.Scalar;
+  /** loss_i per step, kept outside any tidy scope (the caller disposes them). */
+  stepLosses: tf.Scalar[];
+  /** Draft argmax per step [B][T] (for accuracies). */
+  draftArgmax: number[][][];
+}
+
+/**
+ * The unrolled TTT forward. Step i embeds ids'[t+i], uses the previous step's output as hidden (fc(aux)
+ * at step 0), RoPE position t+i, attends causally to step 0's keys and diagonally to each later step's
+ * key at the same position; loss_i = -(1/(B*T)) sum pmask_i * sum_v p_i log q_i.
+ */
+export function tttForward(draft: Eagle3Draft, embedTable: tf.Tensor2D, aux: tf.Tensor3D, teacher: Teacher, tttLength: number, stepWeight = 0.8): TttOutput {
+  const B = teacher.ids.length;
+  const T = teacher.ids[0].length;
+  const Vd = draft.config.draftVocabSize;
+  const stepLosses: tf.Scalar[] = [];
+  const draftArgmax: number[][][] = [];
+  const causalData = new Float32Array(T * T);
+  for (let i = 0; i < T; i++) for (let j = i + 1; j < T; j++) causalData[i * T + j] = MASKED;
+  const total = tf.tidy(() => {
+    const causal = tf.tensor4d(causalData, [1, 1, T, T]);
+    let hidden = draft.projectFeatures(aux);
+    const kvs: StepKV[] = [];
+    let total = tf.scalar(0);
+    for (let i = 0; i < tttLength; i++) {
+      const ids = shiftLeft(teacher.ids, i);
+      const embeds = tf.gather(embedTable, tf.tensor2d(ids.flat(), [B, T], 'int32')) as unknown as tf.Tensor3D;
+      const { cos, sin } = ropeTables([Array.from({ length: T }, (_, t) => t + i)], draft.invFreq);
+      const { q, k, v } = draft.qkv(embeds, hidden, cos, sin);
+      kvs.push({ k, v });
+      const out = draft.finishLayer(hidden, tttAttention(q, kvs, causal));
+      const logits = draft.logits(out);
+      // Teacher rows t+i, padded past the end with the uniform distribution (masked there anyway).
+      const p = i === 0 ? teacher.probs : i >= T ? tf.fill([B, T, Vd], 1 / Vd) : tf.concat([teacher.probs.slice([0, i, 0], [B, T - i, Vd]), tf.fill([B, i, Vd], 1 / Vd)], 1);
+      const pmask = tf.tensor2d(shiftLeft(teacher.positionMask, i).flat(), [B, T]).reshape([B, T, 1]);
+      const loss = tf.div(tf.neg(tf.sum(tf.mul(pmask, tf.mul(p, tf.logSoftmax(logits))))), B * T) as tf.Scalar;
+      stepLosses.push(tf.keep(loss));
+      draftArgmax.push(tf.argMax(logits, -1).arraySync() as number[][]);
+      total = tf.add(total, tf.mul(loss, stepWeight ** i));
+      hidden = out;
+    }
+    return total;
+  });
+  return { total, stepLosses, draftArgmax };
+}
+
+/** acc_i = sum(pmask_i * [argmax q == argmax p_i]) / sum(lossMask_i), masks shifted for step i. */
+export function stepAccuracies(teacher: Teacher, draftArgmax: number[][][]): { correct: number[]; counted: number[]; acc: number[] } {
+  const correct: number[] = [];
+  const counted: number[] = [];
+  draftArgmax.forEach((arg, i) => {
+    const pm = shiftLeft(teacher.positionMask, i);
+    const lm = shiftLeft(teacher.lossMask, i);
+    const tArg = shiftLeft(teacher.argmax, i, -1);
+    let c = 0;
+    let n = 0;
+    arg.forEach((row, b) =>
+      row.forEach((a, t) => {
+        if (pm[b][t] && a === tArg[b][t]) c++;
+        n += lm[b][t];
+      }),
+    );
+    correct.push(c);
+    counted.push(n);
+  });
+  return { correct, counted, acc: correct.map((c, i) => (counted[i] ? c / counted[i] : 0)) };
+}
+
+/** EAGLE's simulated acceptance length from per-step accuracies: 1 + sum_k prod_{i<=k} acc_i. */
+export function simulatedAcceptanceLength(acc: number[]): number {
+  let prod = 1;
+  let tau = 1;
+  for (const a of acc) {
+    prod *= a;
+    tau += prod;
+  }
+  return tau;
+}
