@@ -14,6 +14,8 @@ export interface BatchOptions {
   /** This process's rank among worldSize data-parallel ranks (default 0 of 1). */
   rank?: number;
   worldSize?: number;
+  /** Start at this batch of the epoch (a resumed run skips what it already trained on, without reading it). */
+  startBatch?: number;
 }
 
 /** What the trainer reads; implemented by the Arrow store and by the online target. */

@@ -193,8 +193,9 @@ export class ArrowStore implements FeatureSource {
       return p;
     };
     // One batch of read-ahead: the next batch loads while the caller trains on this one.
-    let next = nBatches > 0 ? fetch(0) : null;
-    for (let b = 0; b < nBatches; b++) {
+    const first = opts.startBatch ?? 0;
+    let next = first < nBatches ? fetch(first) : null;
+    for (let b = first; b < nBatches; b++) {
       const cur = next!;
       next = b + 1 < nBatches ? fetch(b + 1) : null;
       yield await cur;

@@ -1,0 +1,97 @@
+// Draft checkpoints: <output_dir>/<run_id>/step-<N>/ with config.json and model.safetensors in the layout
+// SGLang and vLLM load as an EAGLE-3 draft (no embedding; d2t int64, t2d bool), beside the training
+// state they ignore: optimizer moments (training_state.safetensors) and trainer_state.json (step, epoch,
+// sampler position, schedule, RNG seed). A checkpoint is written into step-<N>.tmp/ and renamed, so a
+// crash never leaves a half-written step-<N>/; the newest keep_last are kept.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { DraftConfig } from '../draft/config.ts';
+import { draftConfigJson } from '../draft/config.ts';
+import { draftTensorShapes } from '../draft/eagle3.ts';
+import { SafetensorsFile, type StoredTensor, writeAtomic, writeSafetensors } from '../io/safetensors.ts';
+
+export interface TrainerState {
+  step: number;
+  epoch: number;
+  /** Micro-batches of `epoch` already consumed (the sampler position). */
+  batchInEpoch: number;
+  totalSteps: number;
+  seed: number;
+  learningRate: number;
+  /** Hash of the recipe fields that must not change across a resume. */
+  recipeKey: string;
+}
+
+export interface SavedCheckpoint {
+  dir: string;
+  weights: Map<string, Float32Array>;
+  moments: { m: Map<string, Float32Array>; v: Map<string, Float32Array> };
+  state: TrainerState;
+}
+
+export class CheckpointError extends Error {}
+
+const STEP_DIR = /^step-(\d+)$/;
+
+export function saveCheckpoint(
+  runDir: string,
+  config: DraftConfig,
+  weights: Map<string, { shape: number[]; data: Float32Array }>,
+  vocab: { d2t: BigInt64Array; t2d: Uint8Array },
+  moments: { m: Map<string, Float32Array>; v: Map<string, Float32Array> },
+  state: TrainerState,
+  keepLast: number,
+): string {
+  const final = path.join(runDir, `step-${state.step}`);
+  const tmp = `${final}.tmp`;
+  fs.rmSync(tmp, { recursive: true, force: true });
+  fs.mkdirSync(tmp, { recursive: true });
+  const model = new Map<string, StoredTensor>();
+  for (const [n, w] of weights) model.set(n, { dtype: 'F32', shape: w.shape, data: w.data });
+  model.set('d2t', { dtype: 'I64', shape: [vocab.d2t.length], data: vocab.d2t });
+  model.set('t2d', { dtype: 'BOOL', shape: [vocab.t2d.length], data: vocab.t2d });
+  writeSafetensors(path.join(tmp, 'model.safetensors'), model, { format: 'pt' });
+  writeAtomic(path.join(tmp, 'config.json'), [JSON.stringify(draftConfigJson(config), null, 2) + '\n']);
+  const opt = new Map<string, StoredTensor>();
+  for (const [n, w] of weights) {
+    opt.set(`exp_avg.${n}`, { dtype: 'F32', shape: w.shape, data: moments.m.get(n)! });
+    opt.set(`exp_avg_sq.${n}`, { dtype: 'F32', shape: w.shape, data: moments.v.get(n)! });
+  }
+  writeSafetensors(path.join(tmp, 'training_state.safetensors'), opt);
+  writeAtomic(path.join(tmp, 'trainer_state.json'), [JSON.stringify(state, null, 2) + '\n']);
+  fs.rmSync(final, { recursive: true, force: true });
+  fs.renameSync(tmp, final);
+  for (const old of listCheckpoints(runDir).slice(0, -keepLast)) fs.rmSync(old, { recursive: true, force: true });
+  return final;
+}
+
+/** Finished checkpoints of a run, oldest first. */
+export function listCheckpoints(runDir: string): string[] {
+  if (!fs.existsSync(runDir)) return [];
+  return fs
+    .readdirSync(runDir)
+    .filter((d) => STEP_DIR.test(d) && fs.existsSync(path.join(runDir, d, 'trainer_state.json')))
+    .sort((a, b) => Number(STEP_DIR.exec(a)![1]) - Number(STEP_DIR.exec(b)![1]))
+    .map((d) => path.join(runDir, d));
+}
+
+export function loadCheckpoint(dir: string, config: DraftConfig): SavedCheckpoint {
+  const stateFile = path.join(dir, 'trainer_state.json');
+  if (!fs.existsSync(stateFile)) throw new CheckpointError(`${dir}: not a training checkpoint (no trainer_state.json)`);
+  const state = JSON.parse(fs.readFileSync(stateFile, 'utf8')) as TrainerState;
+  const model = new SafetensorsFile(path.join(dir, 'model.safetensors'));
+  const opt = new SafetensorsFile(path.join(dir, 'training_state.safetensors'));
+  const weights = new Map<string, Float32Array>();
+  const moments = { m: new Map<string, Float32Array>(), v: new Map<string, Float32Array>() };
+  for (const [name, shape] of draftTensorShapes(config)) {
+    for (const [f, what] of [[model, name], [opt, `exp_avg.${name}`], [opt, `exp_avg_sq.${name}`]] as const) {
+      if (!f.has(what)) throw new CheckpointError(`${f.path}: missing '${what}'`);
+      const info = f.info(what);
+      if (info.shape.join() !== shape.join()) throw new CheckpointError(`${f.path}: '${what}' has shape [${info.shape}], the recipe's draft needs [${shape}]`);
+    }
+    weights.set(name, model.read(name).data as Float32Array);
+    moments.m.set(name, opt.read(`exp_avg.${name}`).data as Float32Array);
+    moments.v.set(name, opt.read(`exp_avg_sq.${name}`).data as Float32Array);
+  }
+  return { dir, weights, moments, state };
+}

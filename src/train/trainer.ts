@@ -1,0 +1,313 @@
+// `specforge train`: one data-parallel rank of EAGLE-3 draft training (see src/cli/train.ts). Each rank
+// reads its share of every epoch's seeded batch order from a FeatureSource (the Arrow store offline, the
+// target itself online), runs the TTT loss, all-reduces the gradients and applies the same AdamW update,
+// so replicas stay identical; rank 0 logs, evaluates and checkpoints.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { type BackendName, initBackend } from '../backend/backend.ts';
+import { resolveAuxLayers, storeIdentity } from '../capture/capture.ts';
+import { readConversations } from '../data/datasets.ts';
+import { buildDraftVocab, cachedDraftVocab, type DraftVocab, loadDraftVocab, TokenCounter } from '../data/draft-vocab.ts';
+import { endOfTurnIds, tokenizeConversation, type TemplateName } from '../data/templates.ts';
+import { draftConfigFor } from '../draft/config.ts';
+import { Eagle3Draft } from '../draft/eagle3.ts';
+import { loadModelConfig } from '../io/hf-config.ts';
+import { loadTokenizer } from '../io/tokenizer.ts';
+import type { RankContext } from '../parallel/launch.ts';
+import { loadRecipe, type Recipe } from '../recipe/recipe.ts';
+import type { FeatureSample, FeatureSource } from '../store/feature-source.ts';
+import { ArrowStore } from '../store/reader.ts';
+import { TfjsTarget } from '../target/tfjs-target.ts';
+import { dataSha256, tokenizerSha256 } from '../capture/fingerprint.ts';
+import { listCheckpoints, loadCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.ts';
+import { OnlineFeatures } from './online-source.ts';
+import { AdamW, clipByGlobalNorm, learningRate } from './optimizer.ts';
+import { TeacherHead } from './teacher-head.ts';
+import { prepareTeacher, simulatedAcceptanceLength, stepAccuracies, tttForward } from './ttt.ts';
+
+export interface TrainJob {
+  recipe: string;
+  overrides: Record<string, unknown>;
+  /** 'latest', a checkpoint folder, or null for a fresh run. */
+  resume: string | null;
+}
+
+export interface TrainResult {
+  runDir: string;
+  steps: number;
+  lastCheckpoint: string | null;
+  eval: EvalMetrics | null;
+  seconds: number;
+  tokensPerSecond: number;
+}
+
+export interface EvalMetrics {
+  loss: number[];
+  acc: number[];
+  tau: number;
+  samples: number;
+}
+
+export function runDirOf(r: Recipe): string {
+  return path.join(r.training.output_dir, r.training.run_id ?? path.basename(r.file).replace(/\.ya?ml$/, ''));
+}
+
+/** The recipe fields a resumed run must share with the run it continues. */
+function recipeKey(r: Recipe): string {
+  const { output_dir: _o, save_interval: _s, keep_last: _k, log_interval: _l, eval_interval: _e, eval_samples: _n, ...training } = r.training;
+  return crypto.createHash('sha256').update(JSON.stringify({ model: r.model, data: { ...r.data, store: null, cache_dir: null }, training, seed: r.runtime.seed })).digest('hex').slice(0, 16);
+}
+
+/** Right-pads a micro-batch of samples into TTT inputs (padding: id 0, mask 0, zero features). */
+function collateFeatures(samples: FeatureSample[], head: TeacherHead, auxWidth: number, hidden: number) {
+  const B = samples.length;
+  const T = Math.max(...samples.map((s) => s.inputIds.length));
+  const aux = new Float32Array(B * T * auxWidth);
+  const fin = new Float32Array(B * T * hidden);
+  samples.forEach((s, b) => {
+    aux.set(s.aux, b * T * auxWidth);
+    fin.set(s.finalHidden, b * T * hidden);
+  });
+  const inputIds = samples.map((s) => Array.from({ length: T }, (_, t) => (t < s.inputIds.length ? s.inputIds[t] : 0)));
+  const lossMask = samples.map((s) => Array.from({ length: T }, (_, t) => (t < s.lossMask.length ? s.lossMask[t] : 0)));
+  const finT = tf.tensor3d(fin, [B, T, hidden]);
+  const batch = { inputIds, lossMask, aux: tf.tensor3d(aux, [B, T, auxWidth]), targetLogits: head.logits(finT) };
+  finT.dispose();
+  return { batch, tokens: samples.reduce((n, s) => n + s.inputIds.length, 0) };
+}
+
+export async function runRank(ctx: RankContext): Promise<TrainResult> {
+  const job = ctx.payload as TrainJob;
+  const { rank, worldSize } = ctx.collective;
+  const log = rank === 0 ? ctx.log : () => {};
+  const r = loadRecipe(job.recipe, job.overrides);
+  const t = r.training;
+  await initBackend(r.runtime.backend as BackendName, log);
+  const targetConfig = loadModelConfig(r.model.target);
+  const aux = resolveAuxLayers(r.model.aux_layer_ids, targetConfig.numLayers);
+  const tok = loadTokenizer(r.model.target);
+  const head = TeacherHead.load(r.model.target, targetConfig);
+  const template = r.data.template as TemplateName;
+
+  // Features and the draft vocabulary: from the store offline, from the target online.
+  let train: FeatureSource;
+  let evalSource: FeatureSource | null = null;
+  let vocab: DraftVocab;
+  let target: TfjsTarget | null = null;
+  if (t.mode === 'offline') {
+    const identity = storeIdentity(r.model.target, template, aux, r.data.max_length);
+    train = await ArrowStore.open(path.join(r.data.store, 'train'), identity);
+    vocab = loadDraftVocab(path.join(r.data.store, 'train', 'draft-vocab.safetensors'));
+    if (r.data.eval && fs.existsSync(path.join(r.data.store, 'eval', 'manifest.json'))) evalSource = await ArrowStore.open(path.join(r.data.store, 'eval'), identity);
+  } else {
+    target = TfjsTarget.load(r.model.target);
+    const load = async (files: string[], limit: number | null) => {
+      const out: { id: string; ids: number[]; lossMask: number[] }[] = [];
+      for (const f of files) {
+        for await (const c of readConversations(f, { format: r.data.format as never, skipInvalid: r.data.skip_invalid }).conversations) {
+          if (limit !== null && out.length >= limit) break;
+          const x = tokenizeConversation(c.messages, tok, { template, maxLength: r.data.max_length });
+          out.push({ id: c.id, ids: x.ids, lossMask: x.lossMask });
+        }
+      }
+      return out;
+    };
+    const samples = await load(r.data.train, r.capture.limit);
+    const counter = new TokenCounter(targetConfig.vocabSize);
+    for (const s of samples) counter.add(s.ids, s.lossMask);
+    const size = Math.min(r.model.draft_vocab_size, targetConfig.vocabSize);
+    const forced = [...new Set([...endOfTurnIds(tok, template), ...targetConfig.eosTokenIds])];
+    vocab = (await cachedDraftVocab(r.data.cache_dir, { data: dataSha256(r.data.train), template, tokenizer: tokenizerSha256(r.model.target), max_length: r.data.max_length, size, limit: r.capture.limit ?? 'all' }, async () => buildDraftVocab(counter, size, forced))).vocab;
+    train = new OnlineFeatures(target, tok, samples, aux, r.data.answer_extractor as never);
+    if (r.data.eval) evalSource = new OnlineFeatures(target, tok, await load(r.data.eval, t.eval_samples), aux, r.data.answer_extractor as never);
+  }
+  const draftConfig = draftConfigFor(targetConfig, aux, vocab.used.length);
+  const vocabT = { used: vocab.used, t2d: vocab.t2d };
+
+  // Schedule.
+  const microPerEpoch = Math.floor(Math.floor(train.size / worldSize) / t.batch_size);
+  const stepsPerEpoch = Math.floor(microPerEpoch / t.accumulation_steps);
+  if (stepsPerEpoch < 1) throw new Error(`${r.file}: ${train.size} training samples make no full optimizer step of ${t.batch_size} x ${t.accumulation_steps} on ${worldSize} rank(s)`);
+  const totalSteps = t.max_steps ?? stepsPerEpoch * t.num_epochs;
+  const schedule = { lr: t.learning_rate, warmupSteps: Math.round(t.warmup_ratio * totalSteps), totalSteps };
+
+  // Model and optimizer, fresh or resumed.
+  const runDir = runDirOf(r);
+  const key = recipeKey(r);
+  let draft: Eagle3Draft;
+  const opt = new AdamW({ beta1: t.beta1, beta2: t.beta2, weightDecay: t.weight_decay });
+  let state: TrainerState = { step: 0, epoch: 0, batchInEpoch: 0, totalSteps, seed: r.runtime.seed, learningRate: 0, recipeKey: key };
+  const resumeFrom = job.resume === 'latest' ? (listCheckpoints(runDir).pop() ?? null) : job.resume;
+  if (job.resume === 'latest' && !resumeFrom) log(`no checkpoint in ${runDir} yet: starting fresh`);
+  if (resumeFrom) {
+    const saved = loadCheckpoint(resumeFrom, draftConfig);
+    if (saved.state.recipeKey !== key) throw new Error(`${resumeFrom}: written by a run with other model, data or training settings; resume it with its own recipe, or start a fresh run_id`);
+    draft = new Eagle3Draft(draftConfig, saved.weights);
+    const byVar = (m: Map<string, Float32Array>) => new Map([...draft.params].map(([n, v]) => [v.name, m.get(n)!]));
+    opt.load({ step: saved.state.step, m: byVar(saved.moments.m), v: byVar(saved.moments.v) }, draft.variables());
+    state = saved.state;
+    log(`resumed from ${resumeFrom} at step ${state.step}`);
+  } else {
+    draft = Eagle3Draft.init(draftConfig, r.runtime.seed);
+  }
+  const vars = draft.variables();
+  const names = [...draft.params.keys()];
+
+  const save = (): string => {
+    const { m, v } = opt.state();
+    const moments = { m: new Map<string, Float32Array>(), v: new Map<string, Float32Array>() };
+    for (const [n, p] of draft.params) {
+      // Before the first update the moments do not exist yet: zeros, as AdamW starts.
+      moments.m.set(n, (m.get(p.name)?.dataSync() as Float32Array) ?? new Float32Array(p.size));
+      moments.v.set(n, (v.get(p.name)?.dataSync() as Float32Array) ?? new Float32Array(p.size));
+    }
+    return saveCheckpoint(runDir, draftConfig, draft.exportWeights(), vocab, moments, state, t.keep_last);
+  };
+
+  const evaluate = async (): Promise<EvalMetrics | null> => {
+    if (!evalSource) return null;
+    const limit = Math.min(evalSource.size, t.eval_samples ?? evalSource.size);
+    const lossSum = new Array(t.ttt_length).fill(0);
+    const correct = new Array(t.ttt_length).fill(0);
+    const counted = new Array(t.ttt_length).fill(0);
+    let batches = 0;
+    for (let i = 0; i < limit; i += t.batch_size) {
+      const samples = await Promise.all(Array.from({ length: Math.min(t.batch_size, limit - i) }, (_, k) => evalSource!.get(i + k)));
+      const { batch } = collateFeatures(samples, head, aux.length * targetConfig.hiddenSize, targetConfig.hiddenSize);
+      const teacher = prepareTeacher(batch, vocabT);
+      const out = tttForward(draft, head.embed, batch.aux, teacher, t.ttt_length);
+      const acc = stepAccuracies(teacher, out.draftArgmax);
+      out.stepLosses.forEach((l, k) => (lossSum[k] += l.dataSync()[0]));
+      acc.correct.forEach((c, k) => ((correct[k] += c), (counted[k] += acc.counted[k])));
+      tf.dispose([out.total, ...out.stepLosses, teacher.probs, batch.aux, batch.targetLogits]);
+      batches++;
+    }
+    const accs = correct.map((c, k) => (counted[k] ? c / counted[k] : 0));
+    return { loss: lossSum.map((x) => x / batches), acc: accs, tau: simulatedAcceptanceLength(accs), samples: limit };
+  };
+
+  const metricsFile = path.join(runDir, 'metrics.jsonl');
+  if (rank === 0) fs.mkdirSync(runDir, { recursive: true });
+  const writeMetrics = (row: Record<string, unknown>) => rank === 0 && fs.appendFileSync(metricsFile, JSON.stringify(row) + '\n');
+
+  // Interval accumulators for logging.
+  let intLoss = new Array(t.ttt_length).fill(0);
+  let intCorrect = new Array(t.ttt_length).fill(0);
+  let intCounted = new Array(t.ttt_length).fill(0);
+  let intSteps = 0;
+  let intTokens = 0;
+  let intStart = Date.now();
+  let lastNorm = 0;
+  let totalTokens = 0;
+  const t0 = Date.now();
+  let lastCheckpoint: string | null = resumeFrom;
+  let lastEval: EvalMetrics | null = null;
+  const flat = new Float32Array(vars.reduce((n, v) => n + v.size, 0));
+
+  let accumulated: Record<string, tf.Tensor> | null = null;
+  let micro = 0;
+  while (state.step < totalSteps) {
+    for await (const samples of train.batches({ batchSize: t.batch_size, shuffle: true, seed: r.runtime.seed, epoch: state.epoch, rank, worldSize, startBatch: state.batchInEpoch })) {
+      const { batch, tokens } = collateFeatures(samples, head, aux.length * targetConfig.hiddenSize, targetConfig.hiddenSize);
+      const teacher = prepareTeacher(batch, vocabT);
+      const kept: tf.Scalar[] = [];
+      let argmax: number[][][] = [];
+      const { value, grads } = tf.variableGrads(() => {
+        const out = tttForward(draft, head.embed, batch.aux, teacher, t.ttt_length);
+        kept.push(...out.stepLosses);
+        argmax = out.draftArgmax;
+        return tf.div(out.total, t.accumulation_steps) as tf.Scalar;
+      }, vars);
+      const total = value.dataSync()[0] * t.accumulation_steps;
+      if (!Number.isFinite(total)) {
+        throw new Error(`step ${state.step}: the loss is ${total}; stopping (the last good checkpoint is ${lastCheckpoint ?? 'none'}). Lower training.learning_rate or check the data.`);
+      }
+      const acc = stepAccuracies(teacher, argmax);
+      kept.forEach((l, k) => (intLoss[k] += l.dataSync()[0] / t.accumulation_steps));
+      acc.correct.forEach((c, k) => ((intCorrect[k] += c), (intCounted[k] += acc.counted[k])));
+      tf.dispose([value, ...kept, teacher.probs, batch.aux, batch.targetLogits]);
+      if (accumulated) {
+        for (const v of vars) {
+          const sum = tf.add(accumulated[v.name], grads[v.name]);
+          accumulated[v.name].dispose();
+          grads[v.name].dispose();
+          accumulated[v.name] = sum;
+        }
+      } else accumulated = grads;
+      intTokens += tokens;
+      totalTokens += tokens;
+      state.batchInEpoch++;
+      if (++micro < t.accumulation_steps) continue;
+      micro = 0;
+
+      // All-reduce (mean over ranks), clip, update.
+      let off = 0;
+      for (const v of vars) {
+        flat.set(accumulated![v.name].dataSync() as Float32Array, off);
+        off += v.size;
+      }
+      tf.dispose(Object.values(accumulated!));
+      accumulated = null;
+      ctx.collective.allReduceSum(flat);
+      const reduced: Record<string, tf.Tensor> = {};
+      off = 0;
+      for (const v of vars) {
+        reduced[v.name] = tf.tidy(() => tf.div(tf.tensor(flat.subarray(off, off + v.size), v.shape), worldSize));
+        off += v.size;
+      }
+      const clipped = clipByGlobalNorm(reduced, t.max_grad_norm);
+      lastNorm = clipped.norm;
+      state.learningRate = learningRate(state.step, schedule);
+      opt.apply(vars, clipped.grads, state.learningRate);
+      tf.dispose(Object.values(clipped.grads));
+      state.step++;
+      intSteps++;
+
+      const accs = intCorrect.map((c, k) => (intCounted[k] ? c / intCounted[k] : 0));
+      ctx.progress(state.step, { total: totalSteps, loss: intLoss[0] / Math.max(intSteps, 1), acc0: accs[0], 'tok/s': Math.round(totalTokens / ((Date.now() - t0) / 1000)) });
+      if (state.step % t.log_interval === 0 || state.step === totalSteps) {
+        const secs = (Date.now() - intStart) / 1000;
+        writeMetrics({
+          split: 'train',
+          step: state.step,
+          epoch: state.epoch,
+          lr: state.learningRate,
+          loss: intLoss.map((x) => x / intSteps),
+          acc: accs,
+          tau: simulatedAcceptanceLength(accs),
+          tokens_per_s: (intTokens * worldSize) / secs,
+          grad_norm: lastNorm,
+        });
+        intLoss = intLoss.map(() => 0);
+        intCorrect = intCorrect.map(() => 0);
+        intCounted = intCounted.map(() => 0);
+        intSteps = 0;
+        intTokens = 0;
+        intStart = Date.now();
+      }
+      if (rank === 0 && (state.step % t.eval_interval === 0 || state.step === totalSteps)) {
+        lastEval = await evaluate();
+        if (lastEval) {
+          writeMetrics({ split: 'eval', step: state.step, epoch: state.epoch, ...lastEval });
+          log(`eval @ step ${state.step}: acc ${lastEval.acc.map((a) => a.toFixed(3)).join(' ')}; simulated acceptance length ${lastEval.tau.toFixed(3)}`);
+        }
+      }
+      if (state.step % t.save_interval === 0 || state.step === totalSteps) {
+        if (rank === 0) lastCheckpoint = save();
+        ctx.collective.barrier();
+      }
+      if (state.step >= totalSteps) break;
+    }
+    if (state.step >= totalSteps) break;
+    state.epoch++;
+    state.batchInEpoch = 0;
+  }
+  if (accumulated) tf.dispose(Object.values(accumulated));
+  const seconds = (Date.now() - t0) / 1000;
+  head.dispose();
+  target?.dispose();
+  for (const src of [train, evalSource]) if (src instanceof ArrowStore) await src.close();
+  return { runDir, steps: state.step, lastCheckpoint, eval: lastEval, seconds, tokensPerSecond: (totalTokens * worldSize) / seconds };
+}
