@@ -6,10 +6,12 @@ import { before, describe, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/backend.ts';
 import type { DraftConfig } from '../src/draft/config.ts';
-import { Eagle3Draft } from '../src/draft/eagle3.ts';
+import { Eagle3Draft, draftTensorShapes } from '../src/draft/eagle3.ts';
 import { SafetensorsFile } from '../src/io/safetensors.ts';
 import { prepareTeacher, simulatedAcceptanceLength, stepAccuracies, tttForward } from '../src/train/ttt.ts';
+import { Rng } from '../src/util/random.ts';
 import { fixture, maxAbs, maxAbsDiff } from './helpers.ts';
+import { finiteDifference, plainEagle3Forward } from './reference/plain-eagle3.ts';
 
 before(async () => {
   await initBackend('wasm');
@@ -91,5 +93,62 @@ describe('EAGLE-3 TTT vs PyTorch golden vectors', () => {
   test('simulated acceptance length', () => {
     assert.equal(simulatedAcceptanceLength([0.5, 0.5, 0]), 1 + 0.5 + 0.25 + 0);
     assert.equal(simulatedAcceptanceLength([]), 1);
+  });
+});
+
+describe('EAGLE-3 TTT vs the plain loop reference (other shapes)', () => {
+  // GQA with 3 query heads per kv head, a padded row, and more TTT steps than positions.
+  const c: DraftConfig = {
+    hiddenSize: 24, targetHiddenSize: 20, intermediateSize: 40, numHeads: 6, numKvHeads: 2, headDim: 4,
+    vocabSize: 30, draftVocabSize: 12, rmsNormEps: 1e-6, ropeTheta: 500, ropeScaling: null, maxPositionEmbeddings: 64, auxLayerIds: [1, 2, 3],
+  };
+  const B = 3;
+  const T = 9;
+  const ttt = 10;
+  const rng = new Rng(11);
+  const normal = (n: number, s = 1) => rng.normalArray(n, s);
+  const weights = new Map<string, Float32Array>();
+  for (const [name, shape] of draftTensorShapes(c)) weights.set(name, shape.length === 1 ? Float32Array.from(normal(shape[0], 0.1), (x) => 1 + x) : normal(shape[0] * shape[1], 0.3));
+  const used = Int32Array.from([0, 2, 3, 5, 8, 9, 13, 17, 20, 21, 26, 29]);
+  const t2d = new Uint8Array(30);
+  used.forEach((u) => (t2d[u] = 1));
+  const lengths = [9, 9, 6];
+  const inputIds = lengths.map((n) => Array.from({ length: T }, (_, t) => (t < n ? 1 + rng.int(29) : 0)));
+  const lossMask = lengths.map((n, b) => Array.from({ length: T }, (_, t) => (t < n && t >= 2 + b ? 1 : 0)));
+  const aux = normal(B * T * 3 * c.targetHiddenSize);
+  // Target logits peaked on draft-vocabulary ids most of the time, so the position mask is mixed.
+  const logits = normal(B * T * 30);
+  for (let r = 0; r < B * T; r++) if (rng.next() < 0.7) logits[r * 30 + used[rng.int(12)]] += 4;
+  const embed = normal(30 * c.hiddenSize, 0.5);
+  const plainCfg = { ...c, tttLength: ttt, stepWeight: 0.8 };
+  const plainIn = { embed, aux, inputIds, lossMask, targetLogits: logits, t2d, d2t: Array.from(used, (u, i) => u - i) };
+
+  test('losses and accuracies within 1e-4; gradients match finite differences of the reference', () => {
+    const ref = plainEagle3Forward(plainCfg, weights, plainIn);
+    const draft = new Eagle3Draft(c, weights);
+    const batch = { inputIds, lossMask, aux: tf.tensor3d(aux, [B, T, 3 * c.targetHiddenSize]), targetLogits: tf.tensor3d(logits, [B, T, 30]) };
+    const teacher = prepareTeacher(batch, { used, t2d });
+    const kept: tf.Tensor[] = [];
+    let argmax: number[][][] = [];
+    const emb = tf.tensor2d(embed, [30, c.hiddenSize]);
+    const { value, grads } = tf.variableGrads(() => {
+      const out = tttForward(draft, emb, batch.aux, teacher, ttt);
+      kept.push(...out.stepLosses);
+      argmax = out.draftArgmax;
+      return out.total;
+    }, draft.variables());
+    const losses = kept.map((l) => l.dataSync()[0]);
+    assert.ok(maxAbsDiff(losses, ref.stepLosses) <= 1e-4, `${losses} vs ${ref.stepLosses}`);
+    assert.ok(Math.abs(value.dataSync()[0] - ref.totalLoss) <= 1e-4);
+    assert.ok(maxAbsDiff(stepAccuracies(teacher, argmax).acc, ref.stepAccs) <= 1e-6);
+    assert.ok(ref.stepLosses[0] > 0 && ref.stepLosses[ttt - 1] === 0, 'positions run out before the last step'); // t + 9 >= T everywhere
+    for (const [name, index] of [['fc.weight', 17], ['midlayer.self_attn.k_proj.weight', 40], ['midlayer.hidden_norm.weight', 3], ['lm_head.weight', 100], ['midlayer.mlp.down_proj.weight', 7]] as const) {
+      const v = draft.params.get(name)!;
+      const g = (v.rank === 2 ? tf.transpose(grads[v.name]) : grads[v.name]).dataSync()[index];
+      const fd = finiteDifference(plainCfg, weights, plainIn, name, index);
+      assert.ok(Math.abs(g - fd) <= 1e-3 * Math.abs(fd) + 1e-5, `${name}[${index}]: autodiff ${g} vs finite difference ${fd}`);
+    }
+    tf.dispose([value, ...Object.values(grads), ...kept, teacher.probs, batch.aux, batch.targetLogits, emb]);
+    draft.dispose();
   });
 });
