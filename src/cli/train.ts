@@ -9,7 +9,7 @@ import type { TrainJob, TrainResult } from '../train/trainer.ts';
 import { progress, type Progress } from '../util/progress.ts';
 import { type CommonArgs, withBackend } from './common.ts';
 
-type Args = CommonArgs & { recipe: string; resume?: string; workers: number; 'max-steps'?: number };
+type Args = CommonArgs & { recipe: string; resume?: string; workers?: number; 'max-steps'?: number };
 
 function storeComplete(dir: string): boolean {
   const f = path.join(dir, 'manifest.json');
@@ -24,11 +24,11 @@ export const trainCommand: CommandModule<object, Args> = {
       y
         .option('recipe', { type: 'string', demandOption: true, describe: 'recipe YAML (see recipes/)' })
         .option('resume', { type: 'string', describe: "continue a run: 'latest' or a checkpoint folder (…/step-N)" })
-        .option('workers', { type: 'number', default: 1, describe: 'data-parallel ranks (worker_threads), each with its own backend' })
+        .option('workers', { type: 'number', describe: 'data-parallel ranks (overrides parallel.workers)' })
         .option('max-steps', { type: 'number', describe: 'override training.max_steps' }),
     ) as never,
   handler: async (args) => {
-    const overrides = { 'runtime.backend': args.backend, 'training.max_steps': args['max-steps'] };
+    const overrides = { 'runtime.backend': args.backend, 'training.max_steps': args['max-steps'], 'parallel.workers': args.workers };
     const r = loadRecipe(args.recipe, overrides);
     if (r.training.mode === 'offline') {
       const missing = ['train', ...(r.data.eval ? ['eval'] : [])].filter((s) => !storeComplete(path.join(r.data.store, s)));
@@ -42,7 +42,7 @@ export const trainCommand: CommandModule<object, Args> = {
     const job: TrainJob = { recipe: path.resolve(args.recipe), overrides, resume: args.resume ?? null };
     const result = (await launchRanks({
       module: new URL('../train/trainer.ts', import.meta.url).href,
-      worldSize: args.workers,
+      worldSize: r.parallel.workers,
       payload: job,
       onLog: (m) => console.log(m),
       onProgress: (done, { total, ...fields }) => {

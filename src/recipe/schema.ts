@@ -46,6 +46,9 @@ export const RECIPE_SPEC = {
     eval_interval: { type: 'integer', min: 1, default: 200, doc: 'optimizer steps between held-out evaluations (and one at the end)' },
     eval_samples: { type: 'integer', min: 1, nullable: true, default: 256, doc: 'held-out samples per evaluation (null: all)' },
   },
+  parallel: {
+    workers: { type: 'integer', min: 1, default: 1, doc: 'data-parallel ranks (worker_threads, each with its own tfjs backend); gradients are averaged over ranks' },
+  },
   runtime: {
     backend: { type: 'enum', values: ['auto', 'node-gpu', 'node', 'wasm', 'cpu'], default: 'auto', doc: 'tfjs engine; auto = first that loads of node-gpu, node, wasm, cpu (--backend overrides)' },
     seed: { type: 'integer', default: 42, doc: 'seed of every random choice (data order, initialisation)' },
