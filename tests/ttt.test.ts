@@ -152,3 +152,32 @@ describe('EAGLE-3 TTT vs the plain loop reference (other shapes)', () => {
     draft.dispose();
   });
 });
+
+describe('draft decoding with a KV cache', () => {
+  test('prefill and a draft chain reproduce the TTT steps (causal + diagonal attention)', async () => {
+    const { draftDecode, DraftKVCache } = await import('../src/draft/eagle3.ts');
+    const { draft, vocab, batch, embed } = goldenSetup();
+    const teacher = prepareTeacher(batch, vocab);
+    const out = tttForward(draft, embed, batch.aux, teacher, 4, 0.8, true);
+    const T = golden.T;
+    const Vd = golden.draft_vocab_size;
+    const ids = teacher.ids[1]; // shifted ids of row 1: ids[t] = x[t+1]
+    const g = draft.projectFeatures(batch.aux.slice([1, 0, 0], [1, T, -1]) as tf.Tensor3D);
+    for (const t of [0, 5, 8]) {
+      const cache = new DraftKVCache();
+      // Context: positions 0..t with hidden fc(aux) -> TTT step 0 at those positions.
+      const pre = draftDecode(draft, embed, cache, { ids: ids.slice(0, t + 1), hidden: g.slice([0, 0, 0], [1, t + 1, -1]) as tf.Tensor3D, positions: Array.from({ length: t + 1 }, (_, i) => i) });
+      const step0 = out.stepLogits![0].slice([1, 0, 0], [1, t + 1, Vd]);
+      assert.ok(maxAbsDiff(pre.logits.dataSync(), step0.dataSync()) < 1e-4, `prefill up to ${t}`);
+      // Chain: step i at position t + i, hidden = previous output, token ids[t + i].
+      let hidden = pre.out.slice([0, t, 0], [1, 1, -1]) as tf.Tensor3D;
+      for (let i = 1; i < 4 && t + i < T; i++) {
+        const d = draftDecode(draft, embed, cache, { ids: [ids[t + i]], hidden, positions: [t + i] });
+        const expected = out.stepLogits![i].slice([1, t, 0], [1, 1, Vd]);
+        assert.ok(maxAbsDiff(d.logits.dataSync(), expected.dataSync()) < 1e-4, `chain step ${i} at ${t}`);
+        hidden = d.out;
+      }
+      cache.dispose();
+    }
+  });
+});

@@ -5,7 +5,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { linear, matmul } from '../backend/matmul.ts';
 import { ropeInverseFrequencies } from '../io/hf-config.ts';
-import { rmsNorm, silu } from '../nn/layers.ts';
+import { MASKED as MASKED_BIAS, groupedAttention, rmsNorm, ropeTables, silu } from '../nn/layers.ts';
 import { Rng } from '../util/random.ts';
 import type { DraftConfig } from './config.ts';
 
@@ -156,4 +156,92 @@ export function tttAttention(q: tf.Tensor4D, kvs: StepKV[], causalBias: tf.Tenso
     out = tf.add(out, tf.mul(parts[j + 1].reshape([B, kvH, g, T, 1]), v.reshape([B, kvH, 1, T, hd])));
   });
   return tf.transpose(out.reshape([B, H, T, hd]), [0, 2, 1, 3]).reshape([B, T, H * hd]) as tf.Tensor3D;
+}
+
+/** The draft's own KV cache during decoding (batch 1): keys/values [1, kvH, S, hd] and each slot's position. */
+export class DraftKVCache {
+  k: tf.Tensor4D | null = null;
+  v: tf.Tensor4D | null = null;
+  positions: number[] = [];
+
+  get length(): number {
+    return this.positions.length;
+  }
+
+  append(k: tf.Tensor4D, v: tf.Tensor4D, positions: number[]): void {
+    const [ok, ov] = [this.k, this.v];
+    this.k = tf.keep(ok ? tf.concat([ok, k], 2) : tf.clone(k));
+    this.v = tf.keep(ov ? tf.concat([ov, v], 2) : tf.clone(v));
+    ok?.dispose();
+    ov?.dispose();
+    this.positions.push(...positions);
+  }
+
+  /** Keep only these slots, in this order. */
+  select(slots: number[]): void {
+    if (!this.k || !this.v) return;
+    const idx = tf.tensor1d(slots, 'int32');
+    const [k, v] = [this.k, this.v];
+    this.k = tf.keep(tf.gather(k, idx, 2));
+    this.v = tf.keep(tf.gather(v, idx, 2));
+    k.dispose();
+    v.dispose();
+    idx.dispose();
+    this.positions = slots.map((s) => this.positions[s]);
+  }
+
+  truncate(n: number): void {
+    if (n < this.length) this.select(Array.from({ length: n }, (_, i) => i));
+  }
+
+  dispose(): void {
+    this.k?.dispose();
+    this.v?.dispose();
+    this.k = this.v = null;
+    this.positions = [];
+  }
+}
+
+export interface DraftDecodeInput {
+  /** Token ids whose embeddings enter (the token after each hidden's position), [n]. */
+  ids: number[];
+  /** Hidden inputs [1, n, H]: fc(aux) for positions the target has seen, or the draft's own previous outputs. */
+  hidden: tf.Tensor3D;
+  /** RoPE positions [n]. */
+  positions: number[];
+  /**
+   * visible[i][s] = 1 when new token i may attend to slot s of (cache + new tokens), [n][S + n]. Default:
+   * every cached slot, and causal among the new tokens.
+   */
+  visible?: number[][];
+}
+
+/**
+ * One draft forward with a KV cache (inference, batch 1): appends the new tokens' keys/values and returns
+ * the pre-norm outputs (the next step's hidden) and the draft-vocabulary logits. In training terms, a
+ * token's cached key is step 0's when its hidden came from fc(aux), and a later step's otherwise; the
+ * visibility mask reproduces TTT's causal-plus-diagonal pattern along a draft chain or tree.
+ */
+export function draftDecode(draft: Eagle3Draft, embedTable: tf.Tensor2D, cache: DraftKVCache, x: DraftDecodeInput): { out: tf.Tensor3D; logits: tf.Tensor3D } {
+  const n = x.ids.length;
+  const S = cache.length;
+  const bias = new Float32Array(n * (S + n)).fill(MASKED_BIAS);
+  for (let i = 0; i < n; i++) {
+    for (let s = 0; s < S + n; s++) {
+      const ok = x.visible ? x.visible[i][s] === 1 : s < S || s - S <= i;
+      if (ok) bias[i * (S + n) + s] = 0;
+    }
+  }
+  const { cos, sin } = ropeTables([x.positions], draft.invFreq);
+  const result = tf.tidy(() => {
+    const embeds = tf.gather(embedTable, tf.tensor2d([x.ids], [1, n], 'int32')) as unknown as tf.Tensor3D;
+    const { q, k, v } = draft.qkv(embeds, x.hidden, cos, sin);
+    cache.append(k, v, x.positions);
+    const attn = groupedAttention(q, cache.k!, cache.v!, tf.tensor4d(bias, [1, 1, n, S + n]));
+    const out = draft.finishLayer(x.hidden, attn);
+    return { out, logits: draft.logits(out) };
+  });
+  cos.dispose();
+  sin.dispose();
+  return result;
 }

@@ -61,6 +61,8 @@ export interface TttOutput {
   stepLosses: tf.Scalar[];
   /** Draft argmax per step [B][T] (for accuracies). */
   draftArgmax: number[][][];
+  /** Per-step draft logits [B, T, Vd], only when asked for (tests compare decoding against them). */
+  stepLogits?: tf.Tensor3D[];
 }
 
 /**
@@ -68,12 +70,13 @@ export interface TttOutput {
  * at step 0), RoPE position t+i, attends causally to step 0's keys and diagonally to each later step's
  * key at the same position; loss_i = -(1/(B*T)) sum pmask_i * sum_v p_i log q_i.
  */
-export function tttForward(draft: Eagle3Draft, embedTable: tf.Tensor2D, aux: tf.Tensor3D, teacher: Teacher, tttLength: number, stepWeight = 0.8): TttOutput {
+export function tttForward(draft: Eagle3Draft, embedTable: tf.Tensor2D, aux: tf.Tensor3D, teacher: Teacher, tttLength: number, stepWeight = 0.8, keepLogits = false): TttOutput {
   const B = teacher.ids.length;
   const T = teacher.ids[0].length;
   const Vd = draft.config.draftVocabSize;
   const stepLosses: tf.Scalar[] = [];
   const draftArgmax: number[][][] = [];
+  const stepLogits: tf.Tensor3D[] = [];
   const causalData = new Float32Array(T * T);
   for (let i = 0; i < T; i++) for (let j = i + 1; j < T; j++) causalData[i * T + j] = MASKED;
   const total = tf.tidy(() => {
@@ -95,12 +98,13 @@ export function tttForward(draft: Eagle3Draft, embedTable: tf.Tensor2D, aux: tf.
       const loss = tf.div(tf.neg(tf.sum(tf.mul(pmask, tf.mul(p, tf.logSoftmax(logits))))), B * T) as tf.Scalar;
       stepLosses.push(tf.keep(loss));
       draftArgmax.push(tf.argMax(logits, -1).arraySync() as number[][]);
+      if (keepLogits) stepLogits.push(tf.keep(logits));
       total = tf.add(total, tf.mul(loss, stepWeight ** i));
       hidden = out;
     }
     return total;
   });
-  return { total, stepLosses, draftArgmax };
+  return { total, stepLosses, draftArgmax, ...(keepLogits ? { stepLogits } : {}) };
 }
 
 /** acc_i = sum(pmask_i * [argmax q == argmax p_i]) / sum(lossMask_i), masks shifted for step i. */
