@@ -4,19 +4,17 @@
 // are the unit of work, and a rerun skips the samples of every shard the manifest lists as finished.
 import fs from 'node:fs';
 import path from 'node:path';
-import * as tf from '@tensorflow/tfjs';
 import type { AnswerExtractor } from '../data/answers.ts';
 import { type Conversation, readConversations } from '../data/datasets.ts';
 import { buildDraftVocab, cachedDraftVocab, type DraftVocab, saveDraftVocab, TokenCounter } from '../data/draft-vocab.ts';
 import { endOfTurnIds, type TemplateName, tokenizeConversation } from '../data/templates.ts';
-import { findThinkingSpans } from '../data/thinking.ts';
 import { defaultAuxLayers } from '../io/hf-config.ts';
 import type { Tokenizer } from '../io/tokenizer.ts';
 import { MANIFEST_FILE, readManifest, type StoreManifest } from '../store/manifest.ts';
-import type { FeatureSample } from '../store/schema.ts';
 import { StoreWriter } from '../store/writer.ts';
 import type { TargetModel } from '../target/runtime.ts';
 import { progress } from '../util/progress.ts';
+import { computeFeatures, type TokenizedSample } from './features.ts';
 import { configSha256, dataSha256, tokenizerSha256, weightsSha256 } from './fingerprint.ts';
 
 export interface CaptureOptions {
@@ -79,12 +77,6 @@ async function countLines(files: string[]): Promise<number> {
   return n;
 }
 
-interface Prepared {
-  id: string;
-  ids: number[];
-  lossMask: number[];
-}
-
 export async function captureSplit(model: TargetModel, tok: Tokenizer, o: CaptureOptions): Promise<CaptureResult> {
   const c = model.config;
   const aux = resolveAuxLayers(o.auxLayerIds, c.numLayers);
@@ -100,9 +92,6 @@ export async function captureSplit(model: TargetModel, tok: Tokenizer, o: Captur
     max_length: o.maxLength,
     samples_per_shard: o.samplesPerShard,
   };
-  const think = tok.tokenToId('<think>');
-  const endThink = tok.tokenToId('</think>');
-  const decode = (ids: number[]) => tok.decode(ids);
   const total = Math.min(o.limit ?? Infinity, await countLines(o.files));
 
   // A finished store is reused as is (its token counts still feed the draft vocabulary).
@@ -119,36 +108,12 @@ export async function captureSplit(model: TargetModel, tok: Tokenizer, o: Captur
   let index = 0;
   let tokens = 0;
   let invalid = 0;
-  let batch: Prepared[] = [];
+  let batch: TokenizedSample[] = [];
   const t0 = Date.now();
 
   const flush = async () => {
     if (batch.length === 0 || !writer) return;
-    const T = Math.max(...batch.map((s) => s.ids.length));
-    const ids = batch.map((s) => [...s.ids, ...new Array(T - s.ids.length).fill(0)]);
-    const attentionMask = batch.map((s) => ids[0].map((_, t) => (t < s.ids.length ? 1 : 0)));
-    const out = model.forward({ ids, attentionMask }, { layers: aux, logits: false });
-    const auxAll = tf.tidy(() => tf.concat(aux.map((l) => out.layers.get(l)!), -1)).dataSync() as Float32Array; // [B, T, k*H]
-    const finalAll = out.finalNormed.dataSync() as Float32Array; // [B, T, H]
-    tf.dispose([out.finalNormed, ...out.layers.values()]);
-    const H = c.hiddenSize;
-    const A = aux.length * H;
-    for (let b = 0; b < batch.length; b++) {
-      const s = batch[b];
-      const n = s.ids.length;
-      const spans = think !== undefined && endThink !== undefined ? findThinkingSpans(s.ids, s.lossMask, { think, endThink }, decode, o.answerExtractor) : [];
-      const sample: FeatureSample = {
-        id: s.id,
-        inputIds: Int32Array.from(s.ids),
-        lossMask: Uint8Array.from(s.lossMask),
-        aux: auxAll.slice(b * T * A, b * T * A + n * A),
-        finalHidden: finalAll.slice(b * T * H, b * T * H + n * H),
-        thinkSpans: Int32Array.from(spans.flatMap((sp) => [sp.start, sp.end])),
-        answerPositions: Int32Array.from(spans.map((sp) => sp.answerAt)),
-        answer: spans.find((sp) => sp.answer)?.answer ?? '',
-      };
-      await writer.add(sample);
-    }
+    for (const sample of computeFeatures(model, tok, batch, aux, o.answerExtractor)) await writer.add(sample);
     batch = [];
   };
 

@@ -49,6 +49,14 @@ export const RECIPE_SPEC = {
   parallel: {
     workers: { type: 'integer', min: 1, default: 1, doc: 'data-parallel ranks (worker_threads, each with its own tfjs backend); gradients are averaged over ranks' },
   },
+  eval: {
+    draft_steps: { type: 'integer', min: 1, default: 7, doc: 'chain drafting: draft tokens per target verify pass (--draft-steps); SGLang: speculative_num_steps with topk 1' },
+    tree: { type: 'string', nullable: true, default: null, doc: 'EAGLE-2 dynamic tree "topk,depth,tokens" instead of a chain (null: chain): top-k children per expanded node, depth draft levels, tokens draft nodes verified (root excluded); EAGLE-2\'s default is "10,6,60" (its depth 5 counts expansions after the first level)' },
+    temperature: { type: 'number', min: 0, default: 0, doc: '0 is greedy (output identical to the target\'s own); > 0 is speculative sampling' },
+    top_p: { type: 'number', min: 0, max: 1, default: 1, doc: 'nucleus sampling cut, applied to target and draft alike (with temperature > 0)' },
+    max_new_tokens: { type: 'integer', min: 1, default: 256, doc: 'tokens generated per prompt (fewer when an end-of-turn or eos token comes first)' },
+    limit: { type: 'integer', min: 1, nullable: true, default: null, doc: 'evaluate at most this many prompts (null: all of data.eval or --input)' },
+  },
   runtime: {
     backend: { type: 'enum', values: ['auto', 'node-gpu', 'node', 'wasm', 'cpu'], default: 'auto', doc: 'tfjs engine; auto = first that loads of node-gpu, node, wasm, cpu (--backend overrides)' },
     seed: { type: 'integer', default: 42, doc: 'seed of every random choice (data order, initialisation)' },

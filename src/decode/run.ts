@@ -1,0 +1,141 @@
+// The eval job of a recipe (`specforge eval`): load the target and a draft checkpoint, decode each prompt
+// speculatively and with plain greedy `generate` (same backend, same run, alternating per prompt), and
+// write report.json and acceptance.svg.
+import fs from 'node:fs';
+import path from 'node:path';
+import { activeBackend } from '../backend/backend.ts';
+import { endOfTurnIds, type TemplateName } from '../data/templates.ts';
+import { loadDraftCheckpoint } from '../draft/load.ts';
+import { loadTokenizer } from '../io/tokenizer.ts';
+import type { Recipe } from '../recipe/recipe.ts';
+import { generate } from '../target/generate.ts';
+import type { TargetModel } from '../target/runtime.ts';
+import { TfjsTarget } from '../target/tfjs-target.ts';
+import { listCheckpoints } from '../train/checkpoint.ts';
+import { runDirOf } from '../train/trainer.ts';
+import { Rng } from '../util/random.ts';
+import { type TokenizedPrompt, readPromptFile, readRecipePrompts, tokenizePrompts } from './prompts.ts';
+import { type EvalReport, type PromptRecord, acceptanceSvg, buildReport, reportTable } from './report.ts';
+import { type Drafter, Eagle3Drafter, type SpecOptions, type TreeShape, parseTreeShape, speculativeDecode } from './speculative.ts';
+
+export interface EvalJobOptions {
+  /** A draft checkpoint folder (default: the newest step-* of the recipe's run). */
+  checkpoint?: string;
+  /** MT-bench / GSM8K / conversation JSONL instead of the recipe's data.eval. */
+  input?: string;
+  /** Output folder (default <run dir>/eval). */
+  out?: string;
+  log?: (msg: string) => void;
+}
+
+export interface DecodeSettings {
+  draftSteps: number;
+  tree: TreeShape | null;
+  temperature: number;
+  topP: number;
+  maxNewTokens: number;
+  stopIds: number[];
+  seed: number;
+}
+
+/**
+ * Decodes every prompt speculatively and plainly (greedy, KV cache), alternating so that both see the same
+ * machine state; one short warm-up of each first (kernels, allocations), not counted.
+ */
+export function evaluatePrompts(target: TargetModel, drafter: Drafter, prompts: TokenizedPrompt[], s: DecodeSettings, onPrompt: (i: number, r: PromptRecord) => void = () => {}): PromptRecord[] {
+  const spec = (ids: number[], maxNewTokens: number, seed: number) =>
+    speculativeDecode(target, drafter, ids, { maxNewTokens, stopIds: s.stopIds, draftSteps: s.draftSteps, tree: s.tree, temperature: s.temperature, topP: s.topP, rng: new Rng(seed) } satisfies SpecOptions);
+  const plain = (ids: number[], maxNewTokens: number) => {
+    const t0 = performance.now();
+    const tokens = generate(target, [ids], { maxNewTokens, stopIds: s.stopIds })[0];
+    return { tokens, seconds: (performance.now() - t0) / 1000 };
+  };
+  if (prompts.length) {
+    const warm = Math.min(8, s.maxNewTokens);
+    spec(prompts[0].ids, warm, s.seed);
+    plain(prompts[0].ids, warm);
+  }
+  return prompts.map((p, i) => {
+    const record: PromptRecord = { id: p.id, category: p.category, promptTokens: p.ids.length, spec: spec(p.ids, s.maxNewTokens, s.seed + i), plain: plain(p.ids, s.maxNewTokens) };
+    onPrompt(i, record);
+    return record;
+  });
+}
+
+/** Runs the eval of a recipe (the backend is initialised by the caller). */
+export async function runEval(r: Recipe, o: EvalJobOptions = {}): Promise<{ report: EvalReport; outDir: string }> {
+  const log = o.log ?? (() => {});
+  const e = r.eval;
+  let tree: TreeShape | null = null;
+  if (e.tree !== null) {
+    try {
+      tree = parseTreeShape(e.tree);
+    } catch (err) {
+      throw new Error(`${r.file}: field 'eval.tree': ${(err as Error).message}`);
+    }
+  }
+  const runDir = runDirOf(r);
+  const checkpoint = o.checkpoint ? path.resolve(o.checkpoint) : listCheckpoints(runDir).pop();
+  if (!checkpoint) throw new Error(`no checkpoint under ${runDir}: train first (specforge train --recipe ${path.basename(r.file)}) or pass --checkpoint`);
+  const template = r.data.template as TemplateName;
+
+  const tok = loadTokenizer(r.model.target);
+  const target = TfjsTarget.load(r.model.target);
+  const loaded = loadDraftCheckpoint(checkpoint);
+  try {
+    const tc = target.config;
+    const dc = loaded.config;
+    if (dc.vocabSize !== tc.vocabSize || dc.targetHiddenSize !== tc.hiddenSize) {
+      throw new Error(`${checkpoint}: a draft for a target with vocabulary ${dc.vocabSize} and hidden size ${dc.targetHiddenSize}; ${r.model.target} has ${tc.vocabSize} and ${tc.hiddenSize}`);
+    }
+    const badLayer = dc.auxLayerIds.find((l) => !(Number.isInteger(l) && l >= 0 && l < tc.numLayers));
+    if (badLayer !== undefined) throw new Error(`${checkpoint}: aux layer ${badLayer} outside the target's ${tc.numLayers} layers`);
+    if (dc.hiddenSize !== tc.hiddenSize) throw new Error(`${checkpoint}: draft hidden size ${dc.hiddenSize} differs from the target embedding width ${tc.hiddenSize}`);
+
+    let prompts;
+    if (o.input) prompts = await readPromptFile(path.resolve(o.input), e.limit);
+    else {
+      if (!r.data.eval) throw new Error(`${r.file}: data.eval is not set; give prompts with --input (MT-bench questions or GSM8K JSONL)`);
+      prompts = await readRecipePrompts(r.data.eval, { format: r.data.format as never, skipInvalid: r.data.skip_invalid, limit: e.limit });
+    }
+    if (!prompts.length) throw new Error(`no prompts in ${o.input ?? r.data.eval!.join(', ')}`);
+    const tokenized = tokenizePrompts(prompts, tok, template);
+    const stopIds = [...new Set([...endOfTurnIds(tok, template), ...tc.eosTokenIds])];
+    const settings: DecodeSettings = { draftSteps: e.draft_steps, tree, temperature: e.temperature, topP: e.top_p, maxNewTokens: e.max_new_tokens, stopIds, seed: r.runtime.seed };
+    const mode = tree ? `tree topk ${tree.topk}, depth ${tree.depth}, ${tree.tokens} tokens` : `chain of ${e.draft_steps}`;
+    log(`eval: ${tokenized.length} prompts, ${mode}, temperature ${e.temperature}${e.temperature > 0 && e.top_p < 1 ? `, top-p ${e.top_p}` : ''}, up to ${e.max_new_tokens} new tokens; draft ${checkpoint}`);
+
+    const drafter = new Eagle3Drafter(loaded.draft, target.embeddings(), loaded.used);
+    const records = evaluatePrompts(target, drafter, tokenized, settings, (i, rec) => {
+      rec.text = tok.decode(rec.spec.tokens);
+      const s = rec.spec;
+      log(`[${i + 1}/${tokenized.length}] ${rec.id}: ${s.tokens.length} tokens, ${s.verifyPasses} passes, tau ${s.tau === null ? '-' : s.tau.toFixed(2)}; ${(s.tokens.length / s.seconds).toFixed(1)} tok/s speculative, ${(rec.plain.tokens.length / rec.plain.seconds).toFixed(1)} tok/s plain`);
+    });
+    drafter.dispose();
+    const report = buildReport(records, {
+      mode: tree ? 'tree' : 'chain',
+      draftSteps: tree ? null : e.draft_steps,
+      tree,
+      temperature: e.temperature,
+      topP: e.top_p,
+      maxNewTokens: e.max_new_tokens,
+      seed: r.runtime.seed,
+      backend: activeBackend() ?? null,
+      target: r.model.target,
+      checkpoint,
+      prompts: o.input ? path.resolve(o.input) : r.data.eval,
+      template,
+      stopIds,
+    });
+    const outDir = path.resolve(o.out ?? path.join(runDir, 'eval'));
+    fs.mkdirSync(outDir, { recursive: true });
+    fs.writeFileSync(path.join(outDir, 'report.json'), JSON.stringify(report, null, 2) + '\n');
+    fs.writeFileSync(path.join(outDir, 'acceptance.svg'), acceptanceSvg(report, `Acceptance per draft position (${mode})`));
+    log(reportTable(report));
+    log(`wrote ${path.join(outDir, 'report.json')} and acceptance.svg`);
+    return { report, outDir };
+  } finally {
+    loaded.draft.dispose();
+    target.dispose();
+  }
+}
