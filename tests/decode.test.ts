@@ -80,28 +80,34 @@ class ScriptedDrafter implements Drafter {
   dispose() {}
 }
 
-/** Wraps a drafter and records, after each extend, the committed tokens, the root logits and the live tensor count. */
+/**
+ * Wraps a drafter and records, after each extend, the committed tokens, the root logits and the live tensor
+ * count. With a `proposer`, the draft tokens come from it instead (the inner drafter still gets the context).
+ */
 class Recorder implements Drafter {
   readonly records: { committed: number[]; root: Float32Array; tensors: number }[] = [];
   private seq: number[] = [];
   constructor(
     private readonly inner: Drafter,
     private readonly prompt: number[],
+    private readonly proposer?: Drafter,
   ) {}
   get featureLayers() {
     return this.inner.featureLayers;
   }
   reset() {
     this.inner.reset();
+    this.proposer?.reset();
     this.seq = [this.prompt[0]];
   }
   extend(nextIds: number[], features: tf.Tensor3D | null) {
     this.inner.extend(nextIds, features);
+    this.proposer?.extend(nextIds, null);
     this.seq.push(...nextIds);
     this.records.push({ committed: [...this.seq], root: Float32Array.from(this.inner.expand([[]])[0].logits), tensors: tf.memory().numTensors });
   }
   expand(paths: number[][]) {
-    return this.inner.expand(paths);
+    return (this.proposer ?? this.inner).expand(paths);
   }
   dispose() {
     this.inner.dispose();
@@ -203,11 +209,15 @@ describe('bookkeeping', () => {
 
 describe('EAGLE-3 drafter', () => {
   test('incremental context after verify passes and tree expansions equal a fresh computation', () => {
+    // Tree tokens from the scripted drafter (long accepted paths through second-ranked children), so the
+    // EAGLE-3 drafter's context grows by several tree rows per pass.
     const prompt = PROMPTS[2];
-    const rec = new Recorder(new Eagle3Drafter(draft, target.embeddings(), USED), prompt);
-    speculativeDecode(target, rec, prompt, { maxNewTokens: 12, stopIds: [], tree: { topk: 3, depth: 3, tokens: 8 } });
-    assert.ok(rec.records.length >= 4);
-    for (const j of [1, rec.records.length - 1]) {
+    const oracle = [...prompt, ...greedy(prompt, 40)];
+    const rec = new Recorder(new Eagle3Drafter(draft, target.embeddings(), USED), prompt, new ScriptedDrafter(oracle, [2, 3, 0, 3, 1], true));
+    const r = speculativeDecode(target, rec, prompt, { maxNewTokens: 16, stopIds: [], tree: { topk: 2, depth: 3, tokens: 10 } });
+    assert.deepEqual(r.acceptLengths.slice(0, 5), [2, 3, 0, 3, 1]);
+    assert.ok(rec.records.length >= 5);
+    for (const j of [1, 2, 4]) {
       const { committed, root } = rec.records[j];
       // Fresh: the target over all committed tokens but the last, the drafter's context in one call.
       const out = target.forward({ ids: [committed.slice(0, -1)] }, { layers: AUX, logits: false });
@@ -233,7 +243,7 @@ describe('EAGLE-3 drafter', () => {
   });
 
   test('no tensor leaks: the live count is flat across verify passes and restored after decoding', () => {
-    for (const opts of [{ draftSteps: 4 }, { tree: { topk: 3, depth: 3, tokens: 8 } }, { draftSteps: 3, temperature: 1, rng: new Rng(2) }]) {
+    for (const opts of [{ draftSteps: 4 }, { tree: { topk: 3, depth: 3, tokens: 8 } }, { draftSteps: 3, temperature: 1, rng: new Rng(2) }, { tree: { topk: 2, depth: 3, tokens: 5 }, temperature: 0.9, topP: 0.9, rng: new Rng(3) }]) {
       const prompt = PROMPTS[1];
       const rec = new Recorder(new Eagle3Drafter(draft, target.embeddings(), USED), prompt);
       const before = tf.memory().numTensors;

@@ -1,9 +1,52 @@
 import type { CommandModule } from 'yargs';
-import { notBuilt, withBackend } from './common.ts';
+import { initBackend } from '../backend/backend.ts';
+import { runEval } from '../decode/run.ts';
+import { loadRecipe } from '../recipe/recipe.ts';
+import { type CommonArgs, withBackend } from './common.ts';
 
-export const evalCommand: CommandModule = {
+type Args = CommonArgs & {
+  recipe: string;
+  checkpoint?: string;
+  'draft-steps'?: number;
+  tree?: string;
+  temperature?: number;
+  'top-p'?: number;
+  'max-new-tokens'?: number;
+  limit?: number;
+  input?: string;
+  out?: string;
+};
+
+export const evalCommand: CommandModule<object, Args> = {
   command: 'eval',
-  describe: 'Speculative decoding against the target: acceptance length, speedup, SpecExit savings',
-  builder: (y) => withBackend(y.option('recipe', { type: 'string', describe: 'recipe YAML (see recipes/)' })),
-  handler: () => notBuilt('eval', '[eval]'),
+  describe: 'Speculative decoding against the target: acceptance length (tau), acceptance per draft position, speedup over plain decoding',
+  builder: (y) =>
+    withBackend(
+      y
+        .option('recipe', { type: 'string', demandOption: true, describe: 'recipe YAML (see recipes/)' })
+        .option('checkpoint', { type: 'string', describe: 'draft checkpoint folder (default: the newest step-* of the recipe run)' })
+        .option('draft-steps', { type: 'number', describe: 'chain drafting: draft tokens per verify pass (overrides eval.draft_steps; a chain even where the recipe sets a tree)' })
+        .option('tree', { type: 'string', describe: "dynamic tree 'topk,depth,tokens' (overrides eval.tree; 'none' for a chain)" })
+        .option('temperature', { type: 'number', describe: '0 = greedy; > 0 = speculative sampling (overrides eval.temperature)' })
+        .option('top-p', { type: 'number', describe: 'nucleus sampling cut (overrides eval.top_p)' })
+        .option('max-new-tokens', { type: 'number', describe: 'tokens per prompt (overrides eval.max_new_tokens)' })
+        .option('limit', { type: 'number', describe: 'at most this many prompts (overrides eval.limit)' })
+        .option('input', { type: 'string', describe: 'prompts: MT-bench question JSONL (first turn) or GSM8K JSONL (question) instead of data.eval' })
+        .option('out', { type: 'string', describe: 'output folder for report.json and acceptance.svg (default <run dir>/eval)' }),
+    ) as never,
+  handler: async (args) => {
+    // --tree none (or --draft-steps without --tree) asks for a chain even where the recipe sets a tree.
+    const tree = args.tree === undefined ? (args['draft-steps'] !== undefined ? null : undefined) : /^(none|off|chain)$/i.test(args.tree) ? null : args.tree;
+    const r = loadRecipe(args.recipe, {
+      'runtime.backend': args.backend,
+      'eval.draft_steps': args['draft-steps'],
+      'eval.tree': tree,
+      'eval.temperature': args.temperature,
+      'eval.top_p': args['top-p'],
+      'eval.max_new_tokens': args['max-new-tokens'],
+      'eval.limit': args.limit,
+    });
+    await initBackend(r.runtime.backend as never, console.log);
+    await runEval(r, { checkpoint: args.checkpoint, input: args.input, out: args.out, log: console.log });
+  },
 };

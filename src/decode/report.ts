@@ -181,7 +181,7 @@ export function acceptanceSvg(r: EvalReport, title = 'Acceptance rate per draft 
   const plotH = 240;
   const barW = Math.max(14, Math.min(48, Math.floor(480 / n)));
   const gap = Math.round(barW / 3);
-  const plotW = n * (barW + gap) + gap;
+  const plotW = Math.max(450, n * (barW + gap) + gap);
   const width = left + plotW + right;
   const height = top + plotH + bottom;
   const y = (v: number) => top + plotH * (1 - v);
@@ -189,14 +189,14 @@ export function acceptanceSvg(r: EvalReport, title = 'Acceptance rate per draft 
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`);
   out.push(`<rect x="0" y="0" width="${width}" height="${height}" fill="#ffffff"/>`);
   const subtitle = `tau ${fixed(r.tau, 2)} tokens per verify pass, ${r.verifyPasses} passes, ${r.prompts} prompts`;
-  out.push(`<text x="${left}" y="20" font-size="14" font-weight="bold">${escapeXml(title)}</text>`);
-  out.push(`<text x="${left}" y="37" fill="#555555">${escapeXml(subtitle)}</text>`);
+  out.push(`<text x="12" y="20" font-size="14" font-weight="bold">${escapeXml(title)}</text>`);
+  out.push(`<text x="12" y="37" fill="#555555">${escapeXml(subtitle)}</text>`);
   for (const v of [0, 0.25, 0.5, 0.75, 1]) {
     out.push(`<line x1="${left}" y1="${y(v)}" x2="${left + plotW}" y2="${y(v)}" stroke="${v === 0 ? '#333333' : '#dddddd'}" stroke-width="1"/>`);
     out.push(`<text x="${left - 6}" y="${y(v) + 4}" text-anchor="end">${v.toFixed(2)}</text>`);
   }
   r.positions.forEach((p, i) => {
-    const x = left + gap + i * (barW + gap);
+    const x = left + (plotW - n * (barW + gap) + gap) / 2 + i * (barW + gap);
     const rate = p.rate ?? 0;
     out.push(`<rect class="bar" x="${x}" y="${y(rate).toFixed(1)}" width="${barW}" height="${(plotH * rate).toFixed(1)}" fill="#4878d0"><title>position ${p.position}: ${p.accepted}/${p.drafted}</title></rect>`);
     out.push(`<text x="${x + barW / 2}" y="${(y(rate) - 4).toFixed(1)}" text-anchor="middle" font-size="10">${fixed(p.rate, 2)}</text>`);
