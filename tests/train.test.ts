@@ -87,6 +87,8 @@ describe('train', () => {
     d2t.forEach((o, i) => assert.equal(t2d[i + Number(o)], 1));
     assert.equal(t2d.reduce((a, b) => a + b, 0), 100);
     assert.deepEqual(fs.readdirSync(path.join(work, 'ckpt', 'offline')).filter((d) => d.startsWith('step-')), ['step-20']);
+    // Serving loaders glob *.safetensors in the folder: only the model may be there.
+    assert.deepEqual(fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors')), ['model.safetensors']);
   });
 
   test('a run killed after a checkpoint and resumed ends with the uninterrupted weights', async () => {
@@ -97,7 +99,7 @@ describe('train', () => {
     const child = spawn(process.execPath, [bin, 'train', '--recipe', file], { stdio: 'ignore' });
     await new Promise<void>((resolve) => {
       const poll = setInterval(() => {
-        if (fs.existsSync(path.join(runDir, 'step-4', 'trainer_state.json'))) {
+        if (fs.existsSync(path.join(runDir, 'step-4', 'training_state', 'trainer_state.json'))) {
           clearInterval(poll);
           child.kill('SIGKILL');
           resolve();

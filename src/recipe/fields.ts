@@ -1,7 +1,7 @@
 // A small declarative schema for recipe files: each field's type, default and one-line doc. The same
 // table validates recipes (errors name file:line and the field) and generates the README reference.
 
-export type FieldType = 'string' | 'path' | 'number' | 'integer' | 'boolean' | 'enum' | 'integer[]' | 'path[]';
+export type FieldType = 'string' | 'path' | 'number' | 'integer' | 'boolean' | 'enum' | 'integer[]' | 'number[]' | 'path[]';
 
 export interface FieldSpec {
   type: FieldType;
@@ -14,6 +14,8 @@ export interface FieldSpec {
   values?: readonly string[];
   min?: number;
   max?: number;
+  /** Exact length of a list. */
+  length?: number;
 }
 
 export type SectionSpec = Record<string, FieldSpec>;
@@ -42,12 +44,16 @@ export function checkValue(spec: FieldSpec, v: unknown): string | null {
     case 'enum':
       return spec.values!.includes(v as string) ? null : `expected one of ${spec.values!.join(', ')}, got ${describe(v)}`;
     case 'integer[]':
-      if (!Array.isArray(v)) return `expected a list of integers, got ${describe(v)}`;
+    case 'number[]': {
+      const int = spec.type === 'integer[]';
+      if (!Array.isArray(v)) return `expected a list of ${int ? 'integers' : 'numbers'}, got ${describe(v)}`;
+      if (spec.length !== undefined && v.length !== spec.length) return `expected ${spec.length} values, got ${v.length}`;
       for (const x of v) {
-        const e = num(x, true);
+        const e = num(x, int);
         if (e) return `list item: ${e}`;
       }
       return null;
+    }
     case 'path[]':
       if (typeof v === 'string' && v.length > 0) return null; // one path is a list of one
       if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === 'string' && x.length > 0)) return `expected a path or a non-empty list of paths, got ${describe(v)}`;

@@ -7,7 +7,7 @@ import { checkValue, type FieldSpec } from './fields.ts';
 import { RECIPE_SPEC } from './schema.ts';
 
 type Spec = typeof RECIPE_SPEC;
-type ValueOf<F> = F extends { type: 'integer[]' } ? number[] : F extends { type: 'path[]' } ? string[] : F extends { type: 'boolean' } ? boolean : F extends { type: 'number' | 'integer' } ? number : string;
+type ValueOf<F> = F extends { type: 'integer[]' | 'number[]' } ? number[] : F extends { type: 'path[]' } ? string[] : F extends { type: 'boolean' } ? boolean : F extends { type: 'number' | 'integer' } ? number : string;
 type FieldValue<F> = F extends { nullable: true } ? ValueOf<F> | null : ValueOf<F>;
 export type Recipe = { [S in keyof Spec]: { [K in keyof Spec[S]]: FieldValue<Spec[S][K]> } } & { file: string };
 

@@ -45,6 +45,8 @@ export const RECIPE_SPEC = {
     log_interval: { type: 'integer', min: 1, default: 10, doc: 'optimizer steps per metrics.jsonl line' },
     eval_interval: { type: 'integer', min: 1, default: 200, doc: 'optimizer steps between held-out evaluations (and one at the end)' },
     eval_samples: { type: 'integer', min: 1, nullable: true, default: 256, doc: 'held-out samples per evaluation (null: all)' },
+    specexit: { type: 'boolean', default: false, doc: 'also train the SpecExit signal heads (confidence, progress, remaining length) on thinking spans' },
+    specexit_weights: { type: 'number[]', length: 3, min: 0, default: [1, 1, 0.1], doc: 'weights of the confidence (BCE), progress (BCE) and log-remaining (MSE) losses added to the TTT loss' },
   },
   parallel: {
     workers: { type: 'integer', min: 1, default: 1, doc: 'data-parallel ranks (worker_threads, each with its own tfjs backend); gradients are averaged over ranks' },

@@ -1,7 +1,8 @@
 // Draft checkpoints: <output_dir>/<run_id>/step-<N>/ with config.json and model.safetensors in the layout
-// SGLang and vLLM load as an EAGLE-3 draft (no embedding; d2t int64, t2d bool), beside the training
-// state they ignore: optimizer moments (training_state.safetensors) and trainer_state.json (step, epoch,
-// sampler position, schedule, RNG seed). A checkpoint is written into step-<N>.tmp/ and renamed, so a
+// SGLang and vLLM load as an EAGLE-3 draft (no embedding; d2t int64, t2d bool), and the training state in
+// a subfolder they never read (their loaders glob *.safetensors in the top folder only):
+// training_state/optimizer.safetensors (AdamW moments) and training_state/trainer_state.json (step,
+// epoch, sampler position, learning rate, recipe key). A checkpoint is written into step-<N>.tmp/ and renamed, so a
 // crash never leaves a half-written step-<N>/; the newest keep_last are kept.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -32,6 +33,7 @@ export interface SavedCheckpoint {
 export class CheckpointError extends Error {}
 
 const STEP_DIR = /^step-(\d+)$/;
+export const STATE_DIR = 'training_state';
 
 export function saveCheckpoint(
   runDir: string,
@@ -57,8 +59,8 @@ export function saveCheckpoint(
     opt.set(`exp_avg.${n}`, { dtype: 'F32', shape: w.shape, data: moments.m.get(n)! });
     opt.set(`exp_avg_sq.${n}`, { dtype: 'F32', shape: w.shape, data: moments.v.get(n)! });
   }
-  writeSafetensors(path.join(tmp, 'training_state.safetensors'), opt);
-  writeAtomic(path.join(tmp, 'trainer_state.json'), [JSON.stringify(state, null, 2) + '\n']);
+  writeSafetensors(path.join(tmp, STATE_DIR, 'optimizer.safetensors'), opt);
+  writeAtomic(path.join(tmp, STATE_DIR, 'trainer_state.json'), [JSON.stringify(state, null, 2) + '\n']);
   fs.rmSync(final, { recursive: true, force: true });
   fs.renameSync(tmp, final);
   for (const old of listCheckpoints(runDir).slice(0, -keepLast)) fs.rmSync(old, { recursive: true, force: true });
@@ -70,17 +72,17 @@ export function listCheckpoints(runDir: string): string[] {
   if (!fs.existsSync(runDir)) return [];
   return fs
     .readdirSync(runDir)
-    .filter((d) => STEP_DIR.test(d) && fs.existsSync(path.join(runDir, d, 'trainer_state.json')))
+    .filter((d) => STEP_DIR.test(d) && fs.existsSync(path.join(runDir, d, STATE_DIR, 'trainer_state.json')))
     .sort((a, b) => Number(STEP_DIR.exec(a)![1]) - Number(STEP_DIR.exec(b)![1]))
     .map((d) => path.join(runDir, d));
 }
 
 export function loadCheckpoint(dir: string, config: DraftConfig): SavedCheckpoint {
-  const stateFile = path.join(dir, 'trainer_state.json');
-  if (!fs.existsSync(stateFile)) throw new CheckpointError(`${dir}: not a training checkpoint (no trainer_state.json)`);
+  const stateFile = path.join(dir, STATE_DIR, 'trainer_state.json');
+  if (!fs.existsSync(stateFile)) throw new CheckpointError(`${dir}: not a training checkpoint (no ${STATE_DIR}/trainer_state.json)`);
   const state = JSON.parse(fs.readFileSync(stateFile, 'utf8')) as TrainerState;
   const model = new SafetensorsFile(path.join(dir, 'model.safetensors'));
-  const opt = new SafetensorsFile(path.join(dir, 'training_state.safetensors'));
+  const opt = new SafetensorsFile(path.join(dir, STATE_DIR, 'optimizer.safetensors'));
   const weights = new Map<string, Float32Array>();
   const moments = { m: new Map<string, Float32Array>(), v: new Map<string, Float32Array>() };
   for (const [name, shape] of draftTensorShapes(config)) {

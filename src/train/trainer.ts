@@ -60,10 +60,14 @@ function recipeKey(r: Recipe): string {
   return crypto.createHash('sha256').update(JSON.stringify({ model: r.model, data: { ...r.data, store: null, cache_dir: null }, training, seed: r.runtime.seed })).digest('hex').slice(0, 16);
 }
 
-/** Right-pads a micro-batch of samples into TTT inputs (padding: id 0, mask 0, zero features). */
-function collateFeatures(samples: FeatureSample[], head: TeacherHead, auxWidth: number, hidden: number) {
+/**
+ * Right-pads a micro-batch of samples into TTT inputs (padding: id 0, mask 0, zero features), to `padTo`
+ * when given: ranks pad to the longest sample of the whole global batch, so that the loss normaliser
+ * B*T is the one a single rank holding the whole batch would use.
+ */
+function collateFeatures(samples: FeatureSample[], head: TeacherHead, auxWidth: number, hidden: number, padTo = 0) {
   const B = samples.length;
-  const T = Math.max(...samples.map((s) => s.inputIds.length));
+  const T = Math.max(padTo, ...samples.map((s) => s.inputIds.length));
   const aux = new Float32Array(B * T * auxWidth);
   const fin = new Float32Array(B * T * hidden);
   samples.forEach((s, b) => {
@@ -206,11 +210,21 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
   let lastEval: EvalMetrics | null = null;
   const flat = new Float32Array(vars.reduce((n, v) => n + v.size, 0));
 
+  // The longest sample over all ranks' shares of this micro-batch (each rank reports its own).
+  const lengths = new Float32Array(worldSize);
+  const globalLength = (samples: FeatureSample[]): number => {
+    if (worldSize === 1) return 0;
+    lengths.fill(0);
+    lengths[rank] = Math.max(...samples.map((s) => s.inputIds.length));
+    ctx.collective.allReduceSum(lengths);
+    return Math.max(...lengths);
+  };
+
   let accumulated: Record<string, tf.Tensor> | null = null;
   let micro = 0;
   while (state.step < totalSteps) {
     for await (const samples of train.batches({ batchSize: t.batch_size, shuffle: true, seed: r.runtime.seed, epoch: state.epoch, rank, worldSize, startBatch: state.batchInEpoch })) {
-      const { batch, tokens } = collateFeatures(samples, head, aux.length * targetConfig.hiddenSize, targetConfig.hiddenSize);
+      const { batch, tokens } = collateFeatures(samples, head, aux.length * targetConfig.hiddenSize, targetConfig.hiddenSize, globalLength(samples));
       const teacher = prepareTeacher(batch, vocabT);
       const kept: tf.Scalar[] = [];
       let argmax: number[][][] = [];
@@ -224,9 +238,18 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
       if (!Number.isFinite(total)) {
         throw new Error(`step ${state.step}: the loss is ${total}; stopping (the last good checkpoint is ${lastCheckpoint ?? 'none'}). Lower training.learning_rate or check the data.`);
       }
+      // Metrics over the whole global batch: mean of the ranks' losses, summed accuracy counts.
       const acc = stepAccuracies(teacher, argmax);
-      kept.forEach((l, k) => (intLoss[k] += l.dataSync()[0] / t.accumulation_steps));
-      acc.correct.forEach((c, k) => ((intCorrect[k] += c), (intCounted[k] += acc.counted[k])));
+      const L = t.ttt_length;
+      const stats = new Float32Array(3 * L);
+      kept.forEach((l, k) => (stats[k] = l.dataSync()[0]));
+      acc.correct.forEach((c, k) => ((stats[L + k] = c), (stats[2 * L + k] = acc.counted[k])));
+      if (worldSize > 1) ctx.collective.allReduceSum(stats);
+      for (let k = 0; k < L; k++) {
+        intLoss[k] += stats[k] / worldSize / t.accumulation_steps;
+        intCorrect[k] += stats[L + k];
+        intCounted[k] += stats[2 * L + k];
+      }
       tf.dispose([value, ...kept, teacher.probs, batch.aux, batch.targetLogits]);
       if (accumulated) {
         for (const v of vars) {

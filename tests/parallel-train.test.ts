@@ -1,0 +1,92 @@
+// Data-parallel training equals one worker: 2 ranks with per-rank batch b against 1 rank with batch 2b
+// (same seed and data order), and resume with 2 ranks.
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { before, describe, test } from 'node:test';
+import { parseModelConfig } from '../src/io/hf-config.ts';
+import { SafetensorsFile, writeSafetensors } from '../src/io/safetensors.ts';
+import { loadTokenizer } from '../src/io/tokenizer.ts';
+import { maxAbsDiff, randomWeights } from './helpers.ts';
+
+const repo = fileURLToPath(new URL('..', import.meta.url));
+const bin = path.join(repo, 'bin', 'specforge.js');
+const work = fs.mkdtempSync(path.join(os.tmpdir(), 'parallel-train-'));
+const target = path.join(work, 'target');
+
+before(() => {
+  const tok = loadTokenizer(path.join(repo, 'data', 'tiny-target'));
+  const raw = { architectures: ['LlamaForCausalLM'], hidden_size: 32, intermediate_size: 48, num_hidden_layers: 6, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: tok.vocabSize, eos_token_id: 2 };
+  fs.mkdirSync(target, { recursive: true });
+  fs.writeFileSync(path.join(target, 'config.json'), JSON.stringify(raw));
+  writeSafetensors(path.join(target, 'model.safetensors'), randomWeights(parseModelConfig(raw), 5));
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(repo, 'data', 'tiny-target', f), path.join(target, f));
+});
+
+function recipe(name: string, batch: number, workers: number, extra = ''): string {
+  const file = path.join(work, `${name}.yaml`);
+  fs.writeFileSync(
+    file,
+    `model:\n  target: ${target}\n  aux_layer_ids: [1, 2, 4]\n  draft_vocab_size: 100\n` +
+      `data:\n  train: ${path.join(repo, 'data/corpus/reasoning-eval.jsonl')}\n  format: sharegpt\n  max_length: 64\n  store: ${path.join(work, 'store')}\n  cache_dir: ${path.join(work, 'cache')}\n` +
+      `capture:\n  batch_size: 4\n  dtype: float32\n  limit: 48\n` +
+      `training:\n  batch_size: ${batch}\n  max_steps: 10\n  learning_rate: 0.003\n  output_dir: ${path.join(work, 'ckpt')}\n  log_interval: 1\n  save_interval: 5\n${extra}` +
+      `parallel:\n  workers: ${workers}\nruntime:\n  backend: wasm\n  seed: 3\n`,
+  );
+  return file;
+}
+
+const train = (...args: string[]) => spawnSync(process.execPath, [bin, 'train', ...args], { encoding: 'utf8' });
+const lossRows = (run: string) =>
+  fs.readFileSync(path.join(work, 'ckpt', run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((m) => m.split === 'train');
+const weights = (run: string, step: number) => new SafetensorsFile(path.join(work, 'ckpt', run, `step-${step}`, 'model.safetensors'));
+
+describe('data-parallel training', () => {
+  test('2 workers x batch 2 equal 1 worker x batch 4: losses and weights within 1e-5 after 10 steps', () => {
+    const one = train('--recipe', recipe('one', 4, 1));
+    assert.equal(one.status, 0, one.stderr + one.stdout);
+    const two = train('--recipe', recipe('two', 2, 2));
+    assert.equal(two.status, 0, two.stderr + two.stdout);
+    const a = lossRows('one');
+    const b = lossRows('two');
+    assert.equal(a.length, 10);
+    for (let i = 0; i < 10; i++) {
+      assert.ok(maxAbsDiff(a[i].loss, b[i].loss) <= 1e-5, `step ${i + 1} losses`);
+      assert.deepEqual(a[i].acc, b[i].acc, `step ${i + 1} accuracies`);
+    }
+    const wa = weights('one', 10);
+    const wb = weights('two', 10);
+    for (const n of wa.names()) {
+      const x = wa.read(n).data;
+      if (x instanceof Float32Array) assert.ok(maxAbsDiff(x, wb.read(n).data as Float32Array) <= 1e-5, n);
+    }
+  });
+
+  test('resume works with 2 workers', async () => {
+    const file = recipe('killed2', 2, 2);
+    const runDir = path.join(work, 'ckpt', 'killed2');
+    const child = spawn(process.execPath, [bin, 'train', '--recipe', file], { stdio: 'ignore' });
+    await new Promise<void>((resolve) => {
+      const poll = setInterval(() => {
+        if (fs.existsSync(path.join(runDir, 'step-5', 'training_state', 'trainer_state.json'))) {
+          clearInterval(poll);
+          child.kill('SIGKILL');
+          resolve();
+        }
+      }, 10);
+    });
+    await new Promise((r) => child.once('exit', r));
+    assert.ok(!fs.existsSync(path.join(runDir, 'step-10')));
+    const resumed = train('--recipe', file, '--resume', 'latest');
+    assert.equal(resumed.status, 0, resumed.stderr);
+    const wa = weights('two', 10);
+    const wb = weights('killed2', 10);
+    for (const n of wa.names()) {
+      const x = wa.read(n).data;
+      if (x instanceof Float32Array) assert.ok(maxAbsDiff(x, wb.read(n).data as Float32Array) <= 1e-6, n);
+    }
+  });
+});
