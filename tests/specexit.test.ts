@@ -77,3 +77,28 @@ test('exit policy: exits only with every threshold passed, while thinking, at a 
   assert.ok(!ending.step([SPLIT, END], [good, good]).exit, 'the model closes thinking itself in this step');
   assert.ok(!ending.isThinking);
 });
+
+test('signal losses: masked BCE on logits and MSE on log-remaining, against plain formulas', async () => {
+  const tf = await import('@tensorflow/tfjs');
+  const { initBackend } = await import('../src/backend/backend.ts');
+  const { signalLosses, SignalMetrics } = await import('../src/specexit/loss.ts');
+  await initBackend('cpu');
+  const z = [2, -1, 0.5, -3, 0.2, 1.5, 0.7, 0.1, -0.4]; // 3 positions x 3 channels
+  const y = [1, 0.5, 1, 0, 0.25, 0.2, 1, 1, 2];
+  const m = [1, 1, 1, 1, 0, 0, 0, 1, 1];
+  const batch = { targets: tf.tensor3d(y, [1, 3, 3]), masks: tf.tensor3d(m, [1, 3, 3]), host: { targets: Float32Array.from(y), masks: Uint8Array.from(m) } };
+  const got = signalLosses(tf.tensor3d(z, [1, 3, 3]), batch).map((l) => l.dataSync()[0]);
+  const sig = (x: number) => 1 / (1 + Math.exp(-x));
+  const bce = (x: number, t: number) => -(t * Math.log(sig(x)) + (1 - t) * Math.log(1 - sig(x)));
+  const expConf = (bce(2, 1) + bce(-3, 0)) / 2; // positions 0 and 1 carry confidence
+  const expProg = (bce(-1, 0.5) + bce(0.1, 1)) / 2; // positions 0 and 2
+  const expRem = ((0.5 - 1) ** 2 + (-0.4 - 2) ** 2) / 2;
+  assert.ok(Math.abs(got[0] - expConf) < 1e-5 && Math.abs(got[1] - expProg) < 1e-5 && Math.abs(got[2] - expRem) < 1e-5, `${got}`);
+  const metrics = new SignalMetrics();
+  metrics.add(Float32Array.from(z), batch.host);
+  const r = metrics.result();
+  assert.equal(r.confidence_auc, 1, 'the positive outscores the negative');
+  assert.equal(r.confidence_accuracy, 1);
+  assert.ok(Math.abs(r.progress_mae! - (Math.abs(sig(-1) - 0.5) + Math.abs(sig(0.1) - 1)) / 2) < 1e-6);
+  assert.ok(Math.abs(r.remaining_mae_tokens! - (Math.abs(Math.exp(0.5) - Math.exp(1)) + Math.abs(Math.exp(-0.4) - Math.exp(2))) / 2) < 1e-4);
+});

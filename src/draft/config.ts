@@ -17,10 +17,12 @@ export interface DraftConfig {
   ropeScaling: RopeScaling | null;
   maxPositionEmbeddings: number;
   auxLayerIds: number[];
+  /** SpecExit: three signal rows beside fc (confidence, progress, log-remaining). */
+  specExit?: boolean;
 }
 
 /** A draft sized like the target's decoder layers (every published EAGLE-3 recipe does this). */
-export function draftConfigFor(target: ModelConfig, auxLayerIds: number[], draftVocabSize: number): DraftConfig {
+export function draftConfigFor(target: ModelConfig, auxLayerIds: number[], draftVocabSize: number, specExit = false): DraftConfig {
   return {
     hiddenSize: target.hiddenSize,
     targetHiddenSize: target.hiddenSize,
@@ -35,6 +37,7 @@ export function draftConfigFor(target: ModelConfig, auxLayerIds: number[], draft
     ropeScaling: target.ropeScaling,
     maxPositionEmbeddings: target.maxPositionEmbeddings,
     auxLayerIds,
+    specExit,
   };
 }
 
@@ -75,5 +78,6 @@ export function draftConfigJson(c: DraftConfig, torchDtype = 'float32'): Record<
   };
   if (c.headDim !== c.hiddenSize / c.numHeads) json.head_dim = c.headDim;
   if (c.targetHiddenSize !== c.hiddenSize) json.target_hidden_size = c.targetHiddenSize;
+  if (c.specExit) json.specexit = { signals: ['confidence', 'progress', 'log_remaining'], file: 'specexit/signals.safetensors' };
   return json;
 }

@@ -28,7 +28,14 @@ export function draftTensorShapes(c: DraftConfig): Map<string, number[]> {
     ['midlayer.mlp.down_proj.weight', [H, c.intermediateSize]],
     ['norm.weight', [H]],
     ['lm_head.weight', [c.draftVocabSize, H]],
+    // SpecExit: the three extra output rows of the widened fc, kept apart so fc.weight stays [H, 3Ht].
+    ...(c.specExit ? ([['specexit.signals.weight', [3, 3 * c.targetHiddenSize]]] as [string, number[]][]) : []),
   ]);
+}
+
+/** Names of the tensors serving engines load as a plain EAGLE-3 draft (SpecExit rows excluded). */
+export function isServingTensor(name: string): boolean {
+  return !name.startsWith('specexit.');
 }
 
 /** Keys and values of one draft step, [B, kvH, T, hd], kept so that later TTT steps can attend to them. */
@@ -122,6 +129,13 @@ export class Eagle3Draft {
     const y = rmsNorm(r, this.p('midlayer.post_attention_layernorm.weight') as tf.Tensor1D, c.rmsNormEps);
     const mlp = linear(tf.mul(silu(linear(y, this.p('midlayer.mlp.gate_proj.weight') as tf.Tensor2D)), linear(y, this.p('midlayer.mlp.up_proj.weight') as tf.Tensor2D)), this.p('midlayer.mlp.down_proj.weight') as tf.Tensor2D);
     return tf.add(r, mlp) as tf.Tensor3D;
+  }
+
+  /** SpecExit signal logits [B, T, 3] from the auxiliary features: z0 -> confidence, z1 -> progress, z2 -> log(remaining). */
+  signalLogits(aux: tf.Tensor3D): tf.Tensor3D {
+    const w = this.params.get('specexit.signals.weight');
+    if (!w) throw new Error('this draft has no SpecExit signal heads (train with training.specexit: true)');
+    return linear(aux, w as tf.Tensor2D);
   }
 
   /** Draft-vocabulary logits of a pre-norm output. */

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { SafetensorsFile } from '../io/safetensors.ts';
 import { parseModelConfig } from '../io/hf-config.ts';
 import type { DraftConfig } from './config.ts';
-import { Eagle3Draft, draftTensorShapes } from './eagle3.ts';
+import { Eagle3Draft, draftTensorShapes, isServingTensor } from './eagle3.ts';
 
 export class DraftLoadError extends Error {}
 
@@ -43,13 +43,16 @@ export function loadDraftCheckpoint(dir: string): LoadedDraft {
     ropeScaling: base.ropeScaling,
     maxPositionEmbeddings: base.maxPositionEmbeddings,
     auxLayerIds: aux,
+    specExit: Boolean(raw.specexit),
   };
   const f = new SafetensorsFile(modelFile);
+  const signals = config.specExit ? new SafetensorsFile(path.join(dir, 'specexit', 'signals.safetensors')) : null;
   const weights = new Map<string, Float32Array>();
   for (const [name, shape] of draftTensorShapes(config)) {
-    if (!f.has(name)) throw new DraftLoadError(`${modelFile}: missing tensor '${name}' (shape [${shape}])`);
-    const t = f.read(name);
-    if (t.shape.join() !== shape.join()) throw new DraftLoadError(`${modelFile}: '${name}' has shape [${t.shape}], config.json implies [${shape}]`);
+    const src = isServingTensor(name) ? f : signals!;
+    if (!src.has(name)) throw new DraftLoadError(`${src.path}: missing tensor '${name}' (shape [${shape}])`);
+    const t = src.read(name);
+    if (t.shape.join() !== shape.join()) throw new DraftLoadError(`${src.path}: '${name}' has shape [${t.shape}], config.json implies [${shape}]`);
     weights.set(name, t.data as Float32Array);
   }
   for (const name of ['d2t', 't2d']) if (!f.has(name)) throw new DraftLoadError(`${modelFile}: missing tensor '${name}'`);

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { DraftConfig } from '../draft/config.ts';
 import { draftConfigJson } from '../draft/config.ts';
-import { draftTensorShapes } from '../draft/eagle3.ts';
+import { draftTensorShapes, isServingTensor } from '../draft/eagle3.ts';
 import { SafetensorsFile, type StoredTensor, writeAtomic, writeSafetensors } from '../io/safetensors.ts';
 
 export interface TrainerState {
@@ -49,7 +49,10 @@ export function saveCheckpoint(
   fs.rmSync(tmp, { recursive: true, force: true });
   fs.mkdirSync(tmp, { recursive: true });
   const model = new Map<string, StoredTensor>();
-  for (const [n, w] of weights) model.set(n, { dtype: 'F32', shape: w.shape, data: w.data });
+  const signals = new Map<string, StoredTensor>();
+  for (const [n, w] of weights) (isServingTensor(n) ? model : signals).set(n, { dtype: 'F32', shape: w.shape, data: w.data });
+  // SpecExit rows live in their own file, in a subfolder serving loaders do not read.
+  if (signals.size) writeSafetensors(path.join(tmp, 'specexit', 'signals.safetensors'), signals);
   model.set('d2t', { dtype: 'I64', shape: [vocab.d2t.length], data: vocab.d2t });
   model.set('t2d', { dtype: 'BOOL', shape: [vocab.t2d.length], data: vocab.t2d });
   writeSafetensors(path.join(tmp, 'model.safetensors'), model, { format: 'pt' });
@@ -82,16 +85,19 @@ export function loadCheckpoint(dir: string, config: DraftConfig): SavedCheckpoin
   if (!fs.existsSync(stateFile)) throw new CheckpointError(`${dir}: not a training checkpoint (no ${STATE_DIR}/trainer_state.json)`);
   const state = JSON.parse(fs.readFileSync(stateFile, 'utf8')) as TrainerState;
   const model = new SafetensorsFile(path.join(dir, 'model.safetensors'));
+  const signalsFile = path.join(dir, 'specexit', 'signals.safetensors');
+  const signals = config.specExit ? new SafetensorsFile(signalsFile) : null;
   const opt = new SafetensorsFile(path.join(dir, STATE_DIR, 'optimizer.safetensors'));
   const weights = new Map<string, Float32Array>();
   const moments = { m: new Map<string, Float32Array>(), v: new Map<string, Float32Array>() };
   for (const [name, shape] of draftTensorShapes(config)) {
-    for (const [f, what] of [[model, name], [opt, `exp_avg.${name}`], [opt, `exp_avg_sq.${name}`]] as const) {
+    const home = isServingTensor(name) ? model : signals!;
+    for (const [f, what] of [[home, name], [opt, `exp_avg.${name}`], [opt, `exp_avg_sq.${name}`]] as const) {
       if (!f.has(what)) throw new CheckpointError(`${f.path}: missing '${what}'`);
       const info = f.info(what);
       if (info.shape.join() !== shape.join()) throw new CheckpointError(`${f.path}: '${what}' has shape [${info.shape}], the recipe's draft needs [${shape}]`);
     }
-    weights.set(name, model.read(name).data as Float32Array);
+    weights.set(name, home.read(name).data as Float32Array);
     moments.m.set(name, opt.read(`exp_avg.${name}`).data as Float32Array);
     moments.v.set(name, opt.read(`exp_avg_sq.${name}`).data as Float32Array);
   }

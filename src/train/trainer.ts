@@ -26,6 +26,7 @@ import { OnlineFeatures } from './online-source.ts';
 import { AdamW, clipByGlobalNorm, learningRate } from './optimizer.ts';
 import { TeacherHead } from './teacher-head.ts';
 import { prepareTeacher, simulatedAcceptanceLength, stepAccuracies, tttForward } from './ttt.ts';
+import { SignalMetrics, signalBatch, signalLosses } from '../specexit/loss.ts';
 
 export interface TrainJob {
   recipe: string;
@@ -48,6 +49,8 @@ export interface EvalMetrics {
   acc: number[];
   tau: number;
   samples: number;
+  /** With training.specexit: each signal's loss and the signal quality on held-out data. */
+  specexit?: { loss: number[]; confidence_auc: number | null; confidence_accuracy: number | null; progress_mae: number | null; remaining_mae_tokens: number | null };
 }
 
 export function runDirOf(r: Recipe): string {
@@ -127,7 +130,7 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
     train = new OnlineFeatures(target, tok, samples, aux, r.data.answer_extractor as never);
     if (r.data.eval) evalSource = new OnlineFeatures(target, tok, await load(r.data.eval, t.eval_samples), aux, r.data.answer_extractor as never);
   }
-  const draftConfig = draftConfigFor(targetConfig, aux, vocab.used.length);
+  const draftConfig = draftConfigFor(targetConfig, aux, vocab.used.length, t.specexit);
   const vocabT = { used: vocab.used, t2d: vocab.t2d };
 
   // Schedule.
@@ -177,6 +180,8 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
     const correct = new Array(t.ttt_length).fill(0);
     const counted = new Array(t.ttt_length).fill(0);
     let batches = 0;
+    const signalSum = [0, 0, 0];
+    const signalMetrics = new SignalMetrics();
     for (let i = 0; i < limit; i += t.batch_size) {
       const samples = await Promise.all(Array.from({ length: Math.min(t.batch_size, limit - i) }, (_, k) => evalSource!.get(i + k)));
       const { batch } = collateFeatures(samples, head, aux.length * targetConfig.hiddenSize, targetConfig.hiddenSize);
@@ -185,11 +190,21 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
       const acc = stepAccuracies(teacher, out.draftArgmax);
       out.stepLosses.forEach((l, k) => (lossSum[k] += l.dataSync()[0]));
       acc.correct.forEach((c, k) => ((correct[k] += c), (counted[k] += acc.counted[k])));
+      if (t.specexit) {
+        const sig = signalBatch(samples, batch.inputIds[0].length);
+        const z = draft.signalLogits(batch.aux);
+        const losses = signalLosses(z, sig);
+        losses.forEach((l, k) => (signalSum[k] += l.dataSync()[0]));
+        signalMetrics.add(z.dataSync() as Float32Array, sig.host);
+        tf.dispose([z, ...losses, sig.targets, sig.masks]);
+      }
       tf.dispose([out.total, ...out.stepLosses, teacher.probs, batch.aux, batch.targetLogits]);
       batches++;
     }
     const accs = correct.map((c, k) => (counted[k] ? c / counted[k] : 0));
-    return { loss: lossSum.map((x) => x / batches), acc: accs, tau: simulatedAcceptanceLength(accs), samples: limit };
+    const result: EvalMetrics = { loss: lossSum.map((x) => x / batches), acc: accs, tau: simulatedAcceptanceLength(accs), samples: limit };
+    if (t.specexit) result.specexit = { loss: signalSum.map((x) => x / batches), ...signalMetrics.result() };
+    return result;
   };
 
   const metricsFile = path.join(runDir, 'metrics.jsonl');
@@ -198,6 +213,7 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
 
   // Interval accumulators for logging.
   let intLoss = new Array(t.ttt_length).fill(0);
+  let intSignal = [0, 0, 0];
   let intCorrect = new Array(t.ttt_length).fill(0);
   let intCounted = new Array(t.ttt_length).fill(0);
   let intSteps = 0;
@@ -227,13 +243,24 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
       const { batch, tokens } = collateFeatures(samples, head, aux.length * targetConfig.hiddenSize, targetConfig.hiddenSize, globalLength(samples));
       const teacher = prepareTeacher(batch, vocabT);
       const kept: tf.Scalar[] = [];
+      const keptSignals: tf.Scalar[] = [];
       let argmax: number[][][] = [];
+      const sig = t.specexit ? signalBatch(samples, batch.inputIds[0].length) : null;
       const { value, grads } = tf.variableGrads(() => {
         const out = tttForward(draft, head.embed, batch.aux, teacher, t.ttt_length);
         kept.push(...out.stepLosses);
         argmax = out.draftArgmax;
-        return tf.div(out.total, t.accumulation_steps) as tf.Scalar;
+        let total: tf.Scalar = out.total;
+        if (sig) {
+          // SpecExit multi-task loss, added to the TTT loss with the recipe's weights.
+          const losses = signalLosses(draft.signalLogits(batch.aux), sig);
+          keptSignals.push(...losses.map((l) => tf.keep(l)));
+          losses.forEach((l, k) => (total = tf.add(total, tf.mul(l, t.specexit_weights[k]))));
+        }
+        return tf.div(total, t.accumulation_steps) as tf.Scalar;
       }, vars);
+      keptSignals.forEach((l, k) => (intSignal[k] += l.dataSync()[0] / t.accumulation_steps));
+      tf.dispose([...keptSignals, ...(sig ? [sig.targets, sig.masks] : [])]);
       const total = value.dataSync()[0] * t.accumulation_steps;
       if (!Number.isFinite(total)) {
         throw new Error(`step ${state.step}: the loss is ${total}; stopping (the last good checkpoint is ${lastCheckpoint ?? 'none'}). Lower training.learning_rate or check the data.`);
@@ -302,7 +329,9 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
           tau: simulatedAcceptanceLength(accs),
           tokens_per_s: (intTokens * worldSize) / secs,
           grad_norm: lastNorm,
+          ...(t.specexit ? { specexit_loss: intSignal.map((x) => x / intSteps) } : {}),
         });
+        intSignal = [0, 0, 0];
         intLoss = intLoss.map(() => 0);
         intCorrect = intCorrect.map(() => 0);
         intCounted = intCounted.map(() => 0);

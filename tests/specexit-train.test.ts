@@ -1,0 +1,52 @@
+// Training with SpecExit heads on: the signal loss joins the TTT loss, held-out signal metrics are
+// reported, and the checkpoint stays a plain EAGLE-3 folder with the signal rows in their own file.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { test } from 'node:test';
+import { loadDraftCheckpoint } from '../src/draft/load.ts';
+import { parseModelConfig } from '../src/io/hf-config.ts';
+import { SafetensorsFile, writeSafetensors } from '../src/io/safetensors.ts';
+import { loadTokenizer } from '../src/io/tokenizer.ts';
+import { randomWeights } from './helpers.ts';
+
+const repo = fileURLToPath(new URL('..', import.meta.url));
+
+test('train with training.specexit on a reasoning split', () => {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'specexit-train-'));
+  const target = path.join(work, 'target');
+  const tok = loadTokenizer(path.join(repo, 'data', 'tiny-target'));
+  const raw = { architectures: ['LlamaForCausalLM'], hidden_size: 32, intermediate_size: 48, num_hidden_layers: 6, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: tok.vocabSize, eos_token_id: 2 };
+  fs.mkdirSync(target, { recursive: true });
+  fs.writeFileSync(path.join(target, 'config.json'), JSON.stringify(raw));
+  writeSafetensors(path.join(target, 'model.safetensors'), randomWeights(parseModelConfig(raw), 5));
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(repo, 'data', 'tiny-target', f), path.join(target, f));
+  const data = path.join(repo, 'data/corpus/reasoning-eval.jsonl');
+  const recipe = path.join(work, 'se.yaml');
+  fs.writeFileSync(
+    recipe,
+    `model:\n  target: ${target}\n  aux_layer_ids: [1, 2, 4]\n  draft_vocab_size: 100\n` +
+      `data:\n  train: ${data}\n  eval: ${data}\n  format: sharegpt\n  max_length: 128\n  store: ${path.join(work, 'store')}\n  cache_dir: ${path.join(work, 'cache')}\n` +
+      `capture:\n  limit: 24\n` +
+      `training:\n  batch_size: 4\n  max_steps: 6\n  learning_rate: 0.003\n  output_dir: ${path.join(work, 'ckpt')}\n  log_interval: 2\n  eval_interval: 6\n  eval_samples: 16\n  specexit: true\n  specexit_weights: [1, 1, 0.1]\n` +
+      `runtime:\n  backend: wasm\n`,
+  );
+  const r = spawnSync(process.execPath, [path.join(repo, 'bin', 'specforge.js'), 'train', '--recipe', recipe], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr + r.stdout);
+  const rows = fs.readFileSync(path.join(work, 'ckpt', 'se', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const train = rows.filter((m) => m.split === 'train');
+  assert.ok(train.every((m) => m.specexit_loss.length === 3 && m.specexit_loss.every((x: number) => x > 0)));
+  const ev = rows.find((m) => m.split === 'eval');
+  assert.ok(ev.specexit.confidence_auc >= 0 && ev.specexit.confidence_auc <= 1);
+  assert.ok(ev.specexit.progress_mae > 0 && ev.specexit.remaining_mae_tokens > 0);
+  const dir = path.join(work, 'ckpt', 'se', 'step-6');
+  assert.deepEqual(new SafetensorsFile(path.join(dir, 'model.safetensors')).info('fc.weight').shape, [32, 96], 'fc stays [H, 3Ht]');
+  assert.ok(!new SafetensorsFile(path.join(dir, 'model.safetensors')).names().some((n) => n.startsWith('specexit')));
+  assert.deepEqual(new SafetensorsFile(path.join(dir, 'specexit', 'signals.safetensors')).info('specexit.signals.weight').shape, [3, 96]);
+  const loaded = loadDraftCheckpoint(dir);
+  assert.ok(loaded.config.specExit && loaded.draft.params.has('specexit.signals.weight'));
+  loaded.draft.dispose();
+});
