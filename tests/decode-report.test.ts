@@ -12,7 +12,7 @@ function spec(tokens: number[], acceptLengths: number[], k: number, seconds: num
   const drafted = new Array(k).fill(acceptLengths.length);
   const accepted = Array.from({ length: k }, (_, i) => acceptLengths.filter((a) => a > i).length);
   const passes = acceptLengths.length;
-  return { tokens, finish: 'length', verifyPasses: passes, verifyTokens: tokens.length - 1, tau: passes ? (tokens.length - 1) / passes : null, acceptLengths, drafted, accepted, seconds, prefillSeconds: 0.1, draftSeconds: 0.2, verifySeconds: seconds - 0.3 };
+  return { tokens, finish: 'length', verifyPasses: passes, verifyTokens: tokens.length - 1, tau: passes ? (tokens.length - 1) / passes : null, acceptLengths, drafted, accepted, exits: 0, seconds, prefillSeconds: 0.1, draftSeconds: 0.2, verifySeconds: seconds - 0.3 };
 }
 
 test('buildReport: tau over all verify passes, per-position rates, speeds and speedup', () => {

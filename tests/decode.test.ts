@@ -413,3 +413,53 @@ describe('speculative sampling', () => {
     });
   }
 });
+
+describe('SpecExit early exit', () => {
+  /** Always proposes the target's own greedy continuation (recomputed from the committed context). */
+  class OracleDrafter implements Drafter {
+    readonly featureLayers: number[] = [0];
+    private context: number[] = [];
+    constructor(private readonly prompt: number[]) {}
+    reset() {
+      this.context = [];
+    }
+    extend(nextIds: number[]) {
+      if (!this.context.length) this.context = [this.prompt[0]];
+      this.context.push(...nextIds);
+    }
+    expand(paths: number[][]): DraftLogits[] {
+      return paths.map((path) => {
+        const next = greedy([...this.context, ...path], 1)[0];
+        const logits = new Float32Array(V);
+        logits[next] = 5;
+        return { vocab: Int32Array.from({ length: V }, (_, i) => i), logits };
+      });
+    }
+    dispose() {}
+  }
+
+  test('exits at the first accepted step split while thinking: cut after the split, </think> emitted, then the target continues', async () => {
+    const { ExitPolicy, DEFAULT_EXIT } = await import('../src/specexit/policy.ts');
+    const prompt = PROMPTS[0];
+    const plain = greedy(prompt, 24);
+    const SPLIT = plain[4]; // a token the target writes early on: our stand-in for "\n\n"
+    const END = 39;
+    const THINK = prompt[2]; // the prompt "opens thinking"
+    const policy = new ExitPolicy({ ...DEFAULT_EXIT, splitIds: [SPLIT], thinkId: THINK, endThinkId: END });
+    const good = { confidence: 0.99, progress: 0.9, remaining: 10 };
+    const r = speculativeDecode(target, new OracleDrafter(prompt), prompt, {
+      maxNewTokens: 24,
+      stopIds: [],
+      draftSteps: 6,
+      exit: { policy, signals: (f) => Array.from({ length: f.shape[1] }, () => good) },
+    });
+    assert.equal(r.exits, 1);
+    const cut = r.tokens.indexOf(END);
+    assert.ok(cut > 0, 'a </think> was emitted');
+    assert.equal(r.tokens[cut - 1], SPLIT, 'right after a step split');
+    assert.deepEqual(r.tokens.slice(0, cut), plain.slice(0, cut), 'the thinking kept is the target’s own');
+    const after = greedy([...prompt, ...r.tokens.slice(0, cut + 1)], r.tokens.length - cut - 1);
+    assert.deepEqual(r.tokens.slice(cut + 1), after, 'after the exit the target writes on, losslessly');
+    assert.ok(!policy.isThinking);
+  });
+});

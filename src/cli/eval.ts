@@ -15,6 +15,7 @@ type Args = CommonArgs & {
   limit?: number;
   input?: string;
   out?: string;
+  specexit?: boolean;
 };
 
 export const evalCommand: CommandModule<object, Args> = {
@@ -32,7 +33,8 @@ export const evalCommand: CommandModule<object, Args> = {
         .option('max-new-tokens', { type: 'number', describe: 'tokens per prompt (overrides eval.max_new_tokens)' })
         .option('limit', { type: 'number', describe: 'at most this many prompts (overrides eval.limit)' })
         .option('input', { type: 'string', describe: 'prompts: MT-bench question JSONL (first turn) or GSM8K JSONL (question) instead of data.eval' })
-        .option('out', { type: 'string', describe: 'output folder for report.json and acceptance.svg (default <run dir>/eval)' }),
+        .option('out', { type: 'string', describe: 'output folder for report.json and acceptance.svg (default <run dir>/eval)' })
+        .option('specexit', { type: 'boolean', describe: 'also decode with the SpecExit exit policy and compare reasoning tokens and accuracy (overrides eval.specexit)' }),
     ) as never,
   handler: async (args) => {
     // --tree none (or --draft-steps without --tree) asks for a chain even where the recipe sets a tree.
@@ -45,6 +47,7 @@ export const evalCommand: CommandModule<object, Args> = {
       'eval.top_p': args['top-p'],
       'eval.max_new_tokens': args['max-new-tokens'],
       'eval.limit': args.limit,
+      'eval.specexit': args.specexit,
     });
     await initBackend(r.runtime.backend as never, console.log);
     await runEval(r, { checkpoint: args.checkpoint, input: args.input, out: args.out, log: console.log });

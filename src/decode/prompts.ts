@@ -13,6 +13,8 @@ export interface EvalPrompt {
   id: string;
   category: string | null;
   messages: Message[];
+  /** The reference reply (the first assistant turn after the prompt), when the data has one. */
+  reference?: string;
 }
 
 export interface TokenizedPrompt extends EvalPrompt {
@@ -91,7 +93,8 @@ export async function readRecipePrompts(files: string[], opts: { format: Dataset
     for await (const c of readConversations(file, { format: opts.format, skipInvalid: opts.skipInvalid }).conversations) {
       if (opts.limit !== null && out.length >= opts.limit) return out;
       const messages = promptTurns(c.messages);
-      if (messages) out.push({ id: c.id, category: typeof c.extra.category === 'string' ? c.extra.category : null, messages });
+      const reply = c.messages[messages?.length ?? 0];
+      if (messages) out.push({ id: c.id, category: typeof c.extra.category === 'string' ? c.extra.category : null, messages, ...(reply?.role === 'assistant' ? { reference: reply.content } : {}) });
     }
   }
   return out;

@@ -14,6 +14,9 @@ import { TfjsTarget } from '../target/tfjs-target.ts';
 import { listCheckpoints } from '../train/checkpoint.ts';
 import { runDirOf } from '../train/trainer.ts';
 import { Rng } from '../util/random.ts';
+import { type AnswerExtractor, extractAnswer } from '../data/answers.ts';
+import { ExitPolicy } from '../specexit/policy.ts';
+import type { Tokenizer } from '../io/tokenizer.ts';
 import { type TokenizedPrompt, readPromptFile, readRecipePrompts, tokenizePrompts } from './prompts.ts';
 import { type EvalReport, type PromptRecord, acceptanceSvg, buildReport, reportTable } from './report.ts';
 import { type Drafter, Eagle3Drafter, type SpecOptions, type TreeShape, parseTreeShape, speculativeDecode } from './speculative.ts';
@@ -111,8 +114,9 @@ export async function runEval(r: Recipe, o: EvalJobOptions = {}): Promise<{ repo
       const s = rec.spec;
       log(`[${i + 1}/${tokenized.length}] ${rec.id}: ${s.tokens.length} tokens, ${s.verifyPasses} passes, tau ${s.tau === null ? '-' : s.tau.toFixed(2)}; ${(s.tokens.length / s.seconds).toFixed(1)} tok/s speculative, ${(rec.plain.tokens.length / rec.plain.seconds).toFixed(1)} tok/s plain`);
     });
+    const specexit = e.specexit ? specExitComparison(target, drafter, tokenized, records, settings, { tok, extractor: r.data.answer_extractor as AnswerExtractor, alpha: e.exit_alpha, thresholds: e.exit_thresholds, checkpoint, hasHeads: Boolean(loaded.config.specExit), log }) : null;
     drafter.dispose();
-    const report = buildReport(records, {
+    const report: EvalReport & { specexit?: SpecExitSummary } = buildReport(records, {
       mode: tree ? 'tree' : 'chain',
       draftSteps: tree ? null : e.draft_steps,
       tree,
@@ -127,15 +131,97 @@ export async function runEval(r: Recipe, o: EvalJobOptions = {}): Promise<{ repo
       template,
       stopIds,
     });
+    if (specexit) report.specexit = specexit;
     const outDir = path.resolve(o.out ?? path.join(runDir, 'eval'));
     fs.mkdirSync(outDir, { recursive: true });
     fs.writeFileSync(path.join(outDir, 'report.json'), JSON.stringify(report, null, 2) + '\n');
     fs.writeFileSync(path.join(outDir, 'acceptance.svg'), acceptanceSvg(report, `Acceptance per draft position (${mode})`));
     log(reportTable(report));
+    if (specexit) {
+      log(`SpecExit on ${specexit.prompts} prompts: ${specexit.exits} early exits; reasoning tokens per answer ${specexit.reasoningTokens.full.toFixed(1)} -> ${specexit.reasoningTokens.exit.toFixed(1)} (${(100 * specexit.reasoningSaved).toFixed(1)}% saved)`);
+      if (specexit.accuracy) log(`answer accuracy ${(100 * specexit.accuracy.full).toFixed(1)}% without exit, ${(100 * specexit.accuracy.exit).toFixed(1)}% with exit (${specexit.accuracy.of} prompts with a reference answer)`);
+    }
     log(`wrote ${path.join(outDir, 'report.json')} and acceptance.svg`);
     return { report, outDir };
   } finally {
     loaded.draft.dispose();
     target.dispose();
   }
+}
+
+export interface SpecExitSummary {
+  prompts: number;
+  exits: number;
+  /** Mean tokens up to and including </think> (the whole output when thinking never closes). */
+  reasoningTokens: { full: number; exit: number };
+  reasoningSaved: number;
+  /** Answer accuracy against the reference reply's answer, without and with exits. */
+  accuracy: { full: number; exit: number; of: number } | null;
+  tauWithExit: number | null;
+  thresholds: { confidence: number; progress: number; remaining: number; alpha: number };
+}
+
+/**
+ * Decodes every prompt again with the SpecExit exit policy and compares it with the plain speculative run:
+ * reasoning tokens, answer accuracy, exits taken.
+ */
+function specExitComparison(
+  target: TargetModel,
+  drafter: Eagle3Drafter,
+  prompts: TokenizedPrompt[],
+  records: PromptRecord[],
+  s: DecodeSettings,
+  o: { tok: Tokenizer; extractor: AnswerExtractor; alpha: number; thresholds: number[]; checkpoint: string; hasHeads: boolean; log: (m: string) => void },
+): SpecExitSummary {
+  if (!o.hasHeads) throw new Error(`${o.checkpoint}: this draft has no SpecExit signal heads; train it with training.specexit: true`);
+  const think = o.tok.requireId('<think>');
+  const endThink = o.tok.requireId('</think>');
+  const split = o.tok.encode('\n\n');
+  if (split.length !== 1) throw new Error(`the tokenizer encodes a paragraph break as ${split.length} tokens; SpecExit needs a single step-split token`);
+  const [confidence, progress, remaining] = o.thresholds;
+  const reasoning = (tokens: number[]) => (tokens.includes(endThink) ? tokens.indexOf(endThink) + 1 : tokens.length);
+  const answerOf = (tokens: number[]) => extractAnswer(o.tok.decode(tokens), o.extractor);
+  let exits = 0;
+  let full = 0;
+  let exited = 0;
+  let right = 0;
+  let rightExit = 0;
+  let judged = 0;
+  let passes = 0;
+  let verifyTokens = 0;
+  prompts.forEach((p, i) => {
+    const policy = new ExitPolicy({ alpha: o.alpha, minConfidence: confidence, minProgress: progress, maxRemaining: remaining, splitIds: split, thinkId: think, endThinkId: endThink });
+    const r = speculativeDecode(target, drafter, p.ids, {
+      maxNewTokens: s.maxNewTokens,
+      stopIds: s.stopIds,
+      draftSteps: s.draftSteps,
+      tree: s.tree,
+      temperature: s.temperature,
+      topP: s.topP,
+      rng: new Rng(s.seed + i),
+      exit: { policy, signals: (f) => drafter.signals(f) },
+    });
+    exits += r.exits;
+    passes += r.verifyPasses;
+    verifyTokens += r.verifyTokens;
+    full += reasoning(records[i].spec.tokens);
+    exited += reasoning(r.tokens);
+    const reference = p.reference === undefined ? null : extractAnswer(p.reference, o.extractor);
+    if (reference !== null) {
+      judged++;
+      if (answerOf(records[i].spec.tokens) === reference) right++;
+      if (answerOf(r.tokens) === reference) rightExit++;
+    }
+    o.log(`[specexit ${i + 1}/${prompts.length}] ${p.id}: ${r.exits ? 'exit' : 'no exit'}, reasoning ${reasoning(records[i].spec.tokens)} -> ${reasoning(r.tokens)} tokens`);
+  });
+  const n = Math.max(1, prompts.length);
+  return {
+    prompts: prompts.length,
+    exits,
+    reasoningTokens: { full: full / n, exit: exited / n },
+    reasoningSaved: full ? 1 - exited / full : 0,
+    accuracy: judged ? { full: right / judged, exit: rightExit / judged, of: judged } : null,
+    tauWithExit: passes ? verifyTokens / passes : null,
+    thresholds: { confidence, progress, remaining, alpha: o.alpha },
+  };
 }

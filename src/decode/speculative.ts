@@ -35,6 +35,7 @@
 // i+1): drafted[i] = passes that proposed a token there, accepted[i] = passes whose accepted path reached it.
 import * as tf from '@tensorflow/tfjs';
 import { DraftKVCache, type Eagle3Draft, draftDecode } from '../draft/eagle3.ts';
+import type { ExitPolicy, ExitSignals } from '../specexit/policy.ts';
 import type { TargetModel, TargetOutput } from '../target/runtime.ts';
 import type { Rng } from '../util/random.ts';
 
@@ -86,6 +87,12 @@ export interface SpecOptions {
   topP?: number;
   /** Needed when temperature > 0. */
   rng?: Rng;
+  /**
+   * SpecExit: after each verify pass, the signals of the accepted draft tokens (from the target features
+   * at their positions) go to the exit policy; on an exit the accepted tokens are cut after the step split
+   * and </think> replaces the bonus token.
+   */
+  exit?: { policy: ExitPolicy; signals: (features: tf.Tensor3D) => ExitSignals[] };
 }
 
 export interface SpecResult {
@@ -104,6 +111,8 @@ export interface SpecResult {
   drafted: number[];
   /** Per draft position: passes whose accepted path reached it. */
   accepted: number[];
+  /** Early exits from thinking taken (SpecExit). */
+  exits: number;
   /** Wall time of the whole decode, and its parts (target prefill, drafter calls, target verify passes). */
   seconds: number;
   prefillSeconds: number;
@@ -409,6 +418,7 @@ export function speculativeDecode(target: TargetModel, drafter: Drafter, prompt:
     acceptLengths: [],
     drafted: new Array(maxDepth).fill(0),
     accepted: new Array(maxDepth).fill(0),
+    exits: 0,
     seconds: 0,
     prefillSeconds: 0,
     draftSeconds: 0,
@@ -453,6 +463,7 @@ export function speculativeDecode(target: TargetModel, drafter: Drafter, prompt:
 
     t = performance.now();
     try {
+      opts.exit?.policy.observe([...prompt, first]);
       drafter.extend([...prompt.slice(1), first], features);
     } finally {
       features?.dispose();
@@ -487,7 +498,24 @@ export function speculativeDecode(target: TargetModel, drafter: Drafter, prompt:
           const rowP = (row: number) => rowDistribution(all, row);
           verdict = draft.chain ? verifyChainSampled(draft, rowP, rng!) : verifyTreeSampled(draft, rowP, rng!);
         }
-        const { path, bonus } = verdict;
+        let { path, bonus } = verdict;
+        if (opts.exit) {
+          const policy = opts.exit.policy;
+          const acceptedTokens = path.map((i) => draft.tokens[i]);
+          if (policy.isThinking && path.length) {
+            const feats = featuresOf(out, layers, path.map((i) => i + 1));
+            const signals = feats ? opts.exit.signals(feats) : [];
+            feats?.dispose();
+            const d = policy.step(acceptedTokens, signals);
+            if (d.exit) {
+              path = path.slice(0, d.keep);
+              bonus = d.emit;
+              result.exits++;
+            }
+          } else policy.observe(acceptedTokens);
+          policy.observe([bonus]);
+          verdict = { ...verdict, path, bonus };
+        }
         if (draft.chain) cache.truncate(base + 1 + path.length);
         else cache.select([...Array.from({ length: base + 1 }, (_, i) => i), ...path.map((i) => base + 1 + i)]);
 
@@ -623,6 +651,13 @@ export class Eagle3Drafter implements Drafter {
       tf.dispose([out, logits, ...(m === 1 ? [] : [hidden])]);
     }
     return paths.map((p) => ({ vocab: this.used, logits: this.nodes.get(p.join(','))!.logits }));
+  }
+
+  /** SpecExit signals from target features [1, n, k*Ht]: sigmoid / sigmoid / exp of the signal logits. */
+  signals(features: tf.Tensor3D): ExitSignals[] {
+    const z = tf.tidy(() => this.draft.signalLogits(features)).dataSync() as Float32Array;
+    const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
+    return Array.from({ length: z.length / 3 }, (_, i) => ({ confidence: sigmoid(z[3 * i]), progress: sigmoid(z[3 * i + 1]), remaining: Math.exp(z[3 * i + 2]) }));
   }
 
   dispose(): void {

@@ -58,6 +58,9 @@ export const RECIPE_SPEC = {
     top_p: { type: 'number', min: 0, max: 1, default: 1, doc: 'nucleus sampling cut, applied to target and draft alike (with temperature > 0)' },
     max_new_tokens: { type: 'integer', min: 1, default: 256, doc: 'tokens generated per prompt (fewer when an end-of-turn or eos token comes first)' },
     limit: { type: 'integer', min: 1, nullable: true, default: null, doc: 'evaluate at most this many prompts (null: all of data.eval or --input)' },
+    specexit: { type: 'boolean', default: false, doc: 'also decode with the SpecExit exit policy (needs a draft trained with training.specexit) and report reasoning tokens saved and answer accuracy both ways (--specexit)' },
+    exit_alpha: { type: 'number', min: 0, max: 1, default: 0.1, doc: 'SpecExit: EWMA smoothing of the per-step mean signals' },
+    exit_thresholds: { type: 'number[]', length: 3, min: 0, default: [0.8, 0.3, 200], doc: 'SpecExit: exit when confidence > [0], progress > [1] and remaining tokens < [2]' },
   },
   runtime: {
     backend: { type: 'enum', values: ['auto', 'node-gpu', 'node', 'wasm', 'cpu'], default: 'auto', doc: 'tfjs engine; auto = first that loads of node-gpu, node, wasm, cpu (--backend overrides)' },
