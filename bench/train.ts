@@ -1,0 +1,39 @@
+// Draft training throughput at the quickstart shape (tiny target, batch 8 per rank, TTT 7), with 1 and 2
+// worker ranks, on a store captured once into a temporary folder.
+// Usage: npm run bench:train [-- --steps 30 --runs 3]
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { initBackend } from '../src/backend/backend.ts';
+import { runCapture } from '../src/capture/run.ts';
+import { launchRanks } from '../src/parallel/launch.ts';
+import { loadRecipe } from '../src/recipe/recipe.ts';
+import type { TrainJob, TrainResult } from '../src/train/trainer.ts';
+
+const arg = (name: string, dflt: string) => (process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1] : dflt);
+const steps = Number(arg('steps', '30'));
+const runs = Number(arg('runs', '3'));
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+const recipe = fileURLToPath(new URL('../recipes/quickstart.yaml', import.meta.url));
+const work = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-train-'));
+const overrides = { 'data.store': path.join(work, 'store'), 'data.cache_dir': path.join(work, 'cache'), 'capture.limit': 1000, 'training.output_dir': path.join(work, 'ckpt'), 'training.max_steps': steps, 'training.eval_interval': 100000, 'training.save_interval': 100000 };
+const r = loadRecipe(recipe, overrides);
+await initBackend(r.runtime.backend as never);
+await runCapture({ ...r, data: { ...r.data, eval: null } }, () => {});
+
+const rates = new Map<number, number[]>();
+for (let run = 0; run < runs; run++) {
+  for (const workers of [1, 2]) {
+    const job: TrainJob = { recipe, overrides: { ...overrides, 'data.eval': null, 'parallel.workers': workers, 'training.run_id': `bench-${workers}-${run}` }, resume: null };
+    const res = (await launchRanks({ module: new URL('../src/train/trainer.ts', import.meta.url).href, worldSize: workers, payload: job })) as TrainResult;
+    rates.set(workers, [...(rates.get(workers) ?? []), res.tokensPerSecond]);
+  }
+}
+fs.rmSync(work, { recursive: true, force: true });
+const one = median(rates.get(1)!);
+const two = median(rates.get(2)!);
+console.log(`draft training at the quickstart shape (batch ${r.training.batch_size} per rank, ttt ${r.training.ttt_length}), ${steps} steps, median of ${runs} runs`);
+console.log(`1 worker    ${one.toFixed(0)} tokens/s`);
+console.log(`2 workers   ${two.toFixed(0)} tokens/s  (${(two / one).toFixed(2)}x)`);
