@@ -239,7 +239,10 @@ const GAIN = ['buys {n} more', 'finds {n} more', 'gets {n} more'];
 const LOSE = ['gives away {n}', 'loses {n}', 'sells {n}'];
 const FINAL = ['{N} has {y} {items} now.', 'So {N} has {y} {items} now.'];
 const MAX_VALUE = 30; // few distinct "x ± n = y" facts (about 470), so a 0.9M-parameter target learns them all
-const REDUNDANT_WEIGHTS = [4, 3, 2, 1, 1, 1];
+// How many re-checks follow the derived answer is a habit tied to the kind of item (0-5, mean 2.1), in a
+// fixed order: a target can then learn exactly when its thinking stops, so greedy decoding reproduces the
+// redundancy (a random count would leave greedy decoding unsure when to close </think>).
+const CHECKS_BY_ITEM = [0, 1, 2, 3, 4, 5, 2, 1, 3, 0];
 const OPS_WEIGHTS = [3, 3, 2]; // 2, 3 or 4 operations
 
 interface Op {
@@ -252,7 +255,8 @@ interface Op {
 /** A 2-4 step +/- word problem whose gpt turn thinks step by step, then re-checks 0-5 times. */
 export function reasoningProblem(world: World, rng: Rng, id: string): ReasoningRecord {
   const name = pick(rng, world.people).name;
-  const [one, many] = pick(rng, ITEMS);
+  const item = rng.int(ITEMS.length);
+  const [one, many] = ITEMS[item];
   const items = (k: number) => (k === 1 ? one : many);
   const a = 2 + rng.int(14);
   const ops: Op[] = [];
@@ -284,8 +288,7 @@ export function reasoningProblem(world: World, rng: Rng, id: string): ReasoningR
     `The answer is ${y}.`,
     `That makes ${y}.`,
   ];
-  // 0-5 re-checks, fewer more often (the corpus has a size budget), each kind at most once.
-  const redundant = rng.shuffle(checks).slice(0, weighted(rng, REDUNDANT_WEIGHTS));
+  const redundant = checks.slice(0, CHECKS_BY_ITEM[item]);
   steps.push(...redundant);
 
   const head = '<think>\n';

@@ -11,7 +11,7 @@ export const DEFAULTS = {
   seed: 1234,
   out: 'data',
   // Reasoning-heavy: the arithmetic needs the exposures; the chat facts are learned from fewer.
-  chatTrain: 6000,
+  chatTrain: 5000,
   chatEval: 400,
   reasoningTrain: 14000,
   reasoningEval: 400,
