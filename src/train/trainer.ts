@@ -316,7 +316,7 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
       intSteps++;
 
       const accs = intCorrect.map((c, k) => (intCounted[k] ? c / intCounted[k] : 0));
-      ctx.progress(state.step, { total: totalSteps, loss: intLoss[0] / Math.max(intSteps, 1), acc0: accs[0], 'tok/s': Math.round(totalTokens / ((Date.now() - t0) / 1000)) });
+      ctx.progress(state.step, { total: totalSteps, loss: intLoss[0] / Math.max(intSteps, 1), acc0: accs[0], 'tok/s': Math.round((totalTokens * worldSize) / ((Date.now() - t0) / 1000)) });
       if (state.step % t.log_interval === 0 || state.step === totalSteps) {
         const secs = (Date.now() - intStart) / 1000;
         writeMetrics({
