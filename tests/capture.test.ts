@@ -38,7 +38,7 @@ function recipe(name: string, extra = ''): string {
   fs.writeFileSync(
     file,
     `model:\n  target: ${target}\n  aux_layer_ids: [1, 2, 4]\n  draft_vocab_size: 128\n` +
-      `data:\n  train: ${path.join(repo, 'data/corpus/reasoning-eval.jsonl')}\n  format: sharegpt\n  template: tokenizer\n  max_length: 96\n  store: ${path.join(work, name)}\n  cache_dir: ${path.join(work, 'cache')}\n` +
+      `data:\n  train: ${path.join(repo, 'data/corpus/reasoning-eval.jsonl')}\n  format: sharegpt\n  template: tokenizer\n  max_length: 160\n  store: ${path.join(work, name)}\n  cache_dir: ${path.join(work, 'cache')}\n` +
       `capture:\n  batch_size: 4\n  samples_per_shard: 6\n  limit: 30\n${extra}runtime:\n  backend: wasm\n`,
   );
   return file;
@@ -61,7 +61,7 @@ describe('capture', () => {
     const convs = await readAllConversations(path.join(repo, 'data/corpus/reasoning-eval.jsonl'), { limit: 30 });
     for (const i of [0, 7, 29]) {
       const s = await store.get(i);
-      const t = tokenizeConversation(convs[i].messages, tok, { template: 'tokenizer', maxLength: 96 });
+      const t = tokenizeConversation(convs[i].messages, tok, { template: 'tokenizer', maxLength: 160 });
       assert.deepEqual(Array.from(s.inputIds), t.ids);
       assert.deepEqual(Array.from(s.lossMask), t.lossMask);
       const out = model.forward({ ids: [t.ids] }, { layers: [1, 2, 4], logits: false });
@@ -118,7 +118,7 @@ describe('capture', () => {
 
   test('a store captured with other settings is refused by name', async () => {
     const { storeIdentity } = await import('../src/capture/capture.ts');
-    const expected = storeIdentity(target, 'chatml', [1, 2, 4], 96);
+    const expected = storeIdentity(target, 'chatml', [1, 2, 4], 160);
     await assert.rejects(ArrowStore.open(path.join(work, 'direct', 'train'), expected), /template/);
   });
 });
