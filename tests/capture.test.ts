@@ -11,27 +11,17 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/backend.ts';
 import { readAllConversations } from '../src/data/datasets.ts';
 import { tokenizeConversation } from '../src/data/templates.ts';
-import { parseModelConfig } from '../src/io/hf-config.ts';
-import { writeSafetensors } from '../src/io/safetensors.ts';
 import { loadTokenizer } from '../src/io/tokenizer.ts';
 import { ArrowStore } from '../src/store/reader.ts';
 import { f16ToF32, f32ToF16 } from '../src/io/dtypes.ts';
 import { TfjsTarget } from '../src/target/tfjs-target.ts';
-import { randomWeights } from './helpers.ts';
+import { makeRandomTarget } from './helpers.ts';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const bin = path.join(repo, 'bin', 'specforge.js');
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'capture-test-'));
 const target = path.join(work, 'target');
 
-function makeTarget() {
-  const tok = loadTokenizer(path.join(repo, 'data', 'tiny-target'));
-  const raw = { architectures: ['LlamaForCausalLM'], hidden_size: 32, intermediate_size: 48, num_hidden_layers: 6, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: tok.vocabSize, eos_token_id: 2 };
-  fs.mkdirSync(target, { recursive: true });
-  fs.writeFileSync(path.join(target, 'config.json'), JSON.stringify(raw));
-  writeSafetensors(path.join(target, 'model.safetensors'), randomWeights(parseModelConfig(raw), 3));
-  for (const f of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(repo, 'data', 'tiny-target', f), path.join(target, f));
-}
 
 function recipe(name: string, extra = ''): string {
   const file = path.join(work, `${name}.yaml`);
@@ -46,7 +36,7 @@ function recipe(name: string, extra = ''): string {
 
 before(async () => {
   await initBackend('wasm');
-  makeTarget();
+  await makeRandomTarget(target, 3);
 });
 
 describe('capture', () => {

@@ -71,3 +71,21 @@ export function maxAbs(a: ArrayLike<number>): number {
 export function rows(a: Float32Array, width: number, from: number, to: number): Float32Array {
   return a.subarray(from * width, to * width);
 }
+
+/**
+ * A small random-weight Llama folder (config.json, model.safetensors, the tiny tokenizer files) for
+ * end-to-end tests of capture, training and export: 6 layers, hidden 32, GQA 4/2.
+ */
+export async function makeRandomTarget(dir: string, seed: number): Promise<void> {
+  const fs = await import('node:fs');
+  const path = await import('node:path');
+  const { parseModelConfig } = await import('../src/io/hf-config.ts');
+  const { writeSafetensors } = await import('../src/io/safetensors.ts');
+  const { loadTokenizer } = await import('../src/io/tokenizer.ts');
+  const tinyDir = fileURLToPath(new URL('../data/tiny-target', import.meta.url));
+  const raw = { architectures: ['LlamaForCausalLM'], hidden_size: 32, intermediate_size: 48, num_hidden_layers: 6, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: loadTokenizer(tinyDir).vocabSize, eos_token_id: 2 };
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(raw));
+  writeSafetensors(path.join(dir, 'model.safetensors'), randomWeights(parseModelConfig(raw), seed));
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(tinyDir, f), path.join(dir, f));
+}

@@ -7,24 +7,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { before, describe, test } from 'node:test';
-import { parseModelConfig } from '../src/io/hf-config.ts';
-import { SafetensorsFile, writeSafetensors } from '../src/io/safetensors.ts';
-import { loadTokenizer } from '../src/io/tokenizer.ts';
-import { maxAbsDiff, randomWeights } from './helpers.ts';
+import { SafetensorsFile } from '../src/io/safetensors.ts';
+import { makeRandomTarget, maxAbsDiff } from './helpers.ts';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const bin = path.join(repo, 'bin', 'specforge.js');
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'parallel-train-'));
 const target = path.join(work, 'target');
 
-before(() => {
-  const tok = loadTokenizer(path.join(repo, 'data', 'tiny-target'));
-  const raw = { architectures: ['LlamaForCausalLM'], hidden_size: 32, intermediate_size: 48, num_hidden_layers: 6, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: tok.vocabSize, eos_token_id: 2 };
-  fs.mkdirSync(target, { recursive: true });
-  fs.writeFileSync(path.join(target, 'config.json'), JSON.stringify(raw));
-  writeSafetensors(path.join(target, 'model.safetensors'), randomWeights(parseModelConfig(raw), 5));
-  for (const f of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(repo, 'data', 'tiny-target', f), path.join(target, f));
-});
+before(() => makeRandomTarget(target, 5));
 
 function recipe(name: string, batch: number, workers: number, extra = ''): string {
   const file = path.join(work, `${name}.yaml`);

@@ -8,22 +8,15 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { loadDraftCheckpoint } from '../src/draft/load.ts';
-import { parseModelConfig } from '../src/io/hf-config.ts';
-import { SafetensorsFile, writeSafetensors } from '../src/io/safetensors.ts';
-import { loadTokenizer } from '../src/io/tokenizer.ts';
-import { randomWeights } from './helpers.ts';
+import { SafetensorsFile } from '../src/io/safetensors.ts';
+import { makeRandomTarget } from './helpers.ts';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
 
-test('train with training.specexit on a reasoning split', () => {
+test('train with training.specexit on a reasoning split', async () => {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'specexit-train-'));
   const target = path.join(work, 'target');
-  const tok = loadTokenizer(path.join(repo, 'data', 'tiny-target'));
-  const raw = { architectures: ['LlamaForCausalLM'], hidden_size: 32, intermediate_size: 48, num_hidden_layers: 6, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: tok.vocabSize, eos_token_id: 2 };
-  fs.mkdirSync(target, { recursive: true });
-  fs.writeFileSync(path.join(target, 'config.json'), JSON.stringify(raw));
-  writeSafetensors(path.join(target, 'model.safetensors'), randomWeights(parseModelConfig(raw), 5));
-  for (const f of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(repo, 'data', 'tiny-target', f), path.join(target, f));
+  await makeRandomTarget(target, 5);
   const data = path.join(repo, 'data/corpus/reasoning-eval.jsonl');
   const recipe = path.join(work, 'se.yaml');
   fs.writeFileSync(
