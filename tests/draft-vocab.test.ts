@@ -3,9 +3,9 @@
 // from a plainly written reference here (sort all (count, id) pairs, evict one by one), not from src/.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
+import { prng, removeTempDirs, tempDir } from './helpers.ts';
 import {
   TokenCounter,
   buildDraftVocab,
@@ -18,27 +18,8 @@ import {
 import type { DraftVocab } from '../src/data/draft-vocab.ts';
 import { SafetensorsFile, writeSafetensors } from '../src/io/safetensors.ts';
 
-const tmpDirs: string[] = [];
-function tmpDir(): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'dv-'));
-  tmpDirs.push(d);
-  return d;
-}
-after(() => {
-  for (const d of tmpDirs) fs.rmSync(d, { recursive: true, force: true });
-});
-
-/** Deterministic PRNG (mulberry32), independent of src/util. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const tmpDir = () => tempDir('dv-');
+after(removeTempDirs);
 
 /** Reference selection, written out step by step. */
 function referenceUsed(seqs: { ids: number[]; mask: number[] }[], V: number, Vd: number, forcedIds: number[]): number[] {

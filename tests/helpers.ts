@@ -1,4 +1,7 @@
 // Shared test utilities: random HF-named weights for a config, comparisons, fixture paths.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ModelConfig } from '../src/io/hf-config.ts';
 import type { StoredTensor } from '../src/io/safetensors.ts';
@@ -88,4 +91,29 @@ export async function makeRandomTarget(dir: string, seed: number): Promise<void>
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(raw));
   writeSafetensors(path.join(dir, 'model.safetensors'), randomWeights(parseModelConfig(raw), seed));
   for (const f of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(tinyDir, f), path.join(dir, f));
+}
+
+const tempDirs: string[] = [];
+
+/** A fresh temporary folder, removed by removeTempDirs (register it with node:test's after()). */
+export function tempDir(prefix: string): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  tempDirs.push(d);
+  return d;
+}
+
+export function removeTempDirs(): void {
+  for (const d of tempDirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+}
+
+/** Deterministic PRNG for tests (mulberry32 written out here, independent of src/util). */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
 }

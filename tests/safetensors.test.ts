@@ -2,34 +2,15 @@
 // sharded checkpoints. Expected values come from references written here, not from src/.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
+import { prng, removeTempDirs, tempDir } from './helpers.ts';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/io/dtypes.ts';
 import { Checkpoint, SafetensorsError, SafetensorsFile, writeCheckpoint, writeSafetensors } from '../src/io/safetensors.ts';
 import type { TensorToWrite } from '../src/io/safetensors.ts';
 
-const tmpDirs: string[] = [];
-function tmpDir(): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'sf-'));
-  tmpDirs.push(d);
-  return d;
-}
-after(() => {
-  for (const d of tmpDirs) fs.rmSync(d, { recursive: true, force: true });
-});
-
-/** Deterministic PRNG (mulberry32), independent of src/util. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const tmpDir = () => tempDir('sf-');
+after(removeTempDirs);
 
 /** Float32 values spread over many binades (including f16 subnormals and overflow), both signs. */
 function randomF32(n: number, seed: number, minExp: number, maxExp: number): Float32Array {

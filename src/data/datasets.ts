@@ -161,6 +161,26 @@ export function parseConversationLine(line: string, format: DatasetFormat, where
 }
 
 /**
+ * The non-blank lines of a JSONL file, streamed (a BOM on line 1 dropped), each with its `file:line`.
+ * Stopping early closes the file.
+ */
+export async function* jsonlLines(file: string): AsyncGenerator<{ line: string; where: string }> {
+  const stream = fs.createReadStream(file, { encoding: 'utf8' });
+  const lines = readline.createInterface({ input: stream, crlfDelay: Infinity });
+  let lineNo = 0;
+  try {
+    for await (const raw of lines) {
+      lineNo++;
+      const line = lineNo === 1 ? raw.replace(/^\uFEFF/, '') : raw;
+      if (line.trim()) yield { line, where: `${file}:${lineNo}` };
+    }
+  } finally {
+    lines.close();
+    stream.destroy();
+  }
+}
+
+/**
  * Streams the conversations of a JSONL file. Blank lines are ignored. A bad line throws DatasetError
  * (file:line and what was expected) from the generator, or with skipInvalid is skipped and counted.
  * `stats` fills in as the generator is consumed; stopping early (break, limit) closes the file.
@@ -182,30 +202,19 @@ export function readConversations(
       throw new DatasetError(`${file}: cannot read (${(e as Error).message})`);
     }
     if (limit === 0) return;
-    const stream = fs.createReadStream(file, { encoding: 'utf8' });
-    const lines = readline.createInterface({ input: stream, crlfDelay: Infinity });
-    let lineNo = 0;
-    try {
-      for await (const raw of lines) {
-        lineNo++;
-        const line = lineNo === 1 ? raw.replace(/^\uFEFF/, '') : raw;
-        if (!line.trim()) continue;
-        let conv: Conversation;
-        try {
-          conv = parseConversationLine(line, format, `${file}:${lineNo}`);
-        } catch (e) {
-          if (!opts.skipInvalid || !(e instanceof DatasetError)) throw e;
-          stats.skipped++;
-          if (stats.firstErrors.length < MAX_REPORTED_ERRORS) stats.firstErrors.push(e.message);
-          continue;
-        }
-        stats.read++;
-        yield conv;
-        if (limit !== undefined && stats.read >= limit) return;
+    for await (const { line, where } of jsonlLines(file)) {
+      let conv: Conversation;
+      try {
+        conv = parseConversationLine(line, format, where);
+      } catch (e) {
+        if (!opts.skipInvalid || !(e instanceof DatasetError)) throw e;
+        stats.skipped++;
+        if (stats.firstErrors.length < MAX_REPORTED_ERRORS) stats.firstErrors.push(e.message);
+        continue;
       }
-    } finally {
-      lines.close();
-      stream.destroy();
+      stats.read++;
+      yield conv;
+      if (limit !== undefined && stats.read >= limit) return;
     }
   }
 

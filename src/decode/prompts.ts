@@ -3,9 +3,8 @@
 // A conversation's prompt is its messages before the first assistant turn (system and user), rendered with
 // the chat template and the generation prompt.
 import fs from 'node:fs';
-import readline from 'node:readline';
 import type { Message } from '../data/chat.ts';
-import { DatasetError, type DatasetFormat, parseConversationLine, readConversations } from '../data/datasets.ts';
+import { DatasetError, type DatasetFormat, jsonlLines, parseConversationLine, readConversations } from '../data/datasets.ts';
 import { tokenizeConversation, type TemplateName } from '../data/templates.ts';
 import type { Tokenizer } from '../io/tokenizer.ts';
 
@@ -68,20 +67,9 @@ export function parsePromptLine(line: string, where: string): EvalPrompt {
 export async function readPromptFile(file: string, limit: number | null): Promise<EvalPrompt[]> {
   if (!fs.existsSync(file)) throw new DatasetError(`${file}: cannot read (no such file)`);
   const out: EvalPrompt[] = [];
-  const stream = fs.createReadStream(file, { encoding: 'utf8' });
-  const lines = readline.createInterface({ input: stream, crlfDelay: Infinity });
-  let n = 0;
-  try {
-    for await (const raw of lines) {
-      n++;
-      const line = n === 1 ? raw.replace(/^\uFEFF/, '') : raw;
-      if (!line.trim()) continue;
-      out.push(parsePromptLine(line, `${file}:${n}`));
-      if (limit !== null && out.length >= limit) break;
-    }
-  } finally {
-    lines.close();
-    stream.destroy();
+  for await (const { line, where } of jsonlLines(file)) {
+    out.push(parsePromptLine(line, where));
+    if (limit !== null && out.length >= limit) break;
   }
   return out;
 }
