@@ -43,7 +43,7 @@ describe('capture', () => {
   test('the store reads back as a direct target forward (within f16 rounding), with thinking spans', async () => {
     const r = spawnSync(process.execPath, [bin, 'capture', '--recipe', recipe('direct')], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr + r.stdout);
-    assert.match(r.stdout, /draft vocabulary: 128 of 360 tokens cover/);
+    assert.match(r.stdout, /draft vocabulary: 128 of 335 tokens cover/);
     const store = await ArrowStore.open(path.join(work, 'direct', 'train'));
     assert.equal(store.size, 30);
     const tok = loadTokenizer(target);

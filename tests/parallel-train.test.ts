@@ -80,4 +80,28 @@ describe('data-parallel training', () => {
       if (x instanceof Float32Array) assert.ok(maxAbsDiff(x, wb.read(n).data as Float32Array) <= 1e-6, n);
     }
   });
+
+  test('a rank that fails stops the run with its error; the last checkpoint stays valid and resumes', () => {
+    const file = recipe('fault', 2, 2);
+    const failed = spawnSync(process.execPath, [bin, 'train', '--recipe', file], {
+      encoding: 'utf8',
+      env: { ...process.env, SPECFORGE_INJECT_FAULT: '1:7' },
+      timeout: 120_000, // a hang fails the test instead of blocking the suite
+    });
+    assert.equal(failed.signal, null, 'the run ended by itself');
+    assert.notEqual(failed.status, 0);
+    assert.match(failed.stderr, /rank 1: injected fault at step 7/);
+    const runDir = path.join(work, 'ckpt', 'fault');
+    // Step 5 was saved before the failure; nothing later and no half-written folder is left.
+    assert.deepEqual(fs.readdirSync(runDir).filter((f) => f.startsWith('step-')), ['step-5']);
+    // The checkpoint is whole: resuming from it ends where the uninterrupted 2-worker run ended.
+    const resumed = train('--recipe', file, '--resume', 'latest');
+    assert.equal(resumed.status, 0, resumed.stderr);
+    const wa = weights('two', 10);
+    const wb = weights('fault', 10);
+    for (const n of wa.names()) {
+      const x = wa.read(n).data;
+      if (x instanceof Float32Array) assert.ok(maxAbsDiff(x, wb.read(n).data as Float32Array) <= 1e-6, n);
+    }
+  });
 });

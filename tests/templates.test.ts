@@ -154,8 +154,8 @@ test('chatml: the Qwen2.5 default system message only when asked for, and only w
 });
 
 test('qwen3-thinking: <think> spans stay in the text and in the mask, in every turn', () => {
-  const r1 = '<think>\nTom starts with 7 cookies.\n\n7 + 2 = 9.\n</think>\n\nTom has 9 cookies now.';
-  const r2 = '<think>\n9 - 8 = 1.\n\n1 - 1 = 0.\n</think>\n\nSo Tom has 0 cookies now.';
+  const r1 = '<think>\nTom starts with 7 cookies.\n\ngets 2 more: 7 + 2 = 9.\n</think>\n\nTom has 9 cookies now.';
+  const r2 = '<think>\nsells 8: 9 - 8 = 1.\n\ngives away 1: 1 - 1 = 0.\n</think>\n\nSo Tom has 0 cookies now.';
   const chat: Message[] = [
     { role: 'user', content: 'Tom has 7 cookies. Tom gets 2 more. How many cookies does Tom have now?' },
     { role: 'assistant', content: r1 },

@@ -71,25 +71,32 @@ test('tiny corpus: reasoning records: format, answer offsets, correct arithmetic
     // answer_char falls inside the answer step.
     const stepStart = '<think>\n'.length + steps.slice(0, r.answer_step).reduce((s, t) => s + t.length + 2, 0);
     assert.ok(r.answer_char > stepStart && r.answer_char < stepStart + steps[r.answer_step].length, r.id);
-    // Steps 1..answer_step are the operations "x + b = y." / "x - c = y.", chained, 2-4 of them.
+    // Steps 1..answer_step are the operations "<clause>: x + b = y." / "<clause>: x - c = y.", chained, 2-4 of them,
+    // each quoting its clause of the prompt, in order.
+    const q = r.conversations[0].value;
+    let clauseAt = 0;
     const ops = steps.slice(1, r.answer_step + 1);
     assert.ok(ops.length >= 2 && ops.length <= 4, r.id);
     let x = Number(/starts with (\d+) /.exec(steps[0])![1]);
     for (const s of ops) {
-      const m = /^(\d+) ([+-]) (\d+) = (\d+)\.$/.exec(s);
+      const m = /^([a-z ]+ (\d+)(?: more)?): (\d+) ([+-]) (\d+) = (\d+)\.$/.exec(s);
       assert.ok(m, `${r.id}: ${s}`);
-      const [a, b, y] = [m[1], m[3], m[4]].map(Number);
+      const found = q.indexOf(m[1], clauseAt);
+      assert.ok(found > clauseAt, `${r.id}: "${m[1]}" is the prompt's next clause`);
+      clauseAt = found + m[1].length;
+      assert.equal(m[2], m[5], `${r.id}: the clause's number is the operand`);
+      assert.equal(m[4] === '+', m[1].endsWith(' more'), `${r.id}: gains add, losses subtract`);
+      const [a, b, y] = [m[3], m[5], m[6]].map(Number);
       assert.equal(a, x, `${r.id}: chained`);
-      assert.equal(m[2] === '+' ? a + b : a - b, y, `${r.id}: ${s}`);
+      assert.equal(m[4] === '+' ? a + b : a - b, y, `${r.id}: ${s}`);
       assert.ok(b >= 1 && b <= 9 && y >= 0 && y <= 30, `${r.id}: ${s}`);
       x = y;
     }
     assert.equal(String(x), r.answer, r.id);
     assert.ok(checkArithmetic(r.id, thinking) >= ops.length);
     // The prompt's numbers are the operands, in order.
-    const q = r.conversations[0].value;
     const nums = (q.match(/\d+/g) ?? []).map(Number);
-    assert.deepEqual(nums.slice(1), ops.map((s) => Number(s.split(' ')[2])), r.id);
+    assert.deepEqual(nums.slice(1), ops.map((s) => Number(/(\d+) = \d+\.$/.exec(s)![1])), r.id);
   }
 });
 

@@ -63,7 +63,7 @@ describe('train', () => {
     assert.deepEqual(config.architectures, ['LlamaForCausalLMEagle3']);
     assert.equal(config.num_hidden_layers, 1);
     assert.equal(config.draft_vocab_size, 100);
-    assert.equal(config.vocab_size, 360);
+    assert.equal(config.vocab_size, 335);
     assert.deepEqual(config.eagle_config.eagle_aux_hidden_state_layer_ids, [1, 2, 4]);
     const f = new SafetensorsFile(path.join(dir, 'model.safetensors'));
     assert.ok(!f.names().some((n) => n.includes('embed')), 'no embedding');
@@ -72,7 +72,7 @@ describe('train', () => {
     assert.deepEqual(f.info('midlayer.self_attn.k_proj.weight'), { dtype: 'F32', shape: [16, 64] });
     assert.deepEqual(f.info('lm_head.weight'), { dtype: 'F32', shape: [100, 32] });
     assert.deepEqual(f.info('d2t'), { dtype: 'I64', shape: [100] });
-    assert.deepEqual(f.info('t2d'), { dtype: 'BOOL', shape: [360] });
+    assert.deepEqual(f.info('t2d'), { dtype: 'BOOL', shape: [335] });
     const d2t = f.read('d2t').data as BigInt64Array;
     const t2d = f.read('t2d').data as Uint8Array;
     d2t.forEach((o, i) => assert.equal(t2d[i + Number(o)], 1));

@@ -278,7 +278,9 @@ export function reasoningProblem(world: World, rng: Rng, id: string): ReasoningR
   const actions = ops.map((o) => fill(pick(rng, o.sign === '+' ? GAIN : LOSE), { n: String(o.n) }));
   const question = `${name} has ${a} ${many}. ${name} ${actions.join(', then ')}. How many ${many} does ${name} have now?`;
 
-  const steps = [`${name} starts with ${a} ${many}.`, ...ops.map((o) => `${o.from} ${o.sign} ${o.n} = ${o.to}.`)];
+  // Each step quotes its clause from the prompt before the arithmetic: finding the next clause is then a copy
+  // of what follows the previous one (an induction pattern a small model learns), not counting clauses.
+  const steps = [`${name} starts with ${a} ${many}.`, ...ops.map((o, i) => `${actions[i]}: ${o.from} ${o.sign} ${o.n} = ${o.to}.`)];
   const answerStep = steps.length - 1;
   const checks = [
     // Undo the last operation.

@@ -15,7 +15,7 @@ import type { TrainTargetArgs, TrainTargetResult } from './train-target-rank.ts'
 
 const args = await yargs(hideBin(process.argv))
   .option('workers', { type: 'number', default: Math.min(2, os.availableParallelism()), describe: 'data-parallel ranks (worker_threads)' })
-  .option('steps', { type: 'number', default: 1200, describe: 'optimizer steps' })
+  .option('steps', { type: 'number', default: 1100, describe: 'optimizer steps' })
   .option('batch', { type: 'number', default: 32, describe: 'conversations per step (all ranks together)' })
   .option('lr', { type: 'number', default: 3e-3 })
   .option('warmup', { type: 'number', default: 100, describe: 'linear warmup steps, then cosine to 10% of lr' })

@@ -28,6 +28,18 @@ import { TeacherHead } from './teacher-head.ts';
 import { prepareTeacher, simulatedAcceptanceLength, stepAccuracies, tttForward } from './ttt.ts';
 import { SignalMetrics, signalBatch, signalLosses } from '../specexit/loss.ts';
 
+/**
+ * SPECFORGE_INJECT_FAULT=<rank>:<step> makes that rank throw when it reaches that optimizer step: how the tests
+ * check that one failing rank stops the whole run and leaves the last checkpoint usable.
+ */
+function injectedFault(): { rank: number; step: number } | null {
+  const spec = process.env.SPECFORGE_INJECT_FAULT;
+  if (!spec) return null;
+  const m = /^(\d+):(\d+)$/.exec(spec);
+  if (!m) throw new Error(`SPECFORGE_INJECT_FAULT: expected <rank>:<step>, got "${spec}"`);
+  return { rank: Number(m[1]), step: Number(m[2]) };
+}
+
 export interface TrainJob {
   recipe: string;
   overrides: Record<string, unknown>;
@@ -238,8 +250,10 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
 
   let accumulated: Record<string, tf.Tensor> | null = null;
   let micro = 0;
+  const fault = injectedFault();
   while (state.step < totalSteps) {
     for await (const samples of train.batches({ batchSize: t.batch_size, shuffle: true, seed: r.runtime.seed, epoch: state.epoch, rank, worldSize, startBatch: state.batchInEpoch })) {
+      if (fault && fault.rank === rank && fault.step === state.step) throw new Error(`injected fault at step ${state.step} (SPECFORGE_INJECT_FAULT)`);
       const { batch, tokens } = collateFeatures(samples, head, aux.length * targetConfig.hiddenSize, targetConfig.hiddenSize, globalLength(samples));
       const teacher = prepareTeacher(batch, vocabT);
       const kept: tf.Scalar[] = [];
