@@ -5,7 +5,8 @@ import path from 'node:path';
 import { loadDraftCheckpoint } from '../draft/load.ts';
 import { Checkpoint } from '../io/safetensors.ts';
 import type { DraftConfig } from '../draft/config.ts';
-import { buildDraftModel } from './onnx-draft.ts';
+import { writeAtomic } from '../io/safetensors.ts';
+import { ONNX_OPSET, buildDraftModel, draftGraphNames } from './onnx-draft.ts';
 import { type ExternalData, writeOnnxModel } from './onnx-write.ts';
 
 export interface OnnxExportOptions {
@@ -31,14 +32,64 @@ export function readTargetEmbedding(target: string, c: DraftConfig): Float32Arra
   return t.data as Float32Array;
 }
 
-/** Writes <out>/model.onnx (+ model.onnx.data); returns the files written. */
+/**
+ * draft.json beside model.onnx: what a runtime needs that the graph does not say by itself (which target
+ * layers feed aux_hidden_states, the cache geometry, the draft-to-target id map for the logits columns).
+ */
+export interface OnnxDraftInfo {
+  format: 'specforge-eagle3-onnx';
+  model: string;
+  opset: number;
+  quantize: 'none' | 'int8';
+  topk: number;
+  /** 'in-file': input_ids; 'input': inputs_embeds (the target's embedding rows). */
+  embedding: 'in-file' | 'input';
+  inputs: string[];
+  outputs: string[];
+  hidden_size: number;
+  target_hidden_size: number;
+  aux_layer_ids: number[];
+  num_key_value_heads: number;
+  head_dim: number;
+  vocab_size: number;
+  draft_vocab_size: number;
+  specexit: boolean;
+  /** Target id of each draft-vocabulary id (column of logits). */
+  draft_to_target: number[];
+}
+
+/** Writes <out>/model.onnx (+ model.onnx.data) and <out>/draft.json; returns the files written. */
 export function exportDraftOnnx(checkpoint: string, out: string, o: OnnxExportOptions = {}): string[] {
   const { draft, config, used } = loadDraftCheckpoint(checkpoint);
   try {
     const embed = o.target ? readTargetEmbedding(o.target, config) : null;
-    const model = buildDraftModel(config, draft.exportWeights(), used, { quantize: o.quantize ?? null, topk: o.topk ?? 0, embed });
+    const opts = { quantize: o.quantize ?? null, topk: o.topk ?? 0, embed };
+    const model = buildDraftModel(config, draft.exportWeights(), used, opts);
     fs.mkdirSync(out, { recursive: true });
-    return writeOnnxModel(path.join(out, 'model.onnx'), model, o.externalData ?? 'auto');
+    const files = writeOnnxModel(path.join(out, 'model.onnx'), model, o.externalData ?? 'auto');
+    const names = draftGraphNames(config, opts);
+    const info: OnnxDraftInfo = {
+      format: 'specforge-eagle3-onnx',
+      model: 'model.onnx',
+      opset: ONNX_OPSET,
+      quantize: opts.quantize ?? 'none',
+      topk: opts.topk,
+      embedding: embed ? 'in-file' : 'input',
+      inputs: names.inputs,
+      outputs: names.outputs,
+      hidden_size: config.hiddenSize,
+      target_hidden_size: config.targetHiddenSize,
+      aux_layer_ids: config.auxLayerIds,
+      num_key_value_heads: config.numKvHeads,
+      head_dim: config.headDim,
+      vocab_size: config.vocabSize,
+      draft_vocab_size: config.draftVocabSize,
+      specexit: Boolean(config.specExit),
+      draft_to_target: Array.from(used),
+    };
+    const infoFile = path.join(out, 'draft.json');
+    writeAtomic(infoFile, [JSON.stringify(info, null, 2) + '\n']);
+    return [...files, infoFile];
   } finally {
     draft.dispose();
   }
