@@ -18,34 +18,19 @@ import * as ort from 'onnxruntime-node';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/backend.ts';
 import { Eagle3Drafter } from '../src/decode/speculative.ts';
-import { type DraftConfig, draftConfigFor, draftConfigJson } from '../src/draft/config.ts';
-import { DraftKVCache, Eagle3Draft, draftDecode, isServingTensor } from '../src/draft/eagle3.ts';
+import { type DraftConfig, draftConfigFor } from '../src/draft/config.ts';
+import { DraftKVCache, Eagle3Draft, draftDecode } from '../src/draft/eagle3.ts';
 import { exportDraftOnnx } from '../src/export/onnx.ts';
 import { parseModelConfig } from '../src/io/hf-config.ts';
-import { type StoredTensor, writeSafetensors } from '../src/io/safetensors.ts';
+import { writeSafetensors } from '../src/io/safetensors.ts';
 import { TfjsTarget } from '../src/target/tfjs-target.ts';
-import { maxAbsDiff, prng, randomWeights, removeTempDirs, tempDir } from './helpers.ts';
+import { maxAbsDiff, prng, randomWeights, removeTempDirs, tempDir, writeDraftCheckpoint } from './helpers.ts';
 
 const V = 40;
 const targetConfig = parseModelConfig({ architectures: ['LlamaForCausalLM'], hidden_size: 32, intermediate_size: 48, num_hidden_layers: 3, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 8, vocab_size: V });
 const USED = Int32Array.from({ length: V }, (_, i) => i).filter((i) => i % 4 !== 1);
 const TOPK = 5;
 const TOL = 1e-4;
-
-/** A checkpoint folder as training writes it: config.json, model.safetensors (+ d2t/t2d), specexit/signals.safetensors. */
-export function writeDraftCheckpoint(dir: string, config: DraftConfig, draft: Eagle3Draft, used: Int32Array): void {
-  const model = new Map<string, StoredTensor>();
-  const signals = new Map<string, StoredTensor>();
-  for (const [n, w] of draft.exportWeights()) (isServingTensor(n) ? model : signals).set(n, { dtype: 'F32', shape: w.shape, data: w.data });
-  const t2d = new Uint8Array(config.vocabSize);
-  for (const t of used) t2d[t] = 1;
-  model.set('d2t', { dtype: 'I64', shape: [used.length], data: BigInt64Array.from(used, (t, i) => BigInt(t - i)) });
-  model.set('t2d', { dtype: 'BOOL', shape: [config.vocabSize], data: t2d });
-  fs.mkdirSync(dir, { recursive: true });
-  writeSafetensors(path.join(dir, 'model.safetensors'), model, { format: 'pt' });
-  if (signals.size) writeSafetensors(path.join(dir, 'specexit', 'signals.safetensors'), signals);
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(draftConfigJson(config), null, 2));
-}
 
 function normal(n: number, rand: () => number, std = 1): Float32Array {
   return Float32Array.from({ length: n }, () => std * Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand()));
@@ -154,7 +139,7 @@ before(async () => {
   dir = tempDir('specforge-onnx-');
   config = draftConfigFor(targetConfig, [0, 1, 2], USED.length, true);
   draft = Eagle3Draft.init(config, 11);
-  writeDraftCheckpoint(path.join(dir, 'ckpt'), config, draft, USED);
+  await writeDraftCheckpoint(path.join(dir, 'ckpt'), config, draft, USED);
   embedData = normal(V * targetConfig.hiddenSize, prng(5), 0.5);
   embed = tf.tensor2d(embedData, [V, targetConfig.hiddenSize]);
   writeEmbeddingTarget(path.join(dir, 'target'), embedData);
@@ -364,7 +349,7 @@ describe('real captured inputs', () => {
     const dc = draftConfigFor(tc, aux, used.length, true);
     const tiny = Eagle3Draft.init(dc, 4);
     const ck = path.join(dir, 'tiny-ckpt');
-    writeDraftCheckpoint(ck, dc, tiny, used);
+    await writeDraftCheckpoint(ck, dc, tiny, used);
     const out = path.join(dir, 'tiny-onnx');
     exportDraftOnnx(ck, out, { topk: 4, target: tinyDir });
     const session = await ort.InferenceSession.create(path.join(out, 'model.onnx'));
