@@ -240,6 +240,22 @@ describe('float32 export', () => {
     const c = config;
     const F = c.auxLayerIds.length * c.targetHiddenSize;
     const H = c.hiddenSize;
+    // The declared shapes: symbolic batch, sequence and cache axes, fixed model widths.
+    const shapes = Object.fromEntries([...session.inputMetadata, ...session.outputMetadata].map((m) => [m.name, m.isTensor ? m.shape : null]));
+    assert.deepEqual(shapes, {
+      aux_hidden_states: ['batch', 'aux_seq', F],
+      hidden_states: ['batch', 'hidden_seq', H],
+      input_ids: ['batch', 'seq'],
+      position_ids: ['batch', 'seq'],
+      past_key: ['batch', c.numKvHeads, 'past_seq', c.headDim],
+      past_value: ['batch', c.numKvHeads, 'past_seq', c.headDim],
+      logits: ['batch', 'seq', c.draftVocabSize],
+      next_hidden: ['batch', 'seq', H],
+      present_key: ['batch', c.numKvHeads, 'present_seq', c.headDim],
+      present_value: ['batch', c.numKvHeads, 'present_seq', c.headDim],
+      specexit_signals: ['batch', 'aux_seq', 3],
+      topk_token_ids: ['batch', 'seq', TOPK],
+    });
     const rand = prng(9);
     for (const [B, P, Ta, Th] of [[1, 0, 7, 0], [3, 4, 2, 0], [3, 6, 0, 1], [3, 5, 2, 3], [2, 9, 1, 1]]) {
       // Each row has its own context (P tokens through the tfjs draft), then one step of Ta aux + Th hidden tokens.
