@@ -45,7 +45,8 @@ export const exportOnnxCommand: CommandModule<object, Args> = {
     if (!Number.isInteger(args.topk) || args.topk < 0) throw new Error(`--topk ${args.topk}: expected a non-negative integer`);
     const checkpoint = path.resolve(args.checkpoint);
     const out = path.resolve(args.out);
-    for (const f of formats) {
+    // The SpecExit layout refuses drafts without signal heads: written first, so that a refusal leaves nothing behind.
+    for (const f of [...formats].sort((a, b) => Number(b === 'specexit') - Number(a === 'specexit'))) {
       const files =
         f === 'onnx'
           ? exportDraftOnnx(checkpoint, path.join(out, 'onnx'), { quantize: args.quantize === 'int8' ? 'int8' : null, topk: args.topk, target: args.target ? path.resolve(args.target) : null, externalData: args['external-data'] })
