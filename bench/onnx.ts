@@ -46,7 +46,9 @@ const onnx = { f32: new OnnxDrafter(dirs.f32), int8: new OnnxDrafter(dirs.int8) 
 const tok = loadTokenizer(r.model.target);
 const prompts = tokenizePrompts(await readRecipePrompts(r.data.eval!, { format: r.data.format as never, skipInvalid: r.data.skip_invalid, limit }), tok, r.data.template as TemplateName);
 const layers = loaded.config.auxLayerIds;
-const worst = { f32: { logits: 0, signals: 0 }, int8: { logits: 0, signals: 0, range: 0, top1: 0, of: 0 } };
+// Signals: confidence and progress in (0, 1) by absolute difference; remaining (a token count, up to
+// hundreds) by relative difference.
+const worst = { f32: { logits: 0, signals: 0, remainingRel: 0 }, int8: { logits: 0, signals: 0, remainingRel: 0, range: 0, top1: 0, of: 0 } };
 const argmax = (x: Float32Array) => x.reduce((b, v, i) => (v > x[b] ? i : b), 0);
 for (const p of prompts) {
   const fwd = target.forward({ ids: [p.ids] }, { layers });
@@ -71,11 +73,13 @@ for (const p of prompts) {
     chain.push(a.vocab[argmax(a.logits)]);
   }
   if (loaded.config.specExit) {
-    const flat = (s: { confidence: number; progress: number; remaining: number }[]) => s.flatMap((x) => [x.confidence, x.progress, x.remaining]);
-    const sa = flat(ref.signals(feats));
+    const sa = ref.signals(feats);
     for (const kind of ['f32', 'int8'] as const) {
-      const sb = flat(onnx[kind].signals(feats));
-      sa.forEach((x, j) => (worst[kind].signals = Math.max(worst[kind].signals, Math.abs(x - sb[j]))));
+      const sb = onnx[kind].signals(feats);
+      sa.forEach((x, j) => {
+        worst[kind].signals = Math.max(worst[kind].signals, Math.abs(x.confidence - sb[j].confidence), Math.abs(x.progress - sb[j].progress));
+        worst[kind].remainingRel = Math.max(worst[kind].remainingRel, Math.abs(x.remaining - sb[j].remaining) / x.remaining);
+      });
     }
   }
   feats.dispose();
@@ -95,7 +99,7 @@ for (const [name, o] of [['tfjs', { checkpoint }], ['onnx f32', { draftOnnx: dir
 
 console.log(`checkpoint ${checkpoint}; ${prompts.length} held-out prompts of ${path.basename(recipeFile)}, chain ${steps}, greedy`);
 console.log(`model.onnx float32 ${sf} bytes, int8 ${sq} bytes: ratio ${(sq / sf).toFixed(3)}`);
-console.log(`max abs vs tfjs (context + ${steps}-step chain): float32 logits ${worst.f32.logits.toExponential(2)}, signals ${worst.f32.signals.toExponential(2)}`);
-console.log(`                                        int8 logits ${worst.int8.logits.toExponential(2)} (${((100 * worst.int8.logits) / worst.int8.range).toFixed(2)}% of max |logit| ${worst.int8.range.toFixed(2)}), signals ${worst.int8.signals.toExponential(2)}, top-1 agreement ${worst.int8.top1}/${worst.int8.of}`);
+console.log(`max abs vs tfjs (context + ${steps}-step chain): float32 logits ${worst.f32.logits.toExponential(2)}, confidence/progress ${worst.f32.signals.toExponential(2)}, remaining ${worst.f32.remainingRel.toExponential(2)} relative`);
+console.log(`                                        int8 logits ${worst.int8.logits.toExponential(2)} (${((100 * worst.int8.logits) / worst.int8.range).toFixed(2)}% of max |logit| ${worst.int8.range.toFixed(2)}), confidence/progress ${worst.int8.signals.toExponential(2)}, remaining ${worst.int8.remainingRel.toExponential(2)} relative, top-1 agreement ${worst.int8.top1}/${worst.int8.of}`);
 console.log(`tau: tfjs ${tau.tfjs?.toFixed(3)}, onnx float32 ${tau['onnx f32']?.toFixed(3)}, onnx int8 ${tau['onnx int8']?.toFixed(3)}`);
 console.log(`exports and eval reports under ${out}`);
