@@ -18,6 +18,8 @@ import type { DraftLogits, Drafter } from './speculative.ts';
 type FeedTensor = { type: 'float32' | 'int64'; data: Float32Array | BigInt64Array; dims: number[] };
 type Outputs = Record<string, { type: string; data: Float32Array | BigInt64Array; dims: number[] }>;
 
+const WAIT_LIMIT_MS = 300_000;
+
 /** An ONNX Runtime session in a worker thread, called synchronously. */
 export class SyncOrtSession {
   private readonly worker: Worker;
@@ -39,7 +41,8 @@ export class SyncOrtSession {
   }
 
   private wait(): Record<string, unknown> {
-    Atomics.wait(this.flag, 0, 0);
+    // A worker that died cannot answer: give up after a bound far above any draft step rather than hang.
+    if (Atomics.wait(this.flag, 0, 0, WAIT_LIMIT_MS) === 'timed-out') throw new Error(`ONNX Runtime worker: no reply within ${WAIT_LIMIT_MS / 1000} s`);
     Atomics.store(this.flag, 0, 0);
     const m = receiveMessageOnPort(this.port);
     if (!m) throw new Error('ONNX Runtime worker: woke without a reply');
