@@ -1,4 +1,4 @@
-// The command line as a user meets it: help lists the commands; unbuilt ones say so and fail.
+// The command line as a user meets it: help lists the commands; bad input is a one-line error.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -14,10 +14,11 @@ test('--help lists the four commands with descriptions', () => {
   for (const c of ['capture', 'train', 'eval', 'export-onnx']) assert.match(r.stdout, new RegExp(`specforge ${c}\\s+\\S`));
 });
 
-test('a command whose issue has not landed says so and exits non-zero', () => {
-  const r = run('export-onnx', '--checkpoint', 'none', '--out', 'none');
-  assert.notEqual(r.status, 0);
-  assert.match(r.stderr, /not built yet/);
+test('export-onnx on a missing checkpoint is a one-line error naming the folder', () => {
+  const r = run('export-onnx', '--checkpoint', 'no-such-checkpoint', '--out', 'none');
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /no-such-checkpoint: not a draft checkpoint \(needs config\.json and model\.safetensors\)/);
+  assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
 });
 
 test('inspect reads a model folder; a bad folder is a one-line error naming the file', () => {

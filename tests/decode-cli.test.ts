@@ -1,6 +1,7 @@
 // `specforge eval` end to end on a small random-weight target and a random draft checkpoint: the recipe's
 // held-out prompts (chain, greedy: identical to plain decoding) and an MT-bench file (tree, sampling);
-// report.json and acceptance.svg are written where asked.
+// report.json and acceptance.svg are written where asked; the same draft exported to ONNX and run with
+// --draft-onnx decodes identically.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -100,5 +101,25 @@ describe('specforge eval', () => {
     const none = spawnSync(process.execPath, [bin, 'eval', '--recipe', other], { encoding: 'utf8' });
     assert.equal(none.status, 1);
     assert.match(none.stderr, /no checkpoint under .*untrained: train first/);
+  });
+
+  test('--draft-onnx: the exported ONNX draft, run by ONNX Runtime, decodes exactly as the checkpoint does', () => {
+    const ckpt = path.join(work, 'ckpt', 'evalrun', 'step-5');
+    const exp = spawnSync(process.execPath, [bin, 'export-onnx', '--checkpoint', ckpt, '--out', path.join(work, 'export'), '--format', 'onnx', '--target', target], { encoding: 'utf8' });
+    assert.equal(exp.status, 0, exp.stderr);
+    const a = run('--limit', '2', '--draft-steps', '3', '--checkpoint', ckpt, '--out', path.join(work, 'eval-tfjs'));
+    const b = run('--limit', '2', '--draft-steps', '3', '--draft-onnx', path.join(work, 'export', 'onnx'), '--out', path.join(work, 'eval-onnx'));
+    assert.equal(a.status, 0, a.stderr);
+    assert.equal(b.status, 0, b.stderr);
+    const ra = JSON.parse(fs.readFileSync(path.join(work, 'eval-tfjs', 'report.json'), 'utf8'));
+    const rb = JSON.parse(fs.readFileSync(path.join(work, 'eval-onnx', 'report.json'), 'utf8'));
+    assert.equal(rb.settings.drafter, 'onnx');
+    assert.equal(ra.settings.drafter, 'tfjs');
+    assert.equal(rb.tau, ra.tau);
+    assert.deepEqual(rb.acceptLengthHistogram, ra.acceptLengthHistogram);
+    assert.deepEqual(rb.perPrompt.map((p: { tokens: number }) => p.tokens), ra.perPrompt.map((p: { tokens: number }) => p.tokens));
+    const bad = run('--draft-onnx', ckpt);
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr, /step-5: not an exported ONNX draft/);
   });
 });

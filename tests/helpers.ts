@@ -5,6 +5,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ModelConfig } from '../src/io/hf-config.ts';
 import type { StoredTensor } from '../src/io/safetensors.ts';
+import type { DraftConfig } from '../src/draft/config.ts';
+import type { Eagle3Draft } from '../src/draft/eagle3.ts';
 import { Rng } from '../src/util/random.ts';
 
 export function fixture(rel: string): string {
@@ -116,4 +118,22 @@ export function prng(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/** A checkpoint folder as training writes it: config.json, model.safetensors (+ d2t/t2d), specexit/signals.safetensors. */
+export async function writeDraftCheckpoint(dir: string, config: DraftConfig, draft: Eagle3Draft, used: Int32Array): Promise<void> {
+  const { writeSafetensors } = await import('../src/io/safetensors.ts');
+  const { draftConfigJson } = await import('../src/draft/config.ts');
+  const { isServingTensor } = await import('../src/draft/eagle3.ts');
+  const model = new Map<string, StoredTensor>();
+  const signals = new Map<string, StoredTensor>();
+  for (const [n, w] of draft.exportWeights()) (isServingTensor(n) ? model : signals).set(n, { dtype: 'F32', shape: w.shape, data: w.data });
+  const t2d = new Uint8Array(config.vocabSize);
+  for (const t of used) t2d[t] = 1;
+  model.set('d2t', { dtype: 'I64', shape: [used.length], data: BigInt64Array.from(used, (t, i) => BigInt(t - i)) });
+  model.set('t2d', { dtype: 'BOOL', shape: [config.vocabSize], data: t2d });
+  fs.mkdirSync(dir, { recursive: true });
+  writeSafetensors(path.join(dir, 'model.safetensors'), model, { format: 'pt' });
+  if (signals.size) writeSafetensors(path.join(dir, 'specexit', 'signals.safetensors'), signals);
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(draftConfigJson(config), null, 2));
 }

@@ -7,6 +7,7 @@ import { type CommonArgs, withBackend } from './common.ts';
 type Args = CommonArgs & {
   recipe: string;
   checkpoint?: string;
+  'draft-onnx'?: string;
   'draft-steps'?: number;
   tree?: string;
   temperature?: number;
@@ -26,6 +27,7 @@ export const evalCommand: CommandModule<object, Args> = {
       y
         .option('recipe', { type: 'string', demandOption: true, describe: 'recipe YAML (see recipes/)' })
         .option('checkpoint', { type: 'string', describe: 'draft checkpoint folder (default: the newest step-* of the recipe run)' })
+        .option('draft-onnx', { type: 'string', describe: 'an exported ONNX draft folder (export-onnx --format onnx), run by ONNX Runtime instead of a checkpoint' })
         .option('draft-steps', { type: 'number', describe: 'chain drafting: draft tokens per verify pass (overrides eval.draft_steps; a chain even where the recipe sets a tree)' })
         .option('tree', { type: 'string', describe: "dynamic tree 'topk,depth,tokens' (overrides eval.tree; 'none' for a chain)" })
         .option('temperature', { type: 'number', describe: '0 = greedy; > 0 = speculative sampling (overrides eval.temperature)' })
@@ -50,6 +52,6 @@ export const evalCommand: CommandModule<object, Args> = {
       'eval.specexit': args.specexit,
     });
     await initBackend(r.runtime.backend as never, console.log);
-    await runEval(r, { checkpoint: args.checkpoint, input: args.input, out: args.out, log: console.log });
+    await runEval(r, { checkpoint: args.checkpoint, draftOnnx: args['draft-onnx'], input: args.input, out: args.out, log: console.log });
   },
 };

@@ -1,6 +1,6 @@
-// The eval job of a recipe (`specforge eval`): load the target and a draft checkpoint, decode each prompt
-// speculatively and with plain greedy `generate` (same backend, same run, alternating per prompt), and
-// write report.json and acceptance.svg.
+// The eval job of a recipe (`specforge eval`): load the target and a draft checkpoint (or an exported ONNX
+// draft, run by ONNX Runtime), decode each prompt speculatively and with plain greedy `generate` (same
+// backend, same run, alternating per prompt), and write report.json and acceptance.svg.
 import fs from 'node:fs';
 import path from 'node:path';
 import { activeBackend } from '../backend/backend.ts';
@@ -15,15 +15,19 @@ import { listCheckpoints } from '../train/checkpoint.ts';
 import { runDirOf } from '../train/trainer.ts';
 import { Rng } from '../util/random.ts';
 import { type AnswerExtractor, extractAnswer } from '../data/answers.ts';
-import { ExitPolicy } from '../specexit/policy.ts';
+import { ExitPolicy, type ExitSignals } from '../specexit/policy.ts';
+import type * as tf from '@tensorflow/tfjs';
 import type { Tokenizer } from '../io/tokenizer.ts';
 import { type TokenizedPrompt, readPromptFile, readRecipePrompts, tokenizePrompts } from './prompts.ts';
 import { type EvalReport, type PromptRecord, acceptanceSvg, buildReport, reportTable } from './report.ts';
+import { OnnxDrafter } from './onnx-drafter.ts';
 import { type Drafter, Eagle3Drafter, type SpecOptions, type TreeShape, parseTreeShape, speculativeDecode } from './speculative.ts';
 
 export interface EvalJobOptions {
   /** A draft checkpoint folder (default: the newest step-* of the recipe's run). */
   checkpoint?: string;
+  /** An exported ONNX draft folder (export-onnx --format onnx) run by ONNX Runtime instead of the checkpoint. */
+  draftOnnx?: string;
   /** MT-bench / GSM8K / conversation JSONL instead of the recipe's data.eval. */
   input?: string;
   /** Output folder (default <run dir>/eval). */
@@ -78,22 +82,34 @@ export async function runEval(r: Recipe, o: EvalJobOptions = {}): Promise<{ repo
     }
   }
   const runDir = runDirOf(r);
-  const checkpoint = o.checkpoint ? path.resolve(o.checkpoint) : listCheckpoints(runDir).pop();
+  const onnxDir = o.draftOnnx ? path.resolve(o.draftOnnx) : null;
+  const checkpoint = onnxDir ?? (o.checkpoint ? path.resolve(o.checkpoint) : listCheckpoints(runDir).pop());
   if (!checkpoint) throw new Error(`no checkpoint under ${runDir}: train first (specforge train --recipe ${path.basename(r.file)}) or pass --checkpoint`);
   const template = r.data.template as TemplateName;
 
   const tok = loadTokenizer(r.model.target);
   const target = TfjsTarget.load(r.model.target);
-  const loaded = loadDraftCheckpoint(checkpoint);
+  // The draft: a checkpoint run by tfjs, or an exported ONNX file run by ONNX Runtime.
+  let drafter: Eagle3Drafter | OnnxDrafter | null = null;
+  let loaded: ReturnType<typeof loadDraftCheckpoint> | null = null;
   try {
     const tc = target.config;
-    const dc = loaded.config;
+    let dc: { vocabSize: number; targetHiddenSize: number; hiddenSize: number; auxLayerIds: number[]; specExit: boolean };
+    if (onnxDir) {
+      drafter = new OnnxDrafter(onnxDir, target.embeddings());
+      const i = drafter.info;
+      dc = { vocabSize: i.vocab_size, targetHiddenSize: i.target_hidden_size, hiddenSize: i.hidden_size, auxLayerIds: i.aux_layer_ids, specExit: i.specexit };
+    } else {
+      loaded = loadDraftCheckpoint(checkpoint);
+      dc = { ...loaded.config, specExit: Boolean(loaded.config.specExit) };
+    }
     if (dc.vocabSize !== tc.vocabSize || dc.targetHiddenSize !== tc.hiddenSize) {
       throw new Error(`${checkpoint}: a draft for a target with vocabulary ${dc.vocabSize} and hidden size ${dc.targetHiddenSize}; ${r.model.target} has ${tc.vocabSize} and ${tc.hiddenSize}`);
     }
     const badLayer = dc.auxLayerIds.find((l) => !(Number.isInteger(l) && l >= 0 && l < tc.numLayers));
     if (badLayer !== undefined) throw new Error(`${checkpoint}: aux layer ${badLayer} outside the target's ${tc.numLayers} layers`);
     if (dc.hiddenSize !== tc.hiddenSize) throw new Error(`${checkpoint}: draft hidden size ${dc.hiddenSize} differs from the target embedding width ${tc.hiddenSize}`);
+    if (loaded) drafter = new Eagle3Drafter(loaded.draft, target.embeddings(), loaded.used);
 
     let prompts;
     if (o.input) prompts = await readPromptFile(path.resolve(o.input), e.limit);
@@ -108,14 +124,13 @@ export async function runEval(r: Recipe, o: EvalJobOptions = {}): Promise<{ repo
     const mode = tree ? `tree topk ${tree.topk}, depth ${tree.depth}, ${tree.tokens} tokens` : `chain of ${e.draft_steps}`;
     log(`eval: ${tokenized.length} prompts, ${mode}, temperature ${e.temperature}${e.temperature > 0 && e.top_p < 1 ? `, top-p ${e.top_p}` : ''}, up to ${e.max_new_tokens} new tokens; draft ${checkpoint}`);
 
-    const drafter = new Eagle3Drafter(loaded.draft, target.embeddings(), loaded.used);
-    const records = evaluatePrompts(target, drafter, tokenized, settings, (i, rec) => {
+    const active = drafter!;
+    const records = evaluatePrompts(target, active, tokenized, settings, (i, rec) => {
       rec.text = tok.decode(rec.spec.tokens);
       const s = rec.spec;
       log(`[${i + 1}/${tokenized.length}] ${rec.id}: ${s.tokens.length} tokens, ${s.verifyPasses} passes, tau ${s.tau === null ? '-' : s.tau.toFixed(2)}; ${(s.tokens.length / s.seconds).toFixed(1)} tok/s speculative, ${(rec.plain.tokens.length / rec.plain.seconds).toFixed(1)} tok/s plain`);
     });
-    const specexit = e.specexit ? specExitComparison(target, drafter, tokenized, records, settings, { tok, extractor: r.data.answer_extractor as AnswerExtractor, alpha: e.exit_alpha, thresholds: e.exit_thresholds, checkpoint, hasHeads: Boolean(loaded.config.specExit), log }) : null;
-    drafter.dispose();
+    const specexit = e.specexit ? specExitComparison(target, active, tokenized, records, settings, { tok, extractor: r.data.answer_extractor as AnswerExtractor, alpha: e.exit_alpha, thresholds: e.exit_thresholds, checkpoint, hasHeads: dc.specExit, log }) : null;
     const report: EvalReport & { specexit?: SpecExitSummary } = buildReport(records, {
       mode: tree ? 'tree' : 'chain',
       draftSteps: tree ? null : e.draft_steps,
@@ -127,6 +142,7 @@ export async function runEval(r: Recipe, o: EvalJobOptions = {}): Promise<{ repo
       backend: activeBackend() ?? null,
       target: r.model.target,
       checkpoint,
+      drafter: onnxDir ? 'onnx' : 'tfjs',
       prompts: o.input ? path.resolve(o.input) : r.data.eval,
       template,
       stopIds,
@@ -144,7 +160,8 @@ export async function runEval(r: Recipe, o: EvalJobOptions = {}): Promise<{ repo
     log(`wrote ${path.join(outDir, 'report.json')} and acceptance.svg`);
     return { report, outDir };
   } finally {
-    loaded.draft.dispose();
+    drafter?.dispose();
+    loaded?.draft.dispose();
     target.dispose();
   }
 }
@@ -167,7 +184,7 @@ export interface SpecExitSummary {
  */
 function specExitComparison(
   target: TargetModel,
-  drafter: Eagle3Drafter,
+  drafter: Drafter & { signals(features: tf.Tensor3D): ExitSignals[] },
   prompts: TokenizedPrompt[],
   records: PromptRecord[],
   s: DecodeSettings,
