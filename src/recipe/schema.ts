@@ -17,7 +17,16 @@ export const RECIPE_SPEC = {
     skip_invalid: { type: 'boolean', default: false, doc: 'skip (and count) bad dataset lines instead of stopping at the first' },
     answer_extractor: { type: 'enum', values: ['gsm8k', 'boxed', 'last-number', 'none'], default: 'gsm8k', doc: 'how the final answer is read from a reply (SpecExit labels): "#### N", \\boxed{...}, or the last number' },
     store: { type: 'path', required: true, doc: 'folder of the Arrow hidden-state store written by capture and read by offline training; SpecForge: cache_dir' },
-    cache_dir: { type: 'path', default: '../.cache', doc: 'cache for derived data (draft vocabulary)' },
+    cache_dir: { type: 'path', default: '../.cache', doc: 'cache for derived data (draft vocabulary, regenerated data)' },
+    regenerate: { type: 'boolean', default: false, doc: 'train on the target\'s own answers: the target rewrites every assistant turn of data.train (settings in the regenerate section) and capture or online training read the result (--regenerate)' },
+  },
+  regenerate: {
+    temperature: { type: 'number', min: 0, default: 0, doc: 'sampling temperature of the regenerated answers; 0 is greedy' },
+    top_p: { type: 'number', min: 0, max: 1, default: 1, doc: 'nucleus sampling cut (with temperature > 0)' },
+    max_new_tokens: { type: 'integer', min: 1, default: 512, doc: 'tokens per regenerated turn; a turn that reaches it without an end-of-turn token is kept as cut and counted' },
+    batch_size: { type: 'integer', min: 1, default: 16, doc: 'conversations generated together (one KV-cache batch per turn)' },
+    seed: { type: 'integer', nullable: true, default: null, doc: 'seed of the sampling (null: runtime.seed); each conversation samples from its own stream, so a resumed run writes the same answers' },
+    output: { type: 'path', nullable: true, default: null, doc: 'the regenerated ShareGPT JSONL (null: <cache_dir>/regenerated/train-<hash of target, data and settings>.jsonl)' },
   },
   capture: {
     batch_size: { type: 'integer', min: 1, default: 8, doc: 'samples per target forward' },

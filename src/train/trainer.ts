@@ -8,7 +8,8 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { type BackendName, initBackend } from '../backend/backend.ts';
 import { resolveAuxLayers, storeIdentity } from '../capture/capture.ts';
-import { readConversations } from '../data/datasets.ts';
+import { type DatasetFormat, readConversations } from '../data/datasets.ts';
+import { trainFiles } from '../capture/regenerate.ts';
 import { buildDraftVocab, cachedDraftVocab, type DraftVocab, loadDraftVocab, TokenCounter } from '../data/draft-vocab.ts';
 import { endOfTurnIds, tokenizeConversation, type TemplateName } from '../data/templates.ts';
 import { draftConfigFor } from '../draft/config.ts';
@@ -110,10 +111,10 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
     if (r.data.eval && fs.existsSync(path.join(r.data.store, 'eval', 'manifest.json'))) evalSource = await ArrowStore.open(path.join(r.data.store, 'eval'), identity);
   } else {
     target = TfjsTarget.load(r.model.target);
-    const load = async (files: string[], limit: number | null) => {
+    const load = async (files: string[], format: DatasetFormat, limit: number | null) => {
       const out: { id: string; ids: number[]; lossMask: number[] }[] = [];
       for (const f of files) {
-        for await (const c of readConversations(f, { format: r.data.format as never, skipInvalid: r.data.skip_invalid }).conversations) {
+        for await (const c of readConversations(f, { format, skipInvalid: r.data.skip_invalid }).conversations) {
           if (limit !== null && out.length >= limit) break;
           const x = tokenizeConversation(c.messages, tok, { template, maxLength: r.data.max_length });
           out.push({ id: c.id, ids: x.ids, lossMask: x.lossMask });
@@ -121,14 +122,15 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
       }
       return out;
     };
-    const samples = await load(r.data.train, r.capture.limit);
+    const data = trainFiles(r);
+    const samples = await load(data.files, data.format, r.capture.limit);
     const counter = new TokenCounter(targetConfig.vocabSize);
     for (const s of samples) counter.add(s.ids, s.lossMask);
     const size = Math.min(r.model.draft_vocab_size, targetConfig.vocabSize);
     const forced = [...new Set([...endOfTurnIds(tok, template), ...targetConfig.eosTokenIds])];
-    vocab = (await cachedDraftVocab(r.data.cache_dir, { data: dataSha256(r.data.train), template, tokenizer: tokenizerSha256(r.model.target), max_length: r.data.max_length, size, limit: r.capture.limit ?? 'all' }, async () => buildDraftVocab(counter, size, forced))).vocab;
+    vocab = (await cachedDraftVocab(r.data.cache_dir, { data: dataSha256(data.files), template, tokenizer: tokenizerSha256(r.model.target), max_length: r.data.max_length, size, limit: r.capture.limit ?? 'all' }, async () => buildDraftVocab(counter, size, forced))).vocab;
     train = new OnlineFeatures(target, tok, samples, aux, r.data.answer_extractor as never);
-    if (r.data.eval) evalSource = new OnlineFeatures(target, tok, await load(r.data.eval, t.eval_samples), aux, r.data.answer_extractor as never);
+    if (r.data.eval) evalSource = new OnlineFeatures(target, tok, await load(r.data.eval, r.data.format as DatasetFormat, t.eval_samples), aux, r.data.answer_extractor as never);
   }
   const draftConfig = draftConfigFor(targetConfig, aux, vocab.used.length, t.specexit);
   const vocabT = { used: vocab.used, t2d: vocab.t2d };
