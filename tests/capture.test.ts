@@ -106,6 +106,23 @@ describe('capture', () => {
     for (const s of shards) assert.ok(fs.readFileSync(path.join(a, s)).equals(fs.readFileSync(path.join(b, s))), s);
   });
 
+  test('two workers capture disjoint shards into the same store as one worker, byte for byte', async () => {
+    const one = spawnSync(process.execPath, [bin, 'capture', '--recipe', recipe('one-worker')], { encoding: 'utf8' });
+    assert.equal(one.status, 0, one.stderr);
+    const two = spawnSync(process.execPath, [bin, 'capture', '--recipe', recipe('two-workers'), '--workers', '2'], { encoding: 'utf8' });
+    assert.equal(two.status, 0, two.stderr + two.stdout);
+    assert.match(two.stdout, /captured 30 samples, \d+ tokens in [\d.]+ s \(\d+ tok\/s on 2 workers\)/);
+    const a = path.join(work, 'one-worker', 'train');
+    const b = path.join(work, 'two-workers', 'train');
+    const files = fs.readdirSync(a).sort();
+    assert.deepEqual(fs.readdirSync(b).sort(), files);
+    // Shards, manifest (it names no worker count) and draft vocabulary alike.
+    for (const f of files) assert.ok(fs.readFileSync(path.join(a, f)).equals(fs.readFileSync(path.join(b, f))), f);
+    const store = await ArrowStore.open(b);
+    assert.deepEqual((await store.get(29)).id, 're-29');
+    await store.close();
+  });
+
   test('a store captured with other settings is refused by name', async () => {
     const { storeIdentity } = await import('../src/capture/capture.ts');
     const expected = storeIdentity(target, 'chatml', [1, 2, 4], 160);

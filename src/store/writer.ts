@@ -4,7 +4,9 @@
 // in manifest.json (rewritten atomically). A crashed capture therefore leaves a valid incomplete store
 // whose finished shards a resumed capture skips (`completedSamples`), and since a shard's bytes depend
 // only on its samples, the resumed store is byte-identical to an uninterrupted one.
+import crypto from 'node:crypto';
 import fs from 'node:fs';
+import { threadId } from 'node:worker_threads';
 import path from 'node:path';
 import { Field, Int32, List, makeData, RecordBatch, RecordBatchFileWriter, Struct, Uint8, Utf8, type Data, type DataType } from 'apache-arrow';
 import { f32ToF16 } from '../io/dtypes.ts';
@@ -16,6 +18,7 @@ import {
   StoreError,
   validateManifest,
   writeManifest,
+  type ShardEntry,
   type StoreManifest,
   type StoreMeta,
 } from './manifest.ts';
@@ -23,7 +26,9 @@ import {
   floatType,
   META_BATCH_ROWS,
   META_FIRST_SAMPLE,
+  META_IDS_SHA256,
   META_SCHEMA_VERSION,
+  META_TOKENS,
   sampleShapeError,
   SCHEMA_VERSION,
   storeSchema,
@@ -48,7 +53,7 @@ export interface StoreWriterOptions {
 }
 
 /** A sample encoded for its row: copies of the caller's arrays, floats already in the store dtype. */
-interface EncodedRow {
+export interface EncodedRow {
   id: Uint8Array;
   inputIds: Int32Array;
   lossMask: Uint8Array;
@@ -176,7 +181,7 @@ export class StoreWriter {
     const m = this.manifest;
     const err = sampleShapeError(sample, m.target.hidden_size, m.aux_layer_ids.length, m.max_length);
     if (err) throw new StoreError(`sample ${JSON.stringify(sample.id)} (#${this.added}): ${err}`);
-    this.buffer.push(this.encode(sample));
+    this.buffer.push(encodeRow(sample, this.manifest.dtype));
     this.added++;
     if (this.buffer.length === m.samples_per_shard) {
       const rows = this.buffer;
@@ -214,111 +219,127 @@ export class StoreWriter {
     return this.pending;
   }
 
-  private encode(s: FeatureSample): EncodedRow {
-    const f16 = this.manifest.dtype === 'float16';
-    const row: EncodedRow = {
-      id: utf8.encode(s.id),
-      inputIds: Int32Array.from(s.inputIds),
-      lossMask: Uint8Array.from(s.lossMask),
-      aux: f16 ? toF16(s.aux) : Float32Array.from(s.aux),
-      finalHidden: f16 ? toF16(s.finalHidden) : Float32Array.from(s.finalHidden),
-      thinkSpans: Int32Array.from(s.thinkSpans),
-      answerPositions: Int32Array.from(s.answerPositions),
-      answer: utf8.encode(s.answer),
-      bytes: 0,
-    };
-    row.bytes =
-      row.id.byteLength + row.inputIds.byteLength + row.lossMask.byteLength + row.aux.byteLength +
-      row.finalHidden.byteLength + row.thinkSpans.byteLength + row.answerPositions.byteLength + row.answer.byteLength;
-    return row;
-  }
-
-  private recordBatch(rows: EncodedRow[], schema: ReturnType<typeof storeSchema>): RecordBatch {
-    const FloatArray = this.manifest.dtype === 'float16' ? Uint16Array : Float32Array;
-    const children = [
-      utf8Data(rows.map((r) => r.id)),
-      listData(new Int32(), rows.map((r) => r.inputIds), Int32Array),
-      listData(new Uint8(), rows.map((r) => r.lossMask), Uint8Array),
-      listData(floatType(this.manifest.dtype), rows.map((r) => r.aux), FloatArray),
-      listData(floatType(this.manifest.dtype), rows.map((r) => r.finalHidden), FloatArray),
-      listData(new Int32(), rows.map((r) => r.thinkSpans), Int32Array),
-      listData(new Int32(), rows.map((r) => r.answerPositions), Int32Array),
-      utf8Data(rows.map((r) => r.answer)),
-    ];
-    const data = makeData({ type: new Struct(schema.fields), length: rows.length, nullCount: 0, children });
-    return new RecordBatch(schema, data);
-  }
-
   private async writeShard(rows: EncodedRow[]): Promise<void> {
     const m = this.manifest;
-    const index = m.shards.length;
-    const firstSample = m.total_samples;
-    // Group rows into record batches of about recordBatchBytes: a random read fetches one record batch, not a shard.
-    const groups: EncodedRow[][] = [];
-    let cur: EncodedRow[] = [];
-    let curBytes = 0;
-    for (const r of rows) {
-      if (cur.length && curBytes + r.bytes > this.recordBatchBytes) {
-        groups.push(cur);
-        cur = [];
-        curBytes = 0;
-      }
-      cur.push(r);
-      curBytes += r.bytes;
-    }
-    groups.push(cur);
-    const schema = storeSchema(
-      m.dtype,
-      new Map([
-        [META_SCHEMA_VERSION, String(SCHEMA_VERSION)],
-        [META_BATCH_ROWS, groups.map((g) => g.length).join(',')],
-        [META_FIRST_SAMPLE, String(firstSample)],
-      ]),
-    );
-
-    const name = shardFileName(index);
-    const file = path.join(this.dir, name);
-    const tmp = `${file}.${process.pid}.tmp`;
-    const fd = fs.openSync(tmp, 'w');
-    let bytes = 0;
-    const writer = new RecordBatchFileWriter();
-    try {
-      writer.reset(undefined, schema);
-      // Drain the writer's byte queue into the file as it fills, so the shard never sits in memory twice.
-      const pump = (async () => {
-        for await (const chunk of writer) {
-          fs.writeSync(fd, chunk);
-          bytes += chunk.byteLength;
-        }
-      })();
-      for (const g of groups) {
-        writer.write(this.recordBatch(g, schema));
-        await new Promise((r) => setImmediate(r));
-      }
-      writer.finish();
-      await pump;
-      fs.fsyncSync(fd);
-    } catch (e) {
-      writer.abort();
-      fs.closeSync(fd);
-      fs.rmSync(tmp, { force: true });
-      throw e;
-    }
-    fs.closeSync(fd);
-    fs.renameSync(tmp, file);
-    fsyncDir(this.dir);
-    const tokens = rows.reduce((a, r) => a + r.inputIds.length, 0);
-    const shards = [...m.shards, { file: name, samples: rows.length, tokens, bytes, first_sample: firstSample }];
-    this.manifest = { ...m, shards, total_samples: firstSample + rows.length, total_tokens: m.total_tokens + tokens };
+    const entry = await writeShardFile(this.dir, m.shards.length, m.total_samples, rows, m.dtype, this.recordBatchBytes);
+    this.manifest = { ...m, shards: [...m.shards, entry], total_samples: m.total_samples + entry.samples, total_tokens: m.total_tokens + entry.tokens };
     writeManifest(this.dir, this.manifest);
   }
 }
 
-function removeTemps(dir: string): void {
+/** A sample encoded for its row (arrays copied, floats converted to the store dtype). */
+export function encodeRow(s: FeatureSample, dtype: StoreDtype): EncodedRow {
+  const f16 = dtype === 'float16';
+  const row: EncodedRow = {
+    id: utf8.encode(s.id),
+    inputIds: Int32Array.from(s.inputIds),
+    lossMask: Uint8Array.from(s.lossMask),
+    aux: f16 ? toF16(s.aux) : Float32Array.from(s.aux),
+    finalHidden: f16 ? toF16(s.finalHidden) : Float32Array.from(s.finalHidden),
+    thinkSpans: Int32Array.from(s.thinkSpans),
+    answerPositions: Int32Array.from(s.answerPositions),
+    answer: utf8.encode(s.answer),
+    bytes: 0,
+  };
+  row.bytes =
+    row.id.byteLength + row.inputIds.byteLength + row.lossMask.byteLength + row.aux.byteLength +
+    row.finalHidden.byteLength + row.thinkSpans.byteLength + row.answerPositions.byteLength + row.answer.byteLength;
+  return row;
+}
+
+function recordBatch(rows: EncodedRow[], schema: ReturnType<typeof storeSchema>, dtype: StoreDtype): RecordBatch {
+  const FloatArray = dtype === 'float16' ? Uint16Array : Float32Array;
+  const children = [
+    utf8Data(rows.map((r) => r.id)),
+    listData(new Int32(), rows.map((r) => r.inputIds), Int32Array),
+    listData(new Uint8(), rows.map((r) => r.lossMask), Uint8Array),
+    listData(floatType(dtype), rows.map((r) => r.aux), FloatArray),
+    listData(floatType(dtype), rows.map((r) => r.finalHidden), FloatArray),
+    listData(new Int32(), rows.map((r) => r.thinkSpans), Int32Array),
+    listData(new Int32(), rows.map((r) => r.answerPositions), Int32Array),
+    utf8Data(rows.map((r) => r.answer)),
+  ];
+  const data = makeData({ type: new Struct(schema.fields), length: rows.length, nullCount: 0, children });
+  return new RecordBatch(schema, data);
+}
+
+/** sha256 of sample ids joined by newlines (a shard's `specforge.sample_ids_sha256`). */
+export function idsSha256(ids: string[]): string {
+  return crypto.createHash('sha256').update(ids.join('\n')).digest('hex');
+}
+
+/**
+ * Writes shard `index` (its rows are samples firstSample, firstSample + 1, ... of the store) as one Arrow
+ * IPC file: under a temporary name, fsynced, then renamed, so a shard file under its final name is
+ * always complete. Returns its manifest entry.
+ */
+export async function writeShardFile(dir: string, index: number, firstSample: number, rows: EncodedRow[], dtype: StoreDtype, recordBatchBytes = 1 << 20): Promise<ShardEntry> {
+  // Group rows into record batches of about recordBatchBytes: a random read fetches one record batch, not a shard.
+  const groups: EncodedRow[][] = [];
+  let cur: EncodedRow[] = [];
+  let curBytes = 0;
+  for (const r of rows) {
+    if (cur.length && curBytes + r.bytes > recordBatchBytes) {
+      groups.push(cur);
+      cur = [];
+      curBytes = 0;
+    }
+    cur.push(r);
+    curBytes += r.bytes;
+  }
+  groups.push(cur);
+  const tokens = rows.reduce((a, r) => a + r.inputIds.length, 0);
+  const utf8d = new TextDecoder();
+  const schema = storeSchema(
+    dtype,
+    new Map([
+      [META_SCHEMA_VERSION, String(SCHEMA_VERSION)],
+      [META_BATCH_ROWS, groups.map((g) => g.length).join(',')],
+      [META_FIRST_SAMPLE, String(firstSample)],
+      [META_TOKENS, String(tokens)],
+      [META_IDS_SHA256, idsSha256(rows.map((r) => utf8d.decode(r.id)))],
+    ]),
+  );
+
+  const name = shardFileName(index);
+  const file = path.join(dir, name);
+  const tmp = `${file}.${process.pid}.${threadId}.tmp`;
+  const fd = fs.openSync(tmp, 'w');
+  let bytes = 0;
+  const writer = new RecordBatchFileWriter();
+  try {
+    writer.reset(undefined, schema);
+    // Drain the writer's byte queue into the file as it fills, so the shard never sits in memory twice.
+    const pump = (async () => {
+      for await (const chunk of writer) {
+        fs.writeSync(fd, chunk);
+        bytes += chunk.byteLength;
+      }
+    })();
+    for (const g of groups) {
+      writer.write(recordBatch(g, schema, dtype));
+      await new Promise((r) => setImmediate(r));
+    }
+    writer.finish();
+    await pump;
+    fs.fsyncSync(fd);
+  } catch (e) {
+    writer.abort();
+    fs.closeSync(fd);
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
+  fs.closeSync(fd);
+  fs.renameSync(tmp, file);
+  fsyncDir(dir);
+  return { file: name, samples: rows.length, tokens, bytes, first_sample: firstSample };
+}
+
+export function removeTemps(dir: string): void {
   for (const f of fs.readdirSync(dir)) if (f.endsWith('.tmp')) fs.rmSync(path.join(dir, f), { force: true });
 }
 
-function fsyncDir(dir: string): void {
+export function fsyncDir(dir: string): void {
   try {
     const fd = fs.openSync(dir, 'r');
     try {
