@@ -8,12 +8,13 @@ import type { AnswerExtractor } from '../data/answers.ts';
 import { type Conversation, readConversations } from '../data/datasets.ts';
 import { buildDraftVocab, cachedDraftVocab, type DraftVocab, saveDraftVocab, TokenCounter } from '../data/draft-vocab.ts';
 import { endOfTurnIds, type TemplateName, tokenizeConversation } from '../data/templates.ts';
-import { defaultAuxLayers } from '../io/hf-config.ts';
+import { defaultAuxLayers, type ModelConfig } from '../io/hf-config.ts';
 import type { Tokenizer } from '../io/tokenizer.ts';
 import { type Collective, SoloCollective } from '../parallel/collective.ts';
 import { checkCompatible, MANIFEST_FILE, readManifest } from '../store/manifest.ts';
 import { RankStoreWriter } from '../store/rank-writer.ts';
 import type { FeatureSample } from '../store/schema.ts';
+import type { StoreMetaInput } from '../store/writer.ts';
 import type { TargetModel } from '../target/runtime.ts';
 import { progress } from '../util/progress.ts';
 import { computeFeatures, type TokenizedSample } from './features.ts';
@@ -73,6 +74,18 @@ export function storeIdentity(targetDir: string, template: string, auxLayerIds: 
   };
 }
 
+/** The meta of a store of this target's features (what capture and online training write). */
+export function storeMeta(c: ModelConfig, identity: ReturnType<typeof storeIdentity>, dtype: 'float16' | 'float32', samplesPerShard: number): StoreMetaInput {
+  return {
+    target: { architecture: c.architecture, hidden_size: c.hiddenSize, vocab_size: c.vocabSize, config_sha256: identity.config_sha256, weights_sha256: identity.weights_sha256, tokenizer_sha256: identity.tokenizer_sha256 },
+    template: identity.template,
+    aux_layer_ids: identity.aux_layer_ids,
+    dtype,
+    max_length: identity.max_length,
+    samples_per_shard: samplesPerShard,
+  };
+}
+
 async function countLines(files: string[]): Promise<number> {
   let n = 0;
   for (const f of files) {
@@ -98,14 +111,7 @@ export async function captureSplit(model: TargetModel, tok: Tokenizer, o: Captur
   const counter = new TokenCounter(c.vocabSize);
   const manifestFile = path.join(o.storeDir, MANIFEST_FILE);
   const S = o.samplesPerShard;
-  const meta = {
-    target: { architecture: c.architecture, hidden_size: c.hiddenSize, vocab_size: c.vocabSize, config_sha256: identity.config_sha256, weights_sha256: identity.weights_sha256, tokenizer_sha256: identity.tokenizer_sha256 },
-    template: o.template,
-    aux_layer_ids: aux,
-    dtype: o.dtype,
-    max_length: o.maxLength,
-    samples_per_shard: S,
-  };
+  const meta = storeMeta(c, identity, o.dtype, S);
   const total = Math.min(o.limit ?? Infinity, await countLines(o.files));
 
   // A finished store is reused as is (its token counts still feed the draft vocabulary).

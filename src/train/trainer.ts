@@ -7,10 +7,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { type BackendName, initBackend } from '../backend/backend.ts';
-import { resolveAuxLayers, storeIdentity } from '../capture/capture.ts';
+import { resolveAuxLayers, storeIdentity, storeMeta } from '../capture/capture.ts';
 import { type DatasetFormat, readConversations } from '../data/datasets.ts';
 import { trainFiles } from '../capture/regenerate.ts';
-import { buildDraftVocab, cachedDraftVocab, type DraftVocab, loadDraftVocab, TokenCounter } from '../data/draft-vocab.ts';
+import { buildDraftVocab, cachedDraftVocab, type DraftVocab, loadDraftVocab, saveDraftVocab, TokenCounter } from '../data/draft-vocab.ts';
 import { endOfTurnIds, tokenizeConversation, type TemplateName } from '../data/templates.ts';
 import { draftConfigFor } from '../draft/config.ts';
 import { Eagle3Draft } from '../draft/eagle3.ts';
@@ -23,7 +23,7 @@ import { ArrowStore } from '../store/reader.ts';
 import { TfjsTarget } from '../target/tfjs-target.ts';
 import { dataSha256, tokenizerSha256 } from '../capture/fingerprint.ts';
 import { listCheckpoints, loadCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.ts';
-import { OnlineFeatures } from './online-source.ts';
+import { OnlineFeatures, type OnlineStoreOptions } from './online-source.ts';
 import { AdamW, clipByGlobalNorm, learningRate } from './optimizer.ts';
 import { TeacherHead } from './teacher-head.ts';
 import { prepareTeacher, simulatedAcceptanceLength, stepAccuracies, tttForward } from './ttt.ts';
@@ -129,7 +129,22 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
     const size = Math.min(r.model.draft_vocab_size, targetConfig.vocabSize);
     const forced = [...new Set([...endOfTurnIds(tok, template), ...targetConfig.eosTokenIds])];
     vocab = (await cachedDraftVocab(r.data.cache_dir, { data: dataSha256(data.files), template, tokenizer: tokenizerSha256(r.model.target), max_length: r.data.max_length, size, limit: r.capture.limit ?? 'all' }, async () => buildDraftVocab(counter, size, forced))).vocab;
-    train = new OnlineFeatures(target, tok, samples, aux, r.data.answer_extractor as never);
+    const storeDir = path.join(r.data.store, 'train');
+    const identity = storeIdentity(r.model.target, template, aux, r.data.max_length);
+    const store: OnlineStoreOptions | null = t.online_store
+      ? {
+          dir: storeDir,
+          meta: storeMeta(targetConfig, identity, r.capture.dtype as never, r.capture.samples_per_shard),
+          identity,
+          collective: ctx.collective,
+          seed: r.runtime.seed,
+          batchSize: r.capture.batch_size,
+          // The store then serves a later offline training as a captured one would.
+          onComplete: () => saveDraftVocab(path.join(storeDir, 'draft-vocab.safetensors'), vocab),
+          log,
+        }
+      : null;
+    train = new OnlineFeatures(target, tok, samples, aux, r.data.answer_extractor as never, store);
     if (r.data.eval) evalSource = new OnlineFeatures(target, tok, await load(r.data.eval, r.data.format as DatasetFormat, t.eval_samples), aux, r.data.answer_extractor as never);
   }
   const draftConfig = draftConfigFor(targetConfig, aux, vocab.used.length, t.specexit);
@@ -362,6 +377,6 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
   const seconds = (Date.now() - t0) / 1000;
   head.dispose();
   target?.dispose();
-  for (const src of [train, evalSource]) if (src instanceof ArrowStore) await src.close();
+  for (const src of [train, evalSource]) if (src instanceof ArrowStore || src instanceof OnlineFeatures) await src.close();
   return { runDir, steps: state.step, lastCheckpoint, eval: lastEval, seconds, tokensPerSecond: (totalTokens * worldSize) / seconds };
 }
