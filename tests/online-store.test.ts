@@ -143,6 +143,12 @@ describe('online store', () => {
     assertSameRows(offline, online.byId);
   });
 
+  test('an online run over a complete captured store reads it in every epoch (data-set order)', () => {
+    const r = cli('train', '--recipe', recipe('offline', { training: '  max_steps: 3\n' }));
+    assert.equal(r.status, 0, r.stderr + r.stdout);
+    assert.match(r.stdout, /online store .*offline\/train: complete; every epoch reads it/);
+  });
+
   test('later epochs read the store: losses match a run that computes every epoch', () => {
     // training.online_store: false runs the target in every epoch. The second epoch reads float16
     // features from the store instead, so its losses agree within float16 rounding of the inputs.
