@@ -125,6 +125,24 @@ describe('regenerate', () => {
       for (const m of c.messages) if (m.role === 'assistant') assert.ok(tok.encode(m.content).length <= 4, m.content);
   });
 
+  test('turns whose prompt reaches max_length are dropped with the turns after them', async () => {
+    const out = path.join(work, 'cut.jsonl');
+    const res = await regenerate(model, tok, options(out, { maxLength: 60 }));
+    assert.ok(res.droppedTurns > 0, 'the long chats lose turns');
+    const original = await readAllConversations(input);
+    const greedy = await readAllConversations(path.join(work, 'greedy.jsonl'));
+    const regen = await readAllConversations(out);
+    assert.equal(res.turns + res.droppedTurns, original.reduce((n, c) => n + c.messages.filter((m) => m.role === 'assistant').length, 0));
+    for (const c of regen) {
+      const full = greedy.find((g) => g.id === c.id)!;
+      assert.equal(c.messages[c.messages.length - 1].role, 'assistant', 'ends with an answer');
+      // What is kept is the prefix of the uncut regeneration, and every kept prompt is under 60 tokens.
+      assert.deepEqual(c.messages, full.messages.slice(0, c.messages.length));
+      const lastPrompt = tokenizeConversation(c.messages.slice(0, -1), tok, { template: 'tokenizer', addGenerationPrompt: true }).ids;
+      assert.ok(lastPrompt.length < 60);
+    }
+  });
+
   test('sampled: deterministic for a seed, and a run interrupted after a batch resumes to the same bytes', async () => {
     const sampled = { temperature: 1.0, topP: 0.9, seed: 5 };
     const full = path.join(work, 'sampled.jsonl');

@@ -222,6 +222,8 @@ export async function regenerate(model: TargetModel, tok: Tokenizer, o: Regenera
   if (!state || !fs.existsSync(partial)) state = { key, done: 0, bytes: 0, complete: false };
   // Drop whatever a crash left after the last recorded batch.
   fs.writeFileSync(partial, '', { flag: 'a' });
+  const size = fs.statSync(partial).size;
+  if (size < state.bytes) throw new RegenerateError(`${partial}: ${size} bytes, but ${progressFile(o.out)} records ${state.bytes}; delete both to start over`);
   fs.truncateSync(partial, state.bytes);
   writeAtomic(progressFile(o.out), [JSON.stringify(state) + '\n']);
   if (state.done > 0) o.log(`regenerate: resuming; ${state.done} conversations are done`);
