@@ -13,8 +13,7 @@ import type { Tokenizer } from '../io/tokenizer.ts';
 import { type Collective, SoloCollective } from '../parallel/collective.ts';
 import { checkCompatible, MANIFEST_FILE, readManifest } from '../store/manifest.ts';
 import { RankStoreWriter } from '../store/rank-writer.ts';
-import type { FeatureSample } from '../store/schema.ts';
-import type { StoreMetaInput } from '../store/writer.ts';
+import type { EncodedRow, StoreMetaInput } from '../store/writer.ts';
 import type { TargetModel } from '../target/runtime.ts';
 import { progress } from '../util/progress.ts';
 import { computeFeatures, type TokenizedSample } from './features.ts';
@@ -132,13 +131,13 @@ export async function captureSplit(model: TargetModel, tok: Tokenizer, o: Captur
   let captured = 0;
   let invalid = 0;
   let batch: TokenizedSample[] = [];
-  let shardRows: FeatureSample[] = [];
+  let shardRows: EncodedRow[] = [];
   let skipShard = true; // this rank does not capture the current shard (another rank's, or finished)
   const t0 = Date.now();
 
   const flush = () => {
     if (batch.length === 0) return;
-    shardRows.push(...computeFeatures(model, tok, batch, aux, o.answerExtractor));
+    for (const f of computeFeatures(model, tok, batch, aux, o.answerExtractor)) shardRows.push(writer!.encode(f, Math.floor(index / S) * S + shardRows.length));
     batch = [];
   };
   const writeShard = async (j: number) => {

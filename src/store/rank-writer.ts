@@ -21,7 +21,7 @@ import {
 } from './manifest.ts';
 import { readShardInfo, type ShardInfo } from './reader.ts';
 import { sampleShapeError, SCHEMA_VERSION, type FeatureSample } from './schema.ts';
-import { encodeRow, idsSha256, removeTemps, type StoreMetaInput, writeShardFile } from './writer.ts';
+import { type EncodedRow, encodeRow, idsSha256, removeTemps, type StoreMetaInput, writeShardFile } from './writer.ts';
 
 export class RankStoreWriter {
   private readonly infos = new Map<string, ShardInfo>();
@@ -82,15 +82,19 @@ export class RankStoreWriter {
     return info;
   }
 
-  /** Writes shard `index`; rank 0 then lists the finished shards in the manifest. */
-  async write(index: number, firstSample: number, samples: FeatureSample[]): Promise<ShardEntry> {
+  /** A sample checked against the store's shapes and encoded in its dtype (a shard's rows wait in this form). */
+  encode(sample: FeatureSample, position: number): EncodedRow {
     const m = this.manifest;
-    samples.forEach((s, k) => {
-      const err = sampleShapeError(s, m.target.hidden_size, m.aux_layer_ids.length, m.max_length);
-      if (err) throw new StoreError(`sample ${JSON.stringify(s.id)} (#${firstSample + k}): ${err}`);
-    });
-    if (samples.length === 0 || samples.length > m.samples_per_shard) throw new StoreError(`shard ${index}: ${samples.length} samples; a shard holds 1 to ${m.samples_per_shard}`);
-    const entry = await writeShardFile(this.dir, index, firstSample, samples.map((s) => encodeRow(s, m.dtype)), m.dtype);
+    const err = sampleShapeError(sample, m.target.hidden_size, m.aux_layer_ids.length, m.max_length);
+    if (err) throw new StoreError(`sample ${JSON.stringify(sample.id)} (#${position}): ${err}`);
+    return encodeRow(sample, m.dtype);
+  }
+
+  /** Writes shard `index` from encoded rows; rank 0 then lists the finished shards in the manifest. */
+  async write(index: number, firstSample: number, rows: EncodedRow[]): Promise<ShardEntry> {
+    const m = this.manifest;
+    if (rows.length === 0 || rows.length > m.samples_per_shard) throw new StoreError(`shard ${index}: ${rows.length} samples; a shard holds 1 to ${m.samples_per_shard}`);
+    const entry = await writeShardFile(this.dir, index, firstSample, rows, m.dtype);
     if (this.rank === 0) await this.refresh();
     return entry;
   }

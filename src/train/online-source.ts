@@ -18,7 +18,7 @@ import type { BatchOptions, FeatureSample, FeatureSource } from '../store/featur
 import { readManifest, MANIFEST_FILE, StoreError, type StoreExpectation } from '../store/manifest.ts';
 import { RankStoreWriter } from '../store/rank-writer.ts';
 import { ArrowStore, permutation, rankSlice, readShardInfo } from '../store/reader.ts';
-import { idsSha256, type StoreMetaInput } from '../store/writer.ts';
+import { type EncodedRow, idsSha256, type StoreMetaInput } from '../store/writer.ts';
 import type { TargetModel } from '../target/runtime.ts';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -236,7 +236,7 @@ async function holds(store: ArrowStore, plan: PlannedShard[], ids: string[]): Pr
  */
 class ShardKeeper {
   private readonly shards: { index: number; shard: PlannedShard; done: boolean }[];
-  private buffer: FeatureSample[] = [];
+  private buffer: EncodedRow[] = [];
   private readonly S: number;
   readonly length: number;
 
@@ -270,7 +270,7 @@ class ShardKeeper {
     const x = this.shards[Math.floor(p / this.S)];
     if (x.done) return;
     if (p % this.S !== this.buffer.length) throw new Error(`online store: position ${p} arrived out of order`);
-    this.buffer.push(f);
+    this.buffer.push(this.writer.encode(f, x.shard.firstSample + this.buffer.length));
     if (this.buffer.length === x.shard.members.length) {
       await this.writer.write(x.index, x.shard.firstSample, this.buffer);
       this.buffer = [];
