@@ -180,17 +180,16 @@ export class OnlineFeatures implements FeatureSource {
 
   private async openWriter(s: OnlineStoreOptions): Promise<ShardKeeper> {
     const { rank, worldSize } = s.collective;
-    if (rank === 0) await RankStoreWriter.open(s.dir, s.meta, 0).then((w) => (this.writer0 = w));
+    // Rank 0 creates (or reopens) the store before the others look at it.
+    const first = rank === 0 ? await RankStoreWriter.open(s.dir, s.meta, 0) : null;
     s.collective.barrier();
-    const writer = rank === 0 ? this.writer0! : await RankStoreWriter.open(s.dir, s.meta, rank);
+    const writer = first ?? (await RankStoreWriter.open(s.dir, s.meta, rank));
     const plan = firstEpochPlan(this.size, s.seed, worldSize, s.meta.samples_per_shard);
     const keeper = new ShardKeeper(writer, plan, rank, this.samples.map((x) => x.id));
     await keeper.init();
     if (rank === 0 && writer.current.total_samples > 0) s.log(`online store ${s.dir}: resuming; ${writer.current.total_samples} samples are in finished shards`);
     return keeper;
   }
-
-  private writer0: RankStoreWriter | null = null;
 
   /** Opens the store when it is complete, in either layout (written online, or captured in data-set order). */
   private async openComplete(s: OnlineStoreOptions): Promise<void> {
