@@ -13,7 +13,7 @@ import type { Tokenizer } from '../io/tokenizer.ts';
 import { type Collective, SoloCollective } from '../parallel/collective.ts';
 import { checkCompatible, MANIFEST_FILE, readManifest } from '../store/manifest.ts';
 import { RankStoreWriter } from '../store/rank-writer.ts';
-import type { EncodedRow, StoreMetaInput } from '../store/writer.ts';
+import type { EncodedRow, StoreMetaInput } from '../store/shard-file.ts';
 import type { TargetModel } from '../target/runtime.ts';
 import { progress } from '../util/progress.ts';
 import { computeFeatures, type TokenizedSample } from './features.ts';

@@ -20,8 +20,17 @@ import {
   type StoreMeta,
 } from './manifest.ts';
 import { readShardInfo, type ShardInfo } from './reader.ts';
-import { sampleShapeError, SCHEMA_VERSION, type FeatureSample } from './schema.ts';
-import { type EncodedRow, encodeRow, idsSha256, removeTemps, type StoreMetaInput, writeShardFile } from './writer.ts';
+import { sampleShapeError, type FeatureSample } from './schema.ts';
+import { type EncodedRow, encodeRow, idsSha256, removeTemps, resolveMeta, type StoreMetaInput, writeShardFile } from './shard-file.ts';
+
+export interface RankStoreWriterOptions {
+  /**
+   * Soft cap on one record batch's body (a batch holds at least one sample); default 1 MiB. A random read
+   * fetches a whole record batch, so small batches keep shuffled reads cheap; the per-batch overhead is
+   * a few hundred bytes.
+   */
+  recordBatchBytes?: number;
+}
 
 export class RankStoreWriter {
   private readonly infos = new Map<string, ShardInfo>();
@@ -30,6 +39,7 @@ export class RankStoreWriter {
     readonly dir: string,
     readonly rank: number,
     private manifest: StoreManifest,
+    private readonly recordBatchBytes: number,
   ) {}
 
   /**
@@ -37,8 +47,9 @@ export class RankStoreWriter {
    * clears temporary files); the other ranks after it, when they only check the meta. A complete store
    * or a meta mismatch is an error.
    */
-  static async open(dir: string, metaIn: StoreMetaInput, rank: number): Promise<RankStoreWriter> {
-    const meta: StoreMeta = { ...metaIn, schema_version: metaIn.schema_version ?? SCHEMA_VERSION, created_by: 'specforge', dtype: metaIn.dtype ?? 'float16' };
+  static async open(dir: string, metaIn: StoreMetaInput, rank: number, opts: RankStoreWriterOptions = {}): Promise<RankStoreWriter> {
+    const meta: StoreMeta = resolveMeta(metaIn);
+    const recordBatchBytes = opts.recordBatchBytes ?? 1 << 20;
     const fresh: StoreManifest = { ...meta, shards: [], total_samples: 0, total_tokens: 0, complete: false };
     const manifestPath = path.join(dir, MANIFEST_FILE);
     validateManifest(JSON.parse(JSON.stringify(fresh)), `${manifestPath} (new store meta)`);
@@ -51,14 +62,24 @@ export class RankStoreWriter {
       fs.mkdirSync(dir, { recursive: true });
       removeTemps(dir);
       writeManifest(dir, fresh);
-      return new RankStoreWriter(dir, rank, fresh);
+      return new RankStoreWriter(dir, rank, fresh, recordBatchBytes);
     }
     const existing = readManifest(dir);
     if (existing.complete) throw new StoreError(`${manifestPath}: the store is already complete (${existing.total_samples} samples); delete it or write elsewhere`);
     const bad = metaMismatches(existing, meta);
     if (bad.length) throw new StoreError(`${manifestPath}: cannot resume, the existing store was captured with different settings:\n  ${bad.join('\n  ')}`);
-    if (rank === 0) removeTemps(dir);
-    return new RankStoreWriter(dir, rank, existing);
+    for (const e of existing.shards) {
+      const file = path.join(dir, e.file);
+      const size = fs.existsSync(file) ? fs.statSync(file).size : -1;
+      if (size < 0) throw new StoreError(`${file}: listed in ${MANIFEST_FILE} but missing; cannot resume`);
+      if (size !== e.bytes) throw new StoreError(`${file}: ${size} bytes, ${MANIFEST_FILE} says ${e.bytes}; cannot resume`);
+    }
+    const w = new RankStoreWriter(dir, rank, existing, recordBatchBytes);
+    if (rank === 0) {
+      removeTemps(dir);
+      await w.refresh(); // also lists finished shards whose manifest update a crash lost
+    }
+    return w;
   }
 
   get current(): StoreManifest {
@@ -94,7 +115,7 @@ export class RankStoreWriter {
   async write(index: number, firstSample: number, rows: EncodedRow[]): Promise<ShardEntry> {
     const m = this.manifest;
     if (rows.length === 0 || rows.length > m.samples_per_shard) throw new StoreError(`shard ${index}: ${rows.length} samples; a shard holds 1 to ${m.samples_per_shard}`);
-    const entry = await writeShardFile(this.dir, index, firstSample, rows, m.dtype);
+    const entry = await writeShardFile(this.dir, index, firstSample, rows, m.dtype, this.recordBatchBytes);
     if (this.rank === 0) await this.refresh();
     return entry;
   }

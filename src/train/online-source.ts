@@ -18,7 +18,7 @@ import type { BatchOptions, FeatureSample, FeatureSource } from '../store/featur
 import { readManifest, MANIFEST_FILE, StoreError, type StoreExpectation } from '../store/manifest.ts';
 import { RankStoreWriter } from '../store/rank-writer.ts';
 import { ArrowStore, permutation, rankSlice, readShardInfo } from '../store/reader.ts';
-import { type EncodedRow, idsSha256, type StoreMetaInput } from '../store/writer.ts';
+import { type EncodedRow, idsSha256, type StoreMetaInput } from '../store/shard-file.ts';
 import type { TargetModel } from '../target/runtime.ts';
 import fs from 'node:fs';
 import path from 'node:path';
