@@ -106,6 +106,46 @@ describe('capture', () => {
     for (const s of shards) assert.ok(fs.readFileSync(path.join(a, s)).equals(fs.readFileSync(path.join(b, s))), s);
   });
 
+  test('two workers capture disjoint shards into the same store as one worker, byte for byte', async () => {
+    const one = spawnSync(process.execPath, [bin, 'capture', '--recipe', recipe('one-worker')], { encoding: 'utf8' });
+    assert.equal(one.status, 0, one.stderr);
+    const two = spawnSync(process.execPath, [bin, 'capture', '--recipe', recipe('two-workers'), '--workers', '2'], { encoding: 'utf8' });
+    assert.equal(two.status, 0, two.stderr + two.stdout);
+    assert.match(two.stdout, /captured 30 samples, \d+ tokens in [\d.]+ s \(\d+ tok\/s on 2 workers\)/);
+    const a = path.join(work, 'one-worker', 'train');
+    const b = path.join(work, 'two-workers', 'train');
+    const files = fs.readdirSync(a).sort();
+    assert.deepEqual(fs.readdirSync(b).sort(), files);
+    // Shards, manifest (it names no worker count) and draft vocabulary alike.
+    for (const f of files) assert.ok(fs.readFileSync(path.join(a, f)).equals(fs.readFileSync(path.join(b, f))), f);
+    const store = await ArrowStore.open(b);
+    assert.deepEqual((await store.get(29)).id, 're-29');
+    await store.close();
+  });
+
+  test('a capture killed on 2 workers resumes on 1 to the same store', async () => {
+    const file = recipe('killed-two');
+    const dir = path.join(work, 'killed-two', 'train');
+    const child = spawn(process.execPath, [bin, 'capture', '--recipe', file, '--workers', '2'], { stdio: 'ignore' });
+    await new Promise<void>((resolve) => {
+      const poll = setInterval(() => {
+        if (fs.existsSync(dir) && fs.readdirSync(dir).filter((f) => f.endsWith('.arrow')).length >= 2) {
+          clearInterval(poll);
+          child.kill('SIGKILL');
+          resolve();
+        }
+      }, 20);
+    });
+    await new Promise((r) => child.once('exit', r));
+    assert.equal(JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8')).complete, false);
+    const resumed = spawnSync(process.execPath, [bin, 'capture', '--recipe', file, '--workers', '1'], { encoding: 'utf8' });
+    assert.equal(resumed.status, 0, resumed.stderr);
+    const a = path.join(work, 'one-worker', 'train');
+    const files = fs.readdirSync(a).sort();
+    assert.deepEqual(fs.readdirSync(dir).sort(), files);
+    for (const f of files) assert.ok(fs.readFileSync(path.join(a, f)).equals(fs.readFileSync(path.join(dir, f))), f);
+  });
+
   test('a store captured with other settings is refused by name', async () => {
     const { storeIdentity } = await import('../src/capture/capture.ts');
     const expected = storeIdentity(target, 'chatml', [1, 2, 4], 160);

@@ -18,7 +18,7 @@ const target = path.join(work, 'target');
 
 before(() => makeRandomTarget(target, 5));
 
-function recipe(name: string, training: Record<string, unknown>, captureDtype = 'float32'): string {
+function recipe(name: string, training: Record<string, unknown>, captureDtype = 'float32', store = `store-${captureDtype}`): string {
   const file = path.join(work, `${name}.yaml`);
   const t = Object.entries({ batch_size: 2, learning_rate: 0.003, output_dir: path.join(work, 'ckpt'), log_interval: 1, ...training })
     .map(([k, v]) => `  ${k}: ${v}\n`)
@@ -26,7 +26,7 @@ function recipe(name: string, training: Record<string, unknown>, captureDtype = 
   fs.writeFileSync(
     file,
     `model:\n  target: ${target}\n  aux_layer_ids: [1, 2, 4]\n  draft_vocab_size: 100\n` +
-      `data:\n  train: ${path.join(repo, 'data/corpus/reasoning-eval.jsonl')}\n  format: sharegpt\n  max_length: 64\n  store: ${path.join(work, 'store-' + captureDtype)}\n  cache_dir: ${path.join(work, 'cache')}\n` +
+      `data:\n  train: ${path.join(repo, 'data/corpus/reasoning-eval.jsonl')}\n  format: sharegpt\n  max_length: 64\n  store: ${path.join(work, store)}\n  cache_dir: ${path.join(work, 'cache')}\n` +
       `capture:\n  batch_size: 4\n  dtype: ${captureDtype}\n  samples_per_shard: 16\n  limit: 40\n` +
       `training:\n${t}runtime:\n  backend: wasm\n  seed: 7\n`,
   );
@@ -47,7 +47,7 @@ describe('train', () => {
     const off = run('--recipe', recipe('offline', { max_steps: 20 }));
     assert.equal(off.status, 0, off.stderr + off.stdout);
     assert.match(off.stdout, /capturing first/);
-    const on = run('--recipe', recipe('online', { max_steps: 20, mode: 'online' }));
+    const on = run('--recipe', recipe('online', { max_steps: 20, mode: 'online' }, 'float32', 'store-online'));
     assert.equal(on.status, 0, on.stderr + on.stdout);
     const a = metrics('offline');
     const b = metrics('online');

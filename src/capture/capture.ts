@@ -1,17 +1,19 @@
 // `specforge capture`: runs the target over a dataset and stores, per sample, the auxiliary hidden
 // states, the final normed hidden state (the teacher is rebuilt from it with the target's lm_head at
 // train time) and the thinking-span raw material of SpecExit labels, in Arrow shards. Resumable: shards
-// are the unit of work, and a rerun skips the samples of every shard the manifest lists as finished.
+// are the unit of work, and a rerun skips every finished shard; several ranks capture disjoint shards.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { AnswerExtractor } from '../data/answers.ts';
 import { type Conversation, readConversations } from '../data/datasets.ts';
 import { buildDraftVocab, cachedDraftVocab, type DraftVocab, saveDraftVocab, TokenCounter } from '../data/draft-vocab.ts';
 import { endOfTurnIds, type TemplateName, tokenizeConversation } from '../data/templates.ts';
-import { defaultAuxLayers } from '../io/hf-config.ts';
+import { defaultAuxLayers, type ModelConfig } from '../io/hf-config.ts';
 import type { Tokenizer } from '../io/tokenizer.ts';
-import { MANIFEST_FILE, readManifest, type StoreManifest } from '../store/manifest.ts';
-import { StoreWriter } from '../store/writer.ts';
+import { type Collective, SoloCollective } from '../parallel/collective.ts';
+import { checkCompatible, MANIFEST_FILE, readManifest } from '../store/manifest.ts';
+import { RankStoreWriter } from '../store/rank-writer.ts';
+import type { EncodedRow, StoreMetaInput } from '../store/shard-file.ts';
 import type { TargetModel } from '../target/runtime.ts';
 import { progress } from '../util/progress.ts';
 import { computeFeatures, type TokenizedSample } from './features.ts';
@@ -33,6 +35,8 @@ export interface CaptureOptions {
   limit: number | null;
   label: string;
   log: (msg: string) => void;
+  /** The ranks capturing together (default: this one alone). */
+  collective?: Collective;
 }
 
 export interface CaptureResult {
@@ -40,7 +44,8 @@ export interface CaptureResult {
   samples: number;
   /** Tokens in the whole store (for bytes per token). */
   storeTokens: number;
-  skippedResumed: number;
+  /** Samples and tokens captured by this run (all ranks), and its wall time. */
+  captured: number;
   tokens: number;
   seconds: number;
   bytes: number;
@@ -68,6 +73,18 @@ export function storeIdentity(targetDir: string, template: string, auxLayerIds: 
   };
 }
 
+/** The meta of a store of this target's features (what capture and online training write). */
+export function storeMeta(c: ModelConfig, identity: ReturnType<typeof storeIdentity>, dtype: 'float16' | 'float32', samplesPerShard: number): StoreMetaInput {
+  return {
+    target: { architecture: c.architecture, hidden_size: c.hiddenSize, vocab_size: c.vocabSize, config_sha256: identity.config_sha256, weights_sha256: identity.weights_sha256, tokenizer_sha256: identity.tokenizer_sha256 },
+    template: identity.template,
+    aux_layer_ids: identity.aux_layer_ids,
+    dtype,
+    max_length: identity.max_length,
+    samples_per_shard: samplesPerShard,
+  };
+}
+
 async function countLines(files: string[]): Promise<number> {
   let n = 0;
   for (const f of files) {
@@ -77,72 +94,98 @@ async function countLines(files: string[]): Promise<number> {
   return n;
 }
 
+/**
+ * Captures a split into `o.storeDir`. With several ranks (`o.collective`), every rank streams the whole
+ * data set and captures the shards it owns: shard j (samples [jS, (j+1)S) in data-set order) belongs to
+ * rank j mod N. Batches never cross a shard boundary, so a shard's bytes do not depend on N or on
+ * where a resumed run started: the store equals the one a single rank writes, shard for shard. Rank 0
+ * counts every sample's tokens (the draft vocabulary), keeps the manifest and finishes the store.
+ */
 export async function captureSplit(model: TargetModel, tok: Tokenizer, o: CaptureOptions): Promise<CaptureResult> {
+  const collective = o.collective ?? new SoloCollective();
+  const { rank, worldSize } = collective;
   const c = model.config;
   const aux = resolveAuxLayers(o.auxLayerIds, c.numLayers);
   const identity = storeIdentity(o.targetDir, o.template, aux, o.maxLength);
   const counter = new TokenCounter(c.vocabSize);
   const manifestFile = path.join(o.storeDir, MANIFEST_FILE);
-  let existing: StoreManifest | null = fs.existsSync(manifestFile) ? readManifest(o.storeDir) : null;
-  const meta = {
-    target: { architecture: c.architecture, hidden_size: c.hiddenSize, vocab_size: c.vocabSize, config_sha256: identity.config_sha256, weights_sha256: identity.weights_sha256, tokenizer_sha256: identity.tokenizer_sha256 },
-    template: o.template,
-    aux_layer_ids: aux,
-    dtype: o.dtype,
-    max_length: o.maxLength,
-    samples_per_shard: o.samplesPerShard,
-  };
+  const S = o.samplesPerShard;
+  const meta = storeMeta(c, identity, o.dtype, S);
   const total = Math.min(o.limit ?? Infinity, await countLines(o.files));
 
   // A finished store is reused as is (its token counts still feed the draft vocabulary).
-  const writer = existing?.complete ? null : await StoreWriter.open(o.storeDir, meta);
-  if (existing?.complete) {
-    const { checkCompatible } = await import('../store/manifest.ts');
-    checkCompatible(existing, identity, o.storeDir);
-  }
-  const skip = writer ? writer.completedSamples : Infinity;
-  if (writer && skip > 0) o.log(`${o.label}: resuming; ${skip} samples are in finished shards`);
-  if (!writer) o.log(`${o.label}: ${o.storeDir} is complete; nothing to capture`);
+  const complete = fs.existsSync(manifestFile) && readManifest(o.storeDir).complete;
+  collective.barrier(); // every rank has looked before rank 0 touches the manifest
+  let writer: RankStoreWriter | null = null;
+  if (complete) {
+    checkCompatible(readManifest(o.storeDir), identity, o.storeDir);
+    if (rank === 0) o.log(`${o.label}: ${o.storeDir} is complete; nothing to capture`);
+  } else if (rank === 0) writer = await RankStoreWriter.open(o.storeDir, meta, 0);
+  collective.barrier();
+  if (!complete && rank !== 0) writer = await RankStoreWriter.open(o.storeDir, meta, rank);
+  if (rank === 0 && writer && writer.current.total_samples > 0) o.log(`${o.label}: resuming; ${writer.current.total_samples} samples are in finished shards`);
 
-  const bar = progress(`capture ${o.label}`, total, 'sample', { start: Number.isFinite(skip) ? Math.min(skip, total) : total });
+  const bar = rank === 0 ? progress(`capture ${o.label}`, total, 'sample', { start: 0 }) : null;
   let index = 0;
   let tokens = 0;
+  let captured = 0;
   let invalid = 0;
   let batch: TokenizedSample[] = [];
+  let shardRows: EncodedRow[] = [];
+  let skipShard = true; // this rank does not capture the current shard (another rank's, or finished)
   const t0 = Date.now();
 
-  const flush = async () => {
-    if (batch.length === 0 || !writer) return;
-    for (const sample of computeFeatures(model, tok, batch, aux, o.answerExtractor)) await writer.add(sample);
+  const flush = () => {
+    if (batch.length === 0) return;
+    for (const f of computeFeatures(model, tok, batch, aux, o.answerExtractor)) shardRows.push(writer!.encode(f, Math.floor(index / S) * S + shardRows.length));
     batch = [];
+  };
+  const writeShard = async (j: number) => {
+    flush();
+    if (shardRows.length) await writer!.write(j, j * S, shardRows);
+    shardRows = [];
   };
 
   for (const file of o.files) {
     const reader = readConversations(file, { format: o.format, skipInvalid: o.skipInvalid });
     for await (const conv of reader.conversations as AsyncGenerator<Conversation>) {
       if (index >= total) break;
-      const t = tokenizeConversation(conv.messages, tok, { template: o.template, maxLength: o.maxLength });
-      counter.add(t.ids, t.lossMask);
-      if (index >= skip) {
-        batch.push({ id: conv.id, ids: t.ids, lossMask: t.lossMask });
-        tokens += t.ids.length;
-        if (batch.length === o.batchSize) await flush();
-        const seconds = (Date.now() - t0) / 1000;
-        bar.update(index + 1, { 'tok/s': Math.round(tokens / Math.max(seconds, 1e-3)) });
+      const j = Math.floor(index / S);
+      if (index % S === 0) {
+        // A full finished shard is kept; the last, partial one is always recaptured (the data may have grown).
+        const info = writer && j % worldSize === rank ? await writer.info(j) : null;
+        skipShard = !writer || j % worldSize !== rank || (info !== null && info.samples === S && info.firstSample === j * S);
+      }
+      if (rank === 0 || !skipShard) {
+        const t = tokenizeConversation(conv.messages, tok, { template: o.template, maxLength: o.maxLength });
+        if (rank === 0) counter.add(t.ids, t.lossMask);
+        if (!skipShard) {
+          batch.push({ id: conv.id, ids: t.ids, lossMask: t.lossMask });
+          tokens += t.ids.length;
+          captured++;
+          if (batch.length === o.batchSize) flush();
+          if ((index + 1) % S === 0) await writeShard(j);
+        }
       }
       index++;
+      bar?.update(index, { 'tok/s': Math.round(tokens / Math.max((Date.now() - t0) / 1000, 1e-3)) });
     }
     invalid += reader.stats.skipped;
-    for (const e of reader.stats.firstErrors) o.log(`  skipped ${e}`);
+    if (rank === 0) for (const e of reader.stats.firstErrors) o.log(`  skipped ${e}`);
     if (index >= total) break;
   }
-  await flush();
-  if (writer) await writer.finish();
-  bar.stop();
+  if (!skipShard) await writeShard(Math.floor((index - 1) / S));
+  bar?.stop();
+  // Throughput over all ranks: every rank's captured samples and tokens.
+  const sums = Float32Array.of(captured, tokens);
+  collective.allReduceSum(sums);
+  collective.barrier(); // every shard is on disk
+  if (rank === 0 && writer) await writer.finish(Math.ceil(index / S), index);
+  collective.barrier();
   const seconds = (Date.now() - t0) / 1000;
-  existing = readManifest(o.storeDir);
-  const bytes = existing.shards.reduce((a, s) => a + s.bytes, 0);
-  return { storeDir: o.storeDir, samples: existing.total_samples, storeTokens: existing.total_tokens, skippedResumed: Number.isFinite(skip) ? skip : existing.total_samples, tokens, seconds, bytes, invalidLines: invalid, counter };
+  const m = readManifest(o.storeDir);
+  const bytes = m.shards.reduce((a, s) => a + s.bytes, 0);
+  return { storeDir: o.storeDir, samples: m.total_samples, storeTokens: m.total_tokens, captured: sums[0], tokens: sums[1], seconds, bytes, invalidLines: invalid, counter };
 }
 
 /** The draft vocabulary of the training data, cached under a hash of everything it depends on, and copied into the store. */

@@ -4,7 +4,7 @@ import { runCapture } from '../capture/run.ts';
 import { loadRecipe } from '../recipe/recipe.ts';
 import { type CommonArgs, withBackend } from './common.ts';
 
-type Args = CommonArgs & { recipe: string; limit?: number };
+type Args = CommonArgs & { recipe: string; limit?: number; regenerate?: boolean; workers?: number };
 
 export const captureCommand: CommandModule<object, Args> = {
   command: 'capture',
@@ -13,10 +13,12 @@ export const captureCommand: CommandModule<object, Args> = {
     withBackend(
       y
         .option('recipe', { type: 'string', demandOption: true, describe: 'recipe YAML (see recipes/)' })
-        .option('limit', { type: 'number', describe: 'capture at most this many training samples (overrides capture.limit)' }),
+        .option('limit', { type: 'number', describe: 'capture at most this many training samples (overrides capture.limit)' })
+        .option('workers', { type: 'number', describe: 'ranks capturing disjoint shards side by side (overrides parallel.workers)' })
+        .option('regenerate', { type: 'boolean', describe: "the target rewrites the training data's assistant turns first, and capture reads its answers (sets data.regenerate)" }),
     ) as never,
   handler: async (args) => {
-    const r = loadRecipe(args.recipe, { 'runtime.backend': args.backend, 'capture.limit': args.limit });
+    const r = loadRecipe(args.recipe, { 'runtime.backend': args.backend, 'capture.limit': args.limit, 'data.regenerate': args.regenerate || undefined, 'parallel.workers': args.workers });
     await initBackend(r.runtime.backend as never, console.log);
     await runCapture(r, console.log);
   },

@@ -2,7 +2,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { initBackend } from '../backend/backend.ts';
+import { ensureRegenerated } from '../capture/regenerate.ts';
 import { runCapture } from '../capture/run.ts';
+import { loadTokenizer } from '../io/tokenizer.ts';
+import { TfjsTarget } from '../target/tfjs-target.ts';
 import { launchRanks } from '../parallel/launch.ts';
 import { loadRecipe } from '../recipe/recipe.ts';
 import type { TrainJob, TrainResult } from '../train/trainer.ts';
@@ -36,6 +39,16 @@ export const trainCommand: CommandModule<object, Args> = {
         console.log(`store ${r.data.store} has no complete ${missing.join(' and ')} split: capturing first`);
         await initBackend(r.runtime.backend as never, console.log);
         await runCapture(r, console.log);
+      }
+    } else if (r.data.regenerate) {
+      // Online training reads the regenerated conversations: write them first (a finished file is reused).
+      await initBackend(r.runtime.backend as never, console.log);
+      const tok = loadTokenizer(r.model.target);
+      const model = TfjsTarget.load(r.model.target);
+      try {
+        await ensureRegenerated(r, model, tok, console.log);
+      } finally {
+        model.dispose();
       }
     }
     let bar: Progress | undefined;

@@ -16,8 +16,17 @@ export const RECIPE_SPEC = {
     max_length: { type: 'integer', min: 8, default: 2048, doc: 'tokens per sample; longer conversations are cut' },
     skip_invalid: { type: 'boolean', default: false, doc: 'skip (and count) bad dataset lines instead of stopping at the first' },
     answer_extractor: { type: 'enum', values: ['gsm8k', 'boxed', 'last-number', 'none'], default: 'gsm8k', doc: 'how the final answer is read from a reply (SpecExit labels): "#### N", \\boxed{...}, or the last number' },
-    store: { type: 'path', required: true, doc: 'folder of the Arrow hidden-state store written by capture and read by offline training; SpecForge: cache_dir' },
-    cache_dir: { type: 'path', default: '../.cache', doc: 'cache for derived data (draft vocabulary)' },
+    store: { type: 'path', required: true, doc: 'folder of the Arrow hidden-state store written by capture (and by online training, see training.online_store) and read by offline training; SpecForge: cache_dir' },
+    cache_dir: { type: 'path', default: '../.cache', doc: 'cache for derived data (draft vocabulary, regenerated data)' },
+    regenerate: { type: 'boolean', default: false, doc: 'train on the target\'s own answers: the target rewrites every assistant turn of data.train (settings in the regenerate section) and capture or online training read the result (--regenerate)' },
+  },
+  regenerate: {
+    temperature: { type: 'number', min: 0, default: 0, doc: 'sampling temperature of the regenerated answers; 0 is greedy' },
+    top_p: { type: 'number', min: 0, max: 1, default: 1, doc: 'nucleus sampling cut (with temperature > 0)' },
+    max_new_tokens: { type: 'integer', min: 1, default: 512, doc: 'tokens per regenerated turn; a turn that reaches it without an end-of-turn token is kept as cut and counted' },
+    batch_size: { type: 'integer', min: 1, default: 16, doc: 'conversations generated together (one KV-cache batch per turn)' },
+    seed: { type: 'integer', nullable: true, default: null, doc: 'seed of the sampling (null: runtime.seed); each conversation samples from its own stream, so a resumed run writes the same answers' },
+    output: { type: 'path', nullable: true, default: null, doc: 'the regenerated ShareGPT JSONL (null: <cache_dir>/regenerated/train-<hash of target, data and settings>.jsonl)' },
   },
   capture: {
     batch_size: { type: 'integer', min: 1, default: 8, doc: 'samples per target forward' },
@@ -27,6 +36,7 @@ export const RECIPE_SPEC = {
   },
   training: {
     mode: { type: 'enum', values: ['offline', 'online'], default: 'offline', doc: 'offline reads the Arrow store (capturing it first when missing); online runs the target per batch' },
+    online_store: { type: 'boolean', default: true, doc: 'online: write the features computed in the first epoch into <data.store>/train (the capture schema and manifest) and read them back in later epochs; false runs the target in every epoch and writes nothing' },
     num_epochs: { type: 'integer', min: 1, default: 10, doc: 'passes over the training data; SpecForge: num_epochs' },
     max_steps: { type: 'integer', min: 1, nullable: true, default: null, doc: 'stop after this many optimizer steps (null: num_epochs decides); SpecForge: total_steps' },
     batch_size: { type: 'integer', min: 1, default: 1, doc: 'samples per micro-batch per rank; SpecForge: batch_size' },

@@ -19,6 +19,8 @@ import {
 import {
   META_BATCH_ROWS,
   META_FIRST_SAMPLE,
+  META_IDS_SHA256,
+  META_TOKENS,
   sampleShapeError,
   schemaDifference,
   type FeatureSample,
@@ -305,6 +307,43 @@ export class ArrowStore implements FeatureSource {
     const err = sampleShapeError(s, m.target.hidden_size, m.aux_layer_ids.length, m.max_length);
     if (err) throw new Error(err);
     return s;
+  }
+}
+
+/** What a shard file says about itself (its schema metadata), for merging shards into a manifest. */
+export interface ShardInfo {
+  firstSample: number;
+  samples: number;
+  tokens: number;
+  idsSha256: string;
+  bytes: number;
+}
+
+/** Reads a shard file's footer and schema metadata (not its rows). */
+export async function readShardInfo(file: string): Promise<ShardInfo> {
+  const fh = await fsp.open(file, 'r').catch((e: Error) => {
+    throw new StoreError(`${file}: cannot open shard (${e.message})`);
+  });
+  try {
+    const { size } = await fh.stat();
+    let metadata: Map<string, string>;
+    try {
+      const r = await RecordBatchReader.from(fh);
+      const reader = await r.open({ autoDestroy: false });
+      metadata = reader.schema.metadata;
+    } catch (e) {
+      throw new StoreError(`${file}: not a readable Arrow IPC shard (${(e as Error).message})`);
+    }
+    const num = (key: string): number => {
+      const v = Number(metadata.get(key));
+      if (!Number.isInteger(v) || v < 0) throw new StoreError(`${file}: schema metadata ${key} missing or invalid (${JSON.stringify(metadata.get(key))})`);
+      return v;
+    };
+    const rows = (metadata.get(META_BATCH_ROWS) ?? '').split(',').map(Number);
+    if (rows.some((n) => !Number.isInteger(n) || n < 1)) throw new StoreError(`${file}: schema metadata ${META_BATCH_ROWS} missing or invalid`);
+    return { firstSample: num(META_FIRST_SAMPLE), samples: rows.reduce((a, b) => a + b, 0), tokens: num(META_TOKENS), idsSha256: metadata.get(META_IDS_SHA256) ?? '', bytes: size };
+  } finally {
+    await fh.close().catch(() => {});
   }
 }
 

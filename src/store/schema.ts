@@ -19,7 +19,10 @@
 // columns use the manifest's dtype (float16 by default) for both aux_hidden and final_hidden; readers
 // widen them to Float32Array. No column is nullable. Each shard also carries schema metadata:
 // `specforge.schema_version`, `specforge.batch_rows` (comma-separated row counts of its record
-// batches, so a reader can find a row's batch from the footer alone) and `specforge.first_sample`.
+// batches, so a reader can find a row's batch from the footer alone), `specforge.first_sample`,
+// `specforge.tokens` (its token count) and `specforge.sample_ids_sha256` (sha256 of its sample ids joined
+// by newlines): a shard describes itself, so ranks that write shards side by side can be merged into
+// one manifest from the files alone.
 import { Field, Float16, Float32, Int32, List, Schema, Uint8, Utf8, type DataType } from 'apache-arrow';
 
 export const SCHEMA_VERSION = 1;
@@ -58,6 +61,8 @@ export const COLUMNS = [
 export const META_SCHEMA_VERSION = 'specforge.schema_version';
 export const META_BATCH_ROWS = 'specforge.batch_rows';
 export const META_FIRST_SAMPLE = 'specforge.first_sample';
+export const META_TOKENS = 'specforge.tokens';
+export const META_IDS_SHA256 = 'specforge.sample_ids_sha256';
 
 function list(item: DataType): List {
   return new List(new Field('item', item, false));

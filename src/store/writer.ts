@@ -1,110 +1,25 @@
-// StoreWriter: appends captured samples to a hidden-state store, one Arrow IPC file per
-// `samples_per_shard` samples. Shard i holds samples [i*S, (i+1)*S) of the capture's deterministic
-// sample order; a shard is written under a temporary name, fsynced and renamed, and only then listed
-// in manifest.json (rewritten atomically). A crashed capture therefore leaves a valid incomplete store
-// whose finished shards a resumed capture skips (`completedSamples`), and since a shard's bytes depend
+// StoreWriter: appends captured samples to a hidden-state store in order, one Arrow IPC file per
+// `samples_per_shard` samples: shard i holds samples [i*S, (i+1)*S). It is the single-rank, sequential
+// face of RankStoreWriter: a shard is written under a temporary name, fsynced and renamed, and only then
+// listed in manifest.json (rewritten atomically). A crashed writer therefore leaves a valid incomplete
+// store whose finished shards a resumed one skips (`completedSamples`), and since a shard's bytes depend
 // only on its samples, the resumed store is byte-identical to an uninterrupted one.
-import fs from 'node:fs';
-import path from 'node:path';
-import { Field, Int32, List, makeData, RecordBatch, RecordBatchFileWriter, Struct, Uint8, Utf8, type Data, type DataType } from 'apache-arrow';
-import { f32ToF16 } from '../io/dtypes.ts';
-import {
-  MANIFEST_FILE,
-  metaMismatches,
-  readManifest,
-  shardFileName,
-  StoreError,
-  validateManifest,
-  writeManifest,
-  type StoreManifest,
-  type StoreMeta,
-} from './manifest.ts';
-import {
-  floatType,
-  META_BATCH_ROWS,
-  META_FIRST_SAMPLE,
-  META_SCHEMA_VERSION,
-  sampleShapeError,
-  SCHEMA_VERSION,
-  storeSchema,
-  type FeatureSample,
-  type StoreDtype,
-} from './schema.ts';
+import type { StoreManifest } from './manifest.ts';
+import { StoreError } from './manifest.ts';
+import { RankStoreWriter, type RankStoreWriterOptions } from './rank-writer.ts';
+import type { FeatureSample } from './schema.ts';
+import type { EncodedRow, StoreMetaInput } from './shard-file.ts';
 
-/** The meta a writer is opened with; schema_version, created_by and dtype (float16) have defaults. */
-export type StoreMetaInput = Omit<StoreMeta, 'schema_version' | 'created_by' | 'dtype'> & {
-  schema_version?: number;
-  created_by?: 'specforge';
-  dtype?: StoreDtype;
-};
-
-export interface StoreWriterOptions {
-  /**
-   * Soft cap on one record batch's body (a batch holds at least one sample); default 1 MiB. A random read
-   * fetches a whole record batch, so small batches keep shuffled reads cheap; the per-batch overhead is
-   * a few hundred bytes.
-   */
-  recordBatchBytes?: number;
-}
-
-/** A sample encoded for its row: copies of the caller's arrays, floats already in the store dtype. */
-interface EncodedRow {
-  id: Uint8Array;
-  inputIds: Int32Array;
-  lossMask: Uint8Array;
-  aux: Uint16Array | Float32Array;
-  finalHidden: Uint16Array | Float32Array;
-  thinkSpans: Int32Array;
-  answerPositions: Int32Array;
-  answer: Uint8Array;
-  bytes: number;
-}
-
-const utf8 = new TextEncoder();
-
-function toF16(x: Float32Array): Uint16Array {
-  const out = new Uint16Array(x.length);
-  for (let i = 0; i < x.length; i++) out[i] = f32ToF16(x[i]);
-  return out;
-}
-
-type Typed = Int32Array | Uint8Array | Uint16Array | Float32Array;
-
-function concat<A extends Typed>(parts: A[], Ctor: { new (n: number): A }): [A, Int32Array] {
-  const offsets = new Int32Array(parts.length + 1);
-  for (let i = 0; i < parts.length; i++) offsets[i + 1] = offsets[i] + parts[i].length;
-  const out = new Ctor(offsets[parts.length]);
-  for (let i = 0; i < parts.length; i++) out.set(parts[i] as never, offsets[i]);
-  return [out, offsets];
-}
-
-function listData(item: DataType, parts: Typed[], Ctor: { new (n: number): Typed }): Data {
-  const [values, valueOffsets] = concat(parts, Ctor);
-  const child = makeData({ type: item, length: values.length, nullCount: 0, data: values } as never);
-  const type = new List(new Field('item', item, false));
-  return makeData({ type, length: parts.length, nullCount: 0, valueOffsets, child });
-}
-
-function utf8Data(parts: Uint8Array[]): Data {
-  const [data, valueOffsets] = concat(parts, Uint8Array);
-  return makeData({ type: new Utf8(), length: parts.length, nullCount: 0, valueOffsets, data });
-}
+export type { StoreMetaInput } from './shard-file.ts';
+export type StoreWriterOptions = RankStoreWriterOptions;
 
 export class StoreWriter {
-  readonly dir: string;
-  private manifest: StoreManifest;
-  private readonly recordBatchBytes: number;
   private buffer: EncodedRow[] = [];
-  private pending: Promise<void> = Promise.resolve();
-  private failed: unknown = null;
   private finished = false;
   /** Samples handed to add() so far, counting those covered by shards finished before a resume. */
   private added: number;
 
-  private constructor(dir: string, manifest: StoreManifest, opts: StoreWriterOptions) {
-    this.dir = dir;
-    this.manifest = manifest;
-    this.recordBatchBytes = opts.recordBatchBytes ?? 1 << 20;
+  private constructor(private readonly writer: RankStoreWriter) {
     this.added = this.completedSamples;
   }
 
@@ -112,221 +27,49 @@ export class StoreWriter {
    * Creates the store folder, or reopens an incomplete store whose meta matches (resume). A complete
    * store, a meta mismatch or a non-empty folder that is not a store are errors.
    */
-  static async open(dir: string, metaIn: StoreMetaInput, opts: StoreWriterOptions = {}): Promise<StoreWriter> {
-    const meta: StoreMeta = {
-      ...metaIn,
-      schema_version: metaIn.schema_version ?? SCHEMA_VERSION,
-      created_by: metaIn.created_by ?? 'specforge',
-      dtype: metaIn.dtype ?? 'float16',
-    };
-    const fresh: StoreManifest = { ...meta, shards: [], total_samples: 0, total_tokens: 0, complete: false };
-    // Validate the caller's meta with the manifest's own rules (field names in errors).
-    validateManifest(JSON.parse(JSON.stringify(fresh)), `${path.join(dir, MANIFEST_FILE)} (new store meta)`);
-    const manifestPath = path.join(dir, MANIFEST_FILE);
-    if (!fs.existsSync(manifestPath)) {
-      if (fs.existsSync(dir)) {
-        const foreign = fs.readdirSync(dir).filter((f) => !f.endsWith('.tmp'));
-        if (foreign.length)
-          throw new StoreError(`${dir}: not empty and has no ${MANIFEST_FILE}; refusing to create a store there (found ${foreign.slice(0, 3).join(', ')})`);
-      }
-      fs.mkdirSync(dir, { recursive: true });
-      removeTemps(dir);
-      writeManifest(dir, fresh);
-      return new StoreWriter(dir, fresh, opts);
-    }
-    const existing = readManifest(dir);
-    if (existing.complete)
-      throw new StoreError(`${manifestPath}: the store is already complete (${existing.total_samples} samples); delete it or write elsewhere`);
-    const bad = metaMismatches(existing, meta);
-    if (bad.length)
-      throw new StoreError(`${manifestPath}: cannot resume, the existing store was captured with different settings:\n  ${bad.join('\n  ')}`);
-    removeTemps(dir);
-    const listed = new Set(existing.shards.map((s) => s.file));
-    for (const s of existing.shards) {
-      const file = path.join(dir, s.file);
-      let size: number;
-      try {
-        size = fs.statSync(file).size;
-      } catch {
-        throw new StoreError(`${file}: listed in ${MANIFEST_FILE} but missing; cannot resume`);
-      }
-      if (size !== s.bytes) throw new StoreError(`${file}: ${size} bytes, ${MANIFEST_FILE} says ${s.bytes}; cannot resume`);
-    }
-    // A shard renamed into place whose manifest update was lost: it will be rewritten identically.
-    for (const f of fs.readdirSync(dir)) if (/^shard-\d+\.arrow$/.test(f) && !listed.has(f)) fs.rmSync(path.join(dir, f));
-    return new StoreWriter(dir, existing, opts);
+  static async open(dir: string, meta: StoreMetaInput, opts: StoreWriterOptions = {}): Promise<StoreWriter> {
+    return new StoreWriter(await RankStoreWriter.open(dir, meta, 0, opts));
+  }
+
+  get dir(): string {
+    return this.writer.dir;
   }
 
   /** Samples covered by finished shards: a resumed capture starts at this index of its sample order. */
   get completedSamples(): number {
-    return this.manifest.total_samples;
+    return this.writer.current.total_samples;
   }
 
   /** The manifest as last written. */
   get current(): StoreManifest {
-    return structuredClone(this.manifest);
+    return this.writer.current;
   }
 
-  /**
-   * Buffers a sample (its arrays are copied); every `samples_per_shard` samples the shard is written.
-   * The returned promise settles when that write is done; await it before the next add().
-   */
+  /** Buffers a sample (encoded, so its arrays are copied); every `samples_per_shard` samples the shard is written. */
   async add(sample: FeatureSample): Promise<void> {
     this.check();
-    const m = this.manifest;
-    const err = sampleShapeError(sample, m.target.hidden_size, m.aux_layer_ids.length, m.max_length);
-    if (err) throw new StoreError(`sample ${JSON.stringify(sample.id)} (#${this.added}): ${err}`);
-    this.buffer.push(this.encode(sample));
-    this.added++;
-    if (this.buffer.length === m.samples_per_shard) {
-      const rows = this.buffer;
-      this.buffer = [];
-      await this.enqueue(() => this.writeShard(rows));
-    } else {
-      await this.pending;
-    }
+    this.buffer.push(this.writer.encode(sample, this.added++));
+    if (this.buffer.length === this.writer.current.samples_per_shard) await this.flush();
   }
 
   /** Writes the last partial shard and marks the store complete. */
   async finish(): Promise<StoreManifest> {
     this.check();
+    await this.flush();
+    this.finished = true;
+    const m = this.writer.current;
+    return this.writer.finish(m.shards.length, m.total_samples);
+  }
+
+  private async flush(): Promise<void> {
+    if (this.buffer.length === 0) return;
+    const m = this.writer.current;
     const rows = this.buffer;
     this.buffer = [];
-    if (rows.length) await this.enqueue(() => this.writeShard(rows));
-    await this.enqueue(async () => {
-      this.manifest = { ...this.manifest, complete: true };
-      writeManifest(this.dir, this.manifest);
-    });
-    this.finished = true;
-    return this.current;
+    await this.writer.write(m.shards.length, m.total_samples, rows);
   }
 
   private check(): void {
     if (this.finished) throw new StoreError(`${this.dir}: writer already finished`);
-    if (this.failed) throw new StoreError(`${this.dir}: an earlier shard write failed: ${(this.failed as Error).message}`);
-  }
-
-  private enqueue(task: () => Promise<void>): Promise<void> {
-    this.pending = this.pending.then(task).catch((e) => {
-      this.failed = e;
-      throw e;
-    });
-    return this.pending;
-  }
-
-  private encode(s: FeatureSample): EncodedRow {
-    const f16 = this.manifest.dtype === 'float16';
-    const row: EncodedRow = {
-      id: utf8.encode(s.id),
-      inputIds: Int32Array.from(s.inputIds),
-      lossMask: Uint8Array.from(s.lossMask),
-      aux: f16 ? toF16(s.aux) : Float32Array.from(s.aux),
-      finalHidden: f16 ? toF16(s.finalHidden) : Float32Array.from(s.finalHidden),
-      thinkSpans: Int32Array.from(s.thinkSpans),
-      answerPositions: Int32Array.from(s.answerPositions),
-      answer: utf8.encode(s.answer),
-      bytes: 0,
-    };
-    row.bytes =
-      row.id.byteLength + row.inputIds.byteLength + row.lossMask.byteLength + row.aux.byteLength +
-      row.finalHidden.byteLength + row.thinkSpans.byteLength + row.answerPositions.byteLength + row.answer.byteLength;
-    return row;
-  }
-
-  private recordBatch(rows: EncodedRow[], schema: ReturnType<typeof storeSchema>): RecordBatch {
-    const FloatArray = this.manifest.dtype === 'float16' ? Uint16Array : Float32Array;
-    const children = [
-      utf8Data(rows.map((r) => r.id)),
-      listData(new Int32(), rows.map((r) => r.inputIds), Int32Array),
-      listData(new Uint8(), rows.map((r) => r.lossMask), Uint8Array),
-      listData(floatType(this.manifest.dtype), rows.map((r) => r.aux), FloatArray),
-      listData(floatType(this.manifest.dtype), rows.map((r) => r.finalHidden), FloatArray),
-      listData(new Int32(), rows.map((r) => r.thinkSpans), Int32Array),
-      listData(new Int32(), rows.map((r) => r.answerPositions), Int32Array),
-      utf8Data(rows.map((r) => r.answer)),
-    ];
-    const data = makeData({ type: new Struct(schema.fields), length: rows.length, nullCount: 0, children });
-    return new RecordBatch(schema, data);
-  }
-
-  private async writeShard(rows: EncodedRow[]): Promise<void> {
-    const m = this.manifest;
-    const index = m.shards.length;
-    const firstSample = m.total_samples;
-    // Group rows into record batches of about recordBatchBytes: a random read fetches one record batch, not a shard.
-    const groups: EncodedRow[][] = [];
-    let cur: EncodedRow[] = [];
-    let curBytes = 0;
-    for (const r of rows) {
-      if (cur.length && curBytes + r.bytes > this.recordBatchBytes) {
-        groups.push(cur);
-        cur = [];
-        curBytes = 0;
-      }
-      cur.push(r);
-      curBytes += r.bytes;
-    }
-    groups.push(cur);
-    const schema = storeSchema(
-      m.dtype,
-      new Map([
-        [META_SCHEMA_VERSION, String(SCHEMA_VERSION)],
-        [META_BATCH_ROWS, groups.map((g) => g.length).join(',')],
-        [META_FIRST_SAMPLE, String(firstSample)],
-      ]),
-    );
-
-    const name = shardFileName(index);
-    const file = path.join(this.dir, name);
-    const tmp = `${file}.${process.pid}.tmp`;
-    const fd = fs.openSync(tmp, 'w');
-    let bytes = 0;
-    const writer = new RecordBatchFileWriter();
-    try {
-      writer.reset(undefined, schema);
-      // Drain the writer's byte queue into the file as it fills, so the shard never sits in memory twice.
-      const pump = (async () => {
-        for await (const chunk of writer) {
-          fs.writeSync(fd, chunk);
-          bytes += chunk.byteLength;
-        }
-      })();
-      for (const g of groups) {
-        writer.write(this.recordBatch(g, schema));
-        await new Promise((r) => setImmediate(r));
-      }
-      writer.finish();
-      await pump;
-      fs.fsyncSync(fd);
-    } catch (e) {
-      writer.abort();
-      fs.closeSync(fd);
-      fs.rmSync(tmp, { force: true });
-      throw e;
-    }
-    fs.closeSync(fd);
-    fs.renameSync(tmp, file);
-    fsyncDir(this.dir);
-    const tokens = rows.reduce((a, r) => a + r.inputIds.length, 0);
-    const shards = [...m.shards, { file: name, samples: rows.length, tokens, bytes, first_sample: firstSample }];
-    this.manifest = { ...m, shards, total_samples: firstSample + rows.length, total_tokens: m.total_tokens + tokens };
-    writeManifest(this.dir, this.manifest);
-  }
-}
-
-function removeTemps(dir: string): void {
-  for (const f of fs.readdirSync(dir)) if (f.endsWith('.tmp')) fs.rmSync(path.join(dir, f), { force: true });
-}
-
-function fsyncDir(dir: string): void {
-  try {
-    const fd = fs.openSync(dir, 'r');
-    try {
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-  } catch {
-    // not supported on every platform; the rename is still atomic
   }
 }

@@ -11,8 +11,11 @@ export interface GenerateOptions {
   /** 0 (default) is greedy. */
   temperature?: number;
   topP?: number;
-  rng?: Rng;
+  /** One generator for the whole batch, or one per row (a row's tokens then do not depend on its batch). */
+  rng?: Rng | Rng[];
   padId?: number;
+  /** Called after each decoding step with the tokens emitted in it (for throughput reporting). */
+  onTokens?: (emitted: number) => void;
 }
 
 /** Samples a token from logits (greedy at temperature 0; nucleus sampling with topP < 1). */
@@ -57,25 +60,30 @@ export function generate(model: TargetModel, prompts: number[][], opts: Generate
   const outputs: number[][] = prompts.map(() => []);
   const done = new Array(B).fill(false);
   const V = model.config.vocabSize;
+  if (Array.isArray(opts.rng) && opts.rng.length !== B) throw new Error(`generate: ${opts.rng.length} generators for ${B} prompts`);
+  const rngOf = (b: number) => (Array.isArray(opts.rng) ? opts.rng[b] : opts.rng);
   try {
     const ids = prompts.map((p) => [...p, ...new Array(T - p.length).fill(padId)]);
     const attentionMask = prompts.map((p) => ids[0].map((_, t) => (t < p.length ? 1 : 0)));
     const first = model.forward({ ids, attentionMask }, { cache });
     // Each row's next-token logits sit at its own last prompt position.
     const all = first.logits!.dataSync() as Float32Array;
-    let next = prompts.map((p, b) => pickToken(all.subarray((b * T + p.length - 1) * V, (b * T + p.length) * V), opts.temperature, opts.topP, opts.rng));
+    let next = prompts.map((p, b) => pickToken(all.subarray((b * T + p.length - 1) * V, (b * T + p.length) * V), opts.temperature, opts.topP, rngOf(b)));
     tf.dispose([first.logits!, first.finalNormed]);
     for (let step = 0; step < opts.maxNewTokens; step++) {
+      let emitted = 0;
       next.forEach((tok, b) => {
         if (done[b]) return;
         outputs[b].push(tok);
+        emitted++;
         if (opts.stopIds.includes(tok) || outputs[b].length >= opts.maxNewTokens) done[b] = true;
       });
+      opts.onTokens?.(emitted);
       if (done.every(Boolean)) break;
       // Finished rows still step (batch shape stays fixed) with their input masked out.
       const out = model.forward({ ids: next.map((t) => [t]), attentionMask: done.map((d) => [d ? 0 : 1]) }, { cache });
       const logits = out.logits!.dataSync() as Float32Array;
-      next = next.map((_, b) => pickToken(logits.subarray(b * V, (b + 1) * V), opts.temperature, opts.topP, opts.rng));
+      next = next.map((_, b) => (done[b] ? 0 : pickToken(logits.subarray(b * V, (b + 1) * V), opts.temperature, opts.topP, rngOf(b))));
       tf.dispose([out.logits!, out.finalNormed]);
     }
   } finally {

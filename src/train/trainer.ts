@@ -7,9 +7,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { type BackendName, initBackend } from '../backend/backend.ts';
-import { resolveAuxLayers, storeIdentity } from '../capture/capture.ts';
-import { readConversations } from '../data/datasets.ts';
-import { buildDraftVocab, cachedDraftVocab, type DraftVocab, loadDraftVocab, TokenCounter } from '../data/draft-vocab.ts';
+import { resolveAuxLayers, storeIdentity, storeMeta } from '../capture/capture.ts';
+import { type DatasetFormat, readConversations } from '../data/datasets.ts';
+import { trainFiles } from '../capture/regenerate.ts';
+import { buildDraftVocab, cachedDraftVocab, type DraftVocab, loadDraftVocab, saveDraftVocab, TokenCounter } from '../data/draft-vocab.ts';
 import { endOfTurnIds, tokenizeConversation, type TemplateName } from '../data/templates.ts';
 import { draftConfigFor } from '../draft/config.ts';
 import { Eagle3Draft } from '../draft/eagle3.ts';
@@ -22,7 +23,7 @@ import { ArrowStore } from '../store/reader.ts';
 import { TfjsTarget } from '../target/tfjs-target.ts';
 import { dataSha256, tokenizerSha256 } from '../capture/fingerprint.ts';
 import { listCheckpoints, loadCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.ts';
-import { OnlineFeatures } from './online-source.ts';
+import { OnlineFeatures, type OnlineStoreOptions } from './online-source.ts';
 import { AdamW, clipByGlobalNorm, learningRate } from './optimizer.ts';
 import { TeacherHead } from './teacher-head.ts';
 import { prepareTeacher, simulatedAcceptanceLength, stepAccuracies, tttForward } from './ttt.ts';
@@ -122,10 +123,10 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
     if (r.data.eval && fs.existsSync(path.join(r.data.store, 'eval', 'manifest.json'))) evalSource = await ArrowStore.open(path.join(r.data.store, 'eval'), identity);
   } else {
     target = TfjsTarget.load(r.model.target);
-    const load = async (files: string[], limit: number | null) => {
+    const load = async (files: string[], format: DatasetFormat, limit: number | null) => {
       const out: { id: string; ids: number[]; lossMask: number[] }[] = [];
       for (const f of files) {
-        for await (const c of readConversations(f, { format: r.data.format as never, skipInvalid: r.data.skip_invalid }).conversations) {
+        for await (const c of readConversations(f, { format, skipInvalid: r.data.skip_invalid }).conversations) {
           if (limit !== null && out.length >= limit) break;
           const x = tokenizeConversation(c.messages, tok, { template, maxLength: r.data.max_length });
           out.push({ id: c.id, ids: x.ids, lossMask: x.lossMask });
@@ -133,14 +134,30 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
       }
       return out;
     };
-    const samples = await load(r.data.train, r.capture.limit);
+    const data = trainFiles(r);
+    const samples = await load(data.files, data.format, r.capture.limit);
     const counter = new TokenCounter(targetConfig.vocabSize);
     for (const s of samples) counter.add(s.ids, s.lossMask);
     const size = Math.min(r.model.draft_vocab_size, targetConfig.vocabSize);
     const forced = [...new Set([...endOfTurnIds(tok, template), ...targetConfig.eosTokenIds])];
-    vocab = (await cachedDraftVocab(r.data.cache_dir, { data: dataSha256(r.data.train), template, tokenizer: tokenizerSha256(r.model.target), max_length: r.data.max_length, size, limit: r.capture.limit ?? 'all' }, async () => buildDraftVocab(counter, size, forced))).vocab;
-    train = new OnlineFeatures(target, tok, samples, aux, r.data.answer_extractor as never);
-    if (r.data.eval) evalSource = new OnlineFeatures(target, tok, await load(r.data.eval, t.eval_samples), aux, r.data.answer_extractor as never);
+    vocab = (await cachedDraftVocab(r.data.cache_dir, { data: dataSha256(data.files), template, tokenizer: tokenizerSha256(r.model.target), max_length: r.data.max_length, size, limit: r.capture.limit ?? 'all' }, async () => buildDraftVocab(counter, size, forced))).vocab;
+    const storeDir = path.join(r.data.store, 'train');
+    const identity = storeIdentity(r.model.target, template, aux, r.data.max_length);
+    const store: OnlineStoreOptions | null = t.online_store
+      ? {
+          dir: storeDir,
+          meta: storeMeta(targetConfig, identity, r.capture.dtype as never, r.capture.samples_per_shard),
+          identity,
+          collective: ctx.collective,
+          seed: r.runtime.seed,
+          batchSize: r.capture.batch_size,
+          // The store then serves a later offline training as a captured one would.
+          onComplete: () => saveDraftVocab(path.join(storeDir, 'draft-vocab.safetensors'), vocab),
+          log,
+        }
+      : null;
+    train = new OnlineFeatures(target, tok, samples, aux, r.data.answer_extractor as never, store);
+    if (r.data.eval) evalSource = new OnlineFeatures(target, tok, await load(r.data.eval, r.data.format as DatasetFormat, t.eval_samples), aux, r.data.answer_extractor as never);
   }
   const draftConfig = draftConfigFor(targetConfig, aux, vocab.used.length, t.specexit);
   const vocabT = { used: vocab.used, t2d: vocab.t2d };
@@ -374,6 +391,6 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
   const seconds = (Date.now() - t0) / 1000;
   head.dispose();
   target?.dispose();
-  for (const src of [train, evalSource]) if (src instanceof ArrowStore) await src.close();
+  for (const src of [train, evalSource]) if (src instanceof ArrowStore || src instanceof OnlineFeatures) await src.close();
   return { runDir, steps: state.step, lastCheckpoint, eval: lastEval, seconds, tokensPerSecond: (totalTokens * worldSize) / seconds };
 }
