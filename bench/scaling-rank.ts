@@ -23,20 +23,20 @@ export async function runRank(ctx: RankContext): Promise<ScalingResult> {
   const kT = tf.randomNormal([64, 24, 112]) as tf.Tensor3D;
   const seconds: Record<string, number> = {};
   // XNNPACK's fast product (batch 1), the slow batched kernel attention runs on, and plain JS arithmetic.
-  seconds['wasm matmul 256^3 x40'] = timed(ctx, () => {
-    for (let i = 0; i < 40; i++) tf.matMul(a, a).dataSync();
+  seconds['wasm matmul 256^3 x400'] = timed(ctx, () => {
+    for (let i = 0; i < 400; i++) tf.matMul(a, a).dataSync();
   });
-  seconds['wasm batched matmul [64,112,24]x[64,24,112] x10'] = timed(ctx, () => {
-    for (let i = 0; i < 10; i++) tf.matMul(q, kT).dataSync();
+  seconds['wasm batched matmul [64,112,24]x[64,24,112] x40'] = timed(ctx, () => {
+    for (let i = 0; i < 40; i++) tf.matMul(q, kT).dataSync();
   });
-  seconds['js float loop 2e8'] = timed(ctx, () => {
+  seconds['js float loop 1e9'] = timed(ctx, () => {
     let x = 1.0001;
-    for (let i = 0; i < 2e8; i++) x = x * 0.9999999 + 1e-9;
+    for (let i = 0; i < 1e9; i++) x = x * 0.9999999 + 1e-9;
     if (x === 42) console.log(x);
   });
   const buf = new Float32Array(1 << 24);
-  seconds['memory sweep 64 MB x20'] = timed(ctx, () => {
-    for (let r = 0; r < 20; r++) for (let i = 0; i < buf.length; i += 16) buf[i] += 1;
+  seconds['memory sweep 64 MB x100'] = timed(ctx, () => {
+    for (let r = 0; r < 100; r++) for (let i = 0; i < buf.length; i += 16) buf[i] += 1;
   });
   tf.dispose([a, q, kT]);
   return { seconds };
