@@ -34,6 +34,15 @@ const train = (...args: string[]) => spawnSync(process.execPath, [bin, 'train', 
 const lossRows = (run: string) =>
   fs.readFileSync(path.join(work, 'ckpt', run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((m) => m.split === 'train');
 const weights = (run: string, step: number) => new SafetensorsFile(path.join(work, 'ckpt', run, `step-${step}`, 'model.safetensors'));
+/** Every float tensor of two runs' step-`step` checkpoints agrees within `tol`. */
+function assertSameWeights(runA: string, runB: string, step: number, tol: number): void {
+  const wa = weights(runA, step);
+  const wb = weights(runB, step);
+  for (const n of wa.names()) {
+    const x = wa.read(n).data;
+    if (x instanceof Float32Array) assert.ok(maxAbsDiff(x, wb.read(n).data as Float32Array) <= tol, n);
+  }
+}
 
 describe('data-parallel training', () => {
   test('2 workers x batch 2 equal 1 worker x batch 4: losses and weights within 1e-5 after 10 steps', () => {
@@ -48,12 +57,7 @@ describe('data-parallel training', () => {
       assert.ok(maxAbsDiff(a[i].loss, b[i].loss) <= 1e-5, `step ${i + 1} losses`);
       assert.deepEqual(a[i].acc, b[i].acc, `step ${i + 1} accuracies`);
     }
-    const wa = weights('one', 10);
-    const wb = weights('two', 10);
-    for (const n of wa.names()) {
-      const x = wa.read(n).data;
-      if (x instanceof Float32Array) assert.ok(maxAbsDiff(x, wb.read(n).data as Float32Array) <= 1e-5, n);
-    }
+    assertSameWeights('one', 'two', 10, 1e-5);
   });
 
   test('resume works with 2 workers', async () => {
@@ -73,12 +77,7 @@ describe('data-parallel training', () => {
     assert.ok(!fs.existsSync(path.join(runDir, 'step-10')));
     const resumed = train('--recipe', file, '--resume', 'latest');
     assert.equal(resumed.status, 0, resumed.stderr);
-    const wa = weights('two', 10);
-    const wb = weights('killed2', 10);
-    for (const n of wa.names()) {
-      const x = wa.read(n).data;
-      if (x instanceof Float32Array) assert.ok(maxAbsDiff(x, wb.read(n).data as Float32Array) <= 1e-6, n);
-    }
+    assertSameWeights('two', 'killed2', 10, 1e-6);
   });
 
   test('a rank that fails stops the run with its error; the last checkpoint stays valid and resumes', () => {
@@ -97,11 +96,6 @@ describe('data-parallel training', () => {
     // The checkpoint is whole: resuming from it ends where the uninterrupted 2-worker run ended.
     const resumed = train('--recipe', file, '--resume', 'latest');
     assert.equal(resumed.status, 0, resumed.stderr);
-    const wa = weights('two', 10);
-    const wb = weights('fault', 10);
-    for (const n of wa.names()) {
-      const x = wa.read(n).data;
-      if (x instanceof Float32Array) assert.ok(maxAbsDiff(x, wb.read(n).data as Float32Array) <= 1e-6, n);
-    }
+    assertSameWeights('two', 'fault', 10, 1e-6);
   });
 });

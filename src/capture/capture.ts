@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { AnswerExtractor } from '../data/answers.ts';
-import { type Conversation, readConversations } from '../data/datasets.ts';
+import { type Conversation, countDataLines, readConversations } from '../data/datasets.ts';
 import { buildDraftVocab, cachedDraftVocab, type DraftVocab, saveDraftVocab, TokenCounter } from '../data/draft-vocab.ts';
 import { endOfTurnIds, type TemplateName, tokenizeConversation } from '../data/templates.ts';
 import { defaultAuxLayers, type ModelConfig } from '../io/hf-config.ts';
@@ -85,15 +85,6 @@ export function storeMeta(c: ModelConfig, identity: ReturnType<typeof storeIdent
   };
 }
 
-async function countLines(files: string[]): Promise<number> {
-  let n = 0;
-  for (const f of files) {
-    const text = await fs.promises.readFile(f, 'utf8').catch(() => '');
-    for (const line of text.split('\n')) if (line.trim()) n++;
-  }
-  return n;
-}
-
 /**
  * Captures a split into `o.storeDir`. With several ranks (`o.collective`), every rank streams the whole
  * data set and captures the shards it owns: shard j (samples [jS, (j+1)S) in data-set order) belongs to
@@ -111,7 +102,7 @@ export async function captureSplit(model: TargetModel, tok: Tokenizer, o: Captur
   const manifestFile = path.join(o.storeDir, MANIFEST_FILE);
   const S = o.samplesPerShard;
   const meta = storeMeta(c, identity, o.dtype, S);
-  const total = Math.min(o.limit ?? Infinity, await countLines(o.files));
+  const total = Math.min(o.limit ?? Infinity, await countDataLines(o.files));
 
   // A finished store is reused as is (its token counts still feed the draft vocabulary).
   const complete = fs.existsSync(manifestFile) && readManifest(o.storeDir).complete;

@@ -13,7 +13,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Message } from '../data/chat.ts';
-import { type Conversation, type DatasetFormat, readConversations } from '../data/datasets.ts';
+import { type Conversation, countDataLines, type DatasetFormat, readConversations } from '../data/datasets.ts';
 import { endOfTurnIds, type TemplateName, tokenizeConversation } from '../data/templates.ts';
 import { writeAtomic } from '../io/safetensors.ts';
 import type { Tokenizer } from '../io/tokenizer.ts';
@@ -197,15 +197,6 @@ export function regenerateBatch(model: TargetModel, tok: Tokenizer, convs: Conve
   return { messages, stats };
 }
 
-async function countLines(files: string[]): Promise<number> {
-  let n = 0;
-  for (const f of files) {
-    const text = await fs.promises.readFile(f, 'utf8').catch(() => '');
-    for (const line of text.split('\n')) if (line.trim()) n++;
-  }
-  return n;
-}
-
 export async function regenerate(model: TargetModel, tok: Tokenizer, o: RegenerateOptions): Promise<RegenerateResult> {
   const key = regenerateKey(o);
   const t0 = Date.now();
@@ -228,7 +219,7 @@ export async function regenerate(model: TargetModel, tok: Tokenizer, o: Regenera
   writeAtomic(progressFile(o.out), [JSON.stringify(state) + '\n']);
   if (state.done > 0) o.log(`regenerate: resuming; ${state.done} conversations are done`);
 
-  const total = Math.min(o.limit ?? Infinity, await countLines(o.files));
+  const total = Math.min(o.limit ?? Infinity, await countDataLines(o.files));
   const bar = progress('regenerate', total, 'conv', { start: Math.min(state.done, total) });
   const fd = fs.openSync(partial, 'a');
   let index = 0;

@@ -227,3 +227,13 @@ export async function readAllConversations(file: string, opts: ReadOptions = {})
   for await (const c of readConversations(file, opts).conversations) out.push(c);
   return out;
 }
+
+/** Non-empty lines over dataset files (a progress bar's total); a missing file counts 0, as reading reports it. */
+export async function countDataLines(files: string[]): Promise<number> {
+  let n = 0;
+  for (const f of files) {
+    const text = await fs.promises.readFile(f, 'utf8').catch(() => '');
+    for (const line of text.split('\n')) if (line.trim()) n++;
+  }
+  return n;
+}
