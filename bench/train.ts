@@ -1,6 +1,7 @@
 // Draft training throughput at the quickstart shape (tiny target, batch 8 per rank, TTT 7), with 1 and 2
 // worker ranks, on a store captured once into a temporary folder.
-// Usage: npm run bench:train [-- --steps 30 --runs 3]
+// Usage: npm run bench:train [-- --steps 30 --runs 3 --chunk-tokens N]  (N: training.chunk_tokens; 0 runs each
+// micro-batch whole, as before chunking)
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,11 +15,12 @@ import type { TrainJob, TrainResult } from '../src/train/trainer.ts';
 const arg = (name: string, dflt: string) => (process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1] : dflt);
 const steps = Number(arg('steps', '30'));
 const runs = Number(arg('runs', '3'));
+const chunkTokens = arg('chunk-tokens', '');
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 const recipe = fileURLToPath(new URL('../recipes/quickstart.yaml', import.meta.url));
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-train-'));
-const overrides = { 'data.store': path.join(work, 'store'), 'data.cache_dir': path.join(work, 'cache'), 'capture.limit': 1000, 'training.output_dir': path.join(work, 'ckpt'), 'training.max_steps': steps, 'training.eval_interval': 100000, 'training.save_interval': 100000 };
+const overrides = { 'data.store': path.join(work, 'store'), 'data.cache_dir': path.join(work, 'cache'), 'capture.limit': 1000, 'training.output_dir': path.join(work, 'ckpt'), 'training.max_steps': steps, 'training.eval_interval': 100000, 'training.save_interval': 100000, ...(chunkTokens ? { 'training.chunk_tokens': Number(chunkTokens) } : {}) };
 const r = loadRecipe(recipe, overrides);
 await initBackend(r.runtime.backend as never);
 await runCapture({ ...r, data: { ...r.data, eval: null } }, () => {});
@@ -34,6 +36,7 @@ for (let run = 0; run < runs; run++) {
 fs.rmSync(work, { recursive: true, force: true });
 const one = median(rates.get(1)!);
 const two = median(rates.get(2)!);
-console.log(`draft training at the quickstart shape (batch ${r.training.batch_size} per rank, ttt ${r.training.ttt_length}), ${steps} steps, median of ${runs} runs`);
+console.log(`draft training at the quickstart shape (batch ${r.training.batch_size} per rank, ttt ${r.training.ttt_length}, chunk_tokens ${r.training.chunk_tokens}), ${steps} steps, median of ${runs} runs`);
+console.log(`runs: 1 worker ${rates.get(1)!.map((x) => x.toFixed(0)).join(' ')}; 2 workers ${rates.get(2)!.map((x) => x.toFixed(0)).join(' ')} tokens/s`);
 console.log(`1 worker    ${one.toFixed(0)} tokens/s`);
 console.log(`2 workers   ${two.toFixed(0)} tokens/s  (${(two / one).toFixed(2)}x)`);

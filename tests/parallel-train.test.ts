@@ -17,14 +17,15 @@ const target = path.join(work, 'target');
 
 before(() => makeRandomTarget(target, 5));
 
-function recipe(name: string, batch: number, workers: number, extra = ''): string {
+/** A 10-step run with SpecExit heads, the micro-batch run in chunks of at most `chunkTokens` positions. */
+function recipe(name: string, batch: number, workers: number, chunkTokens = 100): string {
   const file = path.join(work, `${name}.yaml`);
   fs.writeFileSync(
     file,
     `model:\n  target: ${target}\n  aux_layer_ids: [1, 2, 4]\n  draft_vocab_size: 100\n` +
-      `data:\n  train: ${path.join(repo, 'data/corpus/reasoning-eval.jsonl')}\n  format: sharegpt\n  max_length: 64\n  store: ${path.join(work, 'store')}\n  cache_dir: ${path.join(work, 'cache')}\n` +
+      `data:\n  train: ${path.join(repo, 'data/corpus/reasoning-eval.jsonl')}\n  format: sharegpt\n  max_length: 160\n  answer_extractor: gsm8k\n  store: ${path.join(work, 'store')}\n  cache_dir: ${path.join(work, 'cache')}\n` +
       `capture:\n  batch_size: 4\n  dtype: float32\n  limit: 48\n` +
-      `training:\n  batch_size: ${batch}\n  max_steps: 10\n  learning_rate: 0.003\n  output_dir: ${path.join(work, 'ckpt')}\n  log_interval: 1\n  save_interval: 5\n${extra}` +
+      `training:\n  batch_size: ${batch}\n  max_steps: 10\n  learning_rate: 0.003\n  output_dir: ${path.join(work, 'ckpt')}\n  log_interval: 1\n  save_interval: 5\n  specexit: true\n  chunk_tokens: ${chunkTokens}\n` +
       `parallel:\n  workers: ${workers}\nruntime:\n  backend: wasm\n  seed: 3\n`,
   );
   return file;
@@ -58,6 +59,21 @@ describe('data-parallel training', () => {
       assert.deepEqual(a[i].acc, b[i].acc, `step ${i + 1} accuracies`);
     }
     assertSameWeights('one', 'two', 10, 1e-5);
+    assert.ok(a.every((m) => m.specexit_loss.every((l: number) => l > 0)), 'the SpecExit heads train');
+    a.forEach((m, i) => assert.ok(maxAbsDiff(m.specexit_loss, b[i].specexit_loss) <= 1e-5, `step ${i + 1} SpecExit losses`));
+  });
+
+  test('the micro-batch run in chunks equals it run whole: losses and weights within 1e-5 after 10 steps', () => {
+    const whole = train('--recipe', recipe('whole', 4, 1, 0));
+    assert.equal(whole.status, 0, whole.stderr + whole.stdout);
+    const a = lossRows('one');
+    const b = lossRows('whole');
+    for (let i = 0; i < 10; i++) {
+      assert.ok(maxAbsDiff(a[i].loss, b[i].loss) <= 1e-5, `step ${i + 1} losses`);
+      assert.ok(maxAbsDiff(a[i].specexit_loss, b[i].specexit_loss) <= 1e-5, `step ${i + 1} SpecExit losses`);
+      assert.deepEqual(a[i].acc, b[i].acc, `step ${i + 1} accuracies`);
+    }
+    assertSameWeights('one', 'whole', 10, 1e-5);
   });
 
   test('resume works with 2 workers', async () => {

@@ -58,7 +58,7 @@ describe('EAGLE-3 TTT vs PyTorch golden vectors', () => {
   test('per-step losses, accuracies and the total', () => {
     const { draft, vocab, batch, embed } = goldenSetup();
     const teacher = prepareTeacher(batch, vocab);
-    const out = tttForward(draft, embed, batch.aux, teacher, golden.ttt_length, golden.step_weight);
+    const out = tttForward(draft, embed, batch.aux, teacher, golden.ttt_length, { stepWeight: golden.step_weight });
     const losses = out.stepLosses.map((l) => l.dataSync()[0]);
     assert.ok(maxAbsDiff(losses, f32('expect.step_losses')) < 1e-5, `losses ${losses} vs ${f32('expect.step_losses')}`);
     const { acc } = stepAccuracies(teacher, out.draftArgmax);
@@ -73,7 +73,7 @@ describe('EAGLE-3 TTT vs PyTorch golden vectors', () => {
     const teacher = prepareTeacher(batch, vocab);
     const kept: tf.Tensor[] = [];
     const { grads } = tf.variableGrads(() => {
-      const out = tttForward(draft, embed, batch.aux, teacher, golden.ttt_length, golden.step_weight);
+      const out = tttForward(draft, embed, batch.aux, teacher, golden.ttt_length, { stepWeight: golden.step_weight });
       kept.push(...out.stepLosses);
       return out.total;
     }, draft.variables());
@@ -158,7 +158,7 @@ describe('draft decoding with a KV cache', () => {
     const { draftDecode, DraftKVCache } = await import('../src/draft/eagle3.ts');
     const { draft, vocab, batch, embed } = goldenSetup();
     const teacher = prepareTeacher(batch, vocab);
-    const out = tttForward(draft, embed, batch.aux, teacher, 4, 0.8, true);
+    const out = tttForward(draft, embed, batch.aux, teacher, 4, { keepLogits: true });
     const T = golden.T;
     const Vd = golden.draft_vocab_size;
     const ids = teacher.ids[1]; // shifted ids of row 1: ids[t] = x[t+1]

@@ -41,6 +41,7 @@ export const RECIPE_SPEC = {
     max_steps: { type: 'integer', min: 1, nullable: true, default: null, doc: 'stop after this many optimizer steps (null: num_epochs decides); SpecForge: total_steps' },
     batch_size: { type: 'integer', min: 1, default: 1, doc: 'samples per micro-batch per rank; SpecForge: batch_size' },
     accumulation_steps: { type: 'integer', min: 1, default: 1, doc: 'micro-batches per optimizer step; SpecForge: draft_accumulation_steps' },
+    chunk_tokens: { type: 'integer', min: 0, default: 512, doc: 'a rank runs its micro-batch through the draft in length-sorted chunks of at most this many padded positions, gradients summed (the same result as the whole batch, in less working memory); 0: the whole batch at once' },
     learning_rate: { type: 'number', min: 0, default: 1e-4, doc: 'peak learning rate (AdamW); SpecForge: learning_rate' },
     warmup_ratio: { type: 'number', min: 0, max: 1, default: 0.015, doc: 'share of steps with linear warmup, then cosine to 0; SpecForge: warmup_ratio' },
     weight_decay: { type: 'number', min: 0, default: 0, doc: 'AdamW decoupled weight decay' },

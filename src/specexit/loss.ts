@@ -33,16 +33,33 @@ export function signalBatch(samples: FeatureSample[], T: number): SignalBatch {
   return { targets: tf.tensor3d(targets, [B, T, 3]), masks: tf.tensor3d(Float32Array.from(masks), [B, T, 3]), host: { targets, masks } };
 }
 
-/** BCE-with-logits for channels 0 and 1, MSE for channel 2; each a masked mean. Returns [conf, prog, remain]. */
-export function signalLosses(z: tf.Tensor3D, batch: SignalBatch): tf.Scalar[] {
+/** Positions each signal's mask selects over these samples, [conf, prog, remain]: the masked means' divisors. */
+export function signalMaskCounts(samples: FeatureSample[]): [number, number, number] {
+  const counts: [number, number, number] = [0, 0, 0];
+  for (const s of samples) {
+    const l = specExitLabels(s.inputIds.length, s.thinkSpans, s.answerPositions, () => s.answer !== '');
+    for (let t = 0; t < s.inputIds.length; t++) {
+      counts[0] += l.confidenceMask[t];
+      counts[1] += l.spanMask[t];
+      counts[2] += l.spanMask[t];
+    }
+  }
+  return counts;
+}
+
+/**
+ * BCE-with-logits for channels 0 and 1, MSE for channel 2; each a masked mean. Returns [conf, prog, remain].
+ * `divisors` (positive) replace each mask's own count: a chunk of a batch passes the whole batch's counts.
+ */
+export function signalLosses(z: tf.Tensor3D, batch: SignalBatch, divisors?: [number, number, number]): tf.Scalar[] {
   return tf.tidy(() => {
     const [zc, zp, zr] = tf.split(z, 3, -1);
     const [yc, yp, yr] = tf.split(batch.targets, 3, -1);
     const [mc, mp, mr] = tf.split(batch.masks, 3, -1);
     // max(z, 0) - z*y + log(1 + exp(-|z|)): stable binary cross-entropy on logits.
     const bce = (x: tf.Tensor, y: tf.Tensor) => tf.add(tf.sub(tf.relu(x), tf.mul(x, y)), tf.log1p(tf.exp(tf.neg(tf.abs(x)))));
-    const mean = (v: tf.Tensor, m: tf.Tensor) => tf.div(tf.sum(tf.mul(v, m)), tf.maximum(tf.sum(m), 1)) as tf.Scalar;
-    return [mean(bce(zc, yc), mc), mean(bce(zp, yp), mp), mean(tf.square(tf.sub(zr, yr)), mr)];
+    const mean = (v: tf.Tensor, m: tf.Tensor, k: number) => tf.div(tf.sum(tf.mul(v, m)), divisors ? divisors[k] : tf.maximum(tf.sum(m), 1)) as tf.Scalar;
+    return [mean(bce(zc, yc), mc, 0), mean(bce(zp, yp), mp, 1), mean(tf.square(tf.sub(zr, yr)), mr, 2)];
   });
 }
 

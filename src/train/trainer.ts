@@ -27,7 +27,8 @@ import { OnlineFeatures, type OnlineStoreOptions } from './online-source.ts';
 import { AdamW, clipByGlobalNorm, learningRate } from './optimizer.ts';
 import { TeacherHead } from './teacher-head.ts';
 import { prepareTeacher, simulatedAcceptanceLength, stepAccuracies, tttForward } from './ttt.ts';
-import { SignalMetrics, signalBatch, signalLosses } from '../specexit/loss.ts';
+import { SignalMetrics, signalBatch, signalLosses, signalMaskCounts } from '../specexit/loss.ts';
+import { planChunks } from './chunks.ts';
 
 /**
  * SPECFORGE_INJECT_FAULT=<rank>:<step> makes that rank throw when it reaches that optimizer step: how the tests
@@ -76,11 +77,7 @@ function recipeKey(r: Recipe): string {
   return crypto.createHash('sha256').update(JSON.stringify({ model: r.model, data: { ...r.data, store: null, cache_dir: null }, training, seed: r.runtime.seed })).digest('hex').slice(0, 16);
 }
 
-/**
- * Right-pads a micro-batch of samples into TTT inputs (padding: id 0, mask 0, zero features), to `padTo`
- * when given: ranks pad to the longest sample of the whole global batch, so that the loss normaliser
- * B*T is the one a single rank holding the whole batch would use.
- */
+/** Right-pads samples into TTT inputs (padding: id 0, mask 0, zero features), to `padTo` when it is longer. */
 function collateFeatures(samples: FeatureSample[], head: TeacherHead, auxWidth: number, hidden: number, padTo = 0) {
   const B = samples.length;
   const T = Math.max(padTo, ...samples.map((s) => s.inputIds.length));
@@ -95,7 +92,7 @@ function collateFeatures(samples: FeatureSample[], head: TeacherHead, auxWidth: 
   const finT = tf.tensor3d(fin, [B, T, hidden]);
   const batch = { inputIds, lossMask, aux: tf.tensor3d(aux, [B, T, auxWidth]), targetLogits: head.logits(finT) };
   finT.dispose();
-  return { batch, tokens: samples.reduce((n, s) => n + s.inputIds.length, 0) };
+  return { batch };
 }
 
 export async function runRank(ctx: RankContext): Promise<TrainResult> {
@@ -255,68 +252,95 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
   let lastEval: EvalMetrics | null = null;
   const flat = new Float32Array(vars.reduce((n, v) => n + v.size, 0));
 
-  // The longest sample over all ranks' shares of this micro-batch (each rank reports its own).
-  const lengths = new Float32Array(worldSize);
-  const globalLength = (samples: FeatureSample[]): number => {
-    if (worldSize === 1) return 0;
-    lengths.fill(0);
-    lengths[rank] = Math.max(...samples.map((s) => s.inputIds.length));
-    ctx.collective.allReduceSum(lengths);
-    return Math.max(...lengths);
+  // What the whole global batch shares, gathered in one all-reduce: the longest sample over all ranks'
+  // shares (each rank reports its own in its slot) and the SpecExit mask counts (summed).
+  const shared = new Float32Array(worldSize + 3);
+  const globalShape = (samples: FeatureSample[]): { T: number; divisors: [number, number, number] | undefined } => {
+    shared.fill(0);
+    shared[rank] = Math.max(...samples.map((s) => s.inputIds.length));
+    if (t.specexit) shared.set(signalMaskCounts(samples), worldSize);
+    if (worldSize > 1) ctx.collective.allReduceSum(shared);
+    const T = Math.max(...shared.subarray(0, worldSize));
+    // Each rank divides by its share of the global count, so that the mean over ranks is the global masked mean.
+    const divisors = t.specexit ? (Array.from(shared.subarray(worldSize), (n) => Math.max(n, 1) / worldSize) as [number, number, number]) : undefined;
+    return { T, divisors };
+  };
+
+  const L = t.ttt_length;
+  /**
+   * Loss, metrics and gradients of one chunk of a micro-batch (src/train/chunks.ts), with the micro-batch's
+   * normaliser and SpecExit divisors so that the chunks' results add up to the micro-batch's. `stats`
+   * gathers [loss_i x L, correct_i x L, counted_i x L, signal losses x 3].
+   */
+  const chunkGradients = (part: FeatureSample[], padTo: number, normaliser: number, divisors: [number, number, number] | undefined, stats: Float32Array) => {
+    const { batch } = collateFeatures(part, head, aux.length * targetConfig.hiddenSize, targetConfig.hiddenSize, padTo);
+    const teacher = prepareTeacher(batch, vocabT);
+    const kept: tf.Scalar[] = [];
+    const keptSignals: tf.Scalar[] = [];
+    let argmax: number[][][] = [];
+    const sig = t.specexit ? signalBatch(part, padTo) : null;
+    const { value, grads } = tf.variableGrads(() => {
+      const out = tttForward(draft, head.embed, batch.aux, teacher, L, { normaliser });
+      kept.push(...out.stepLosses);
+      argmax = out.draftArgmax;
+      let total: tf.Scalar = out.total;
+      if (sig) {
+        // SpecExit multi-task loss, added to the TTT loss with the recipe's weights.
+        const losses = signalLosses(draft.signalLogits(batch.aux), sig, divisors);
+        keptSignals.push(...losses.map((l) => tf.keep(l)));
+        losses.forEach((l, k) => (total = tf.add(total, tf.mul(l, t.specexit_weights[k]))));
+      }
+      return tf.div(total, t.accumulation_steps) as tf.Scalar;
+    }, vars);
+    const acc = stepAccuracies(teacher, argmax);
+    kept.forEach((l, k) => (stats[k] += l.dataSync()[0]));
+    acc.correct.forEach((c, k) => ((stats[L + k] += c), (stats[2 * L + k] += acc.counted[k])));
+    keptSignals.forEach((l, k) => (stats[3 * L + k] += l.dataSync()[0]));
+    const total = value.dataSync()[0] * t.accumulation_steps;
+    tf.dispose([value, ...kept, ...keptSignals, ...(sig ? [sig.targets, sig.masks] : []), teacher.probs, batch.aux, batch.targetLogits]);
+    return { grads, total };
   };
 
   let accumulated: Record<string, tf.Tensor> | null = null;
+  const accumulate = (grads: Record<string, tf.Tensor>) => {
+    if (!accumulated) {
+      accumulated = grads;
+      return;
+    }
+    for (const v of vars) {
+      const sum = tf.add(accumulated[v.name], grads[v.name]);
+      accumulated[v.name].dispose();
+      grads[v.name].dispose();
+      accumulated[v.name] = sum;
+    }
+  };
   let micro = 0;
   const fault = injectedFault();
   while (state.step < totalSteps) {
     for await (const samples of train.batches({ batchSize: t.batch_size, shuffle: true, seed: r.runtime.seed, epoch: state.epoch, rank, worldSize, startBatch: state.batchInEpoch })) {
       if (fault && fault.rank === rank && fault.step === state.step) throw new Error(`injected fault at step ${state.step} (SPECFORGE_INJECT_FAULT)`);
-      const { batch, tokens } = collateFeatures(samples, head, aux.length * targetConfig.hiddenSize, targetConfig.hiddenSize, globalLength(samples));
-      const teacher = prepareTeacher(batch, vocabT);
-      const kept: tf.Scalar[] = [];
-      const keptSignals: tf.Scalar[] = [];
-      let argmax: number[][][] = [];
-      const sig = t.specexit ? signalBatch(samples, batch.inputIds[0].length) : null;
-      const { value, grads } = tf.variableGrads(() => {
-        const out = tttForward(draft, head.embed, batch.aux, teacher, t.ttt_length);
-        kept.push(...out.stepLosses);
-        argmax = out.draftArgmax;
-        let total: tf.Scalar = out.total;
-        if (sig) {
-          // SpecExit multi-task loss, added to the TTT loss with the recipe's weights.
-          const losses = signalLosses(draft.signalLogits(batch.aux), sig);
-          keptSignals.push(...losses.map((l) => tf.keep(l)));
-          losses.forEach((l, k) => (total = tf.add(total, tf.mul(l, t.specexit_weights[k]))));
-        }
-        return tf.div(total, t.accumulation_steps) as tf.Scalar;
-      }, vars);
-      keptSignals.forEach((l, k) => (intSignal[k] += l.dataSync()[0] / t.accumulation_steps));
-      tf.dispose([...keptSignals, ...(sig ? [sig.targets, sig.masks] : [])]);
-      const total = value.dataSync()[0] * t.accumulation_steps;
+      // Normalisers of the whole global batch: the TTT loss's B*T and the SpecExit losses' mask counts are
+      // then those of a single rank holding the whole batch.
+      const { T, divisors } = globalShape(samples);
+      const stats = new Float32Array(3 * L + 3);
+      let total = 0;
+      for (const chunk of planChunks(samples.map((s) => s.inputIds.length), t.chunk_tokens, T)) {
+        const part = chunkGradients(chunk.indices.map((i) => samples[i]), chunk.padTo, samples.length * T, divisors, stats);
+        total += part.total;
+        accumulate(part.grads);
+      }
       if (!Number.isFinite(total)) {
         throw new Error(`step ${state.step}: the loss is ${total}; stopping (the last good checkpoint is ${lastCheckpoint ?? 'none'}). Lower training.learning_rate or check the data.`);
       }
       // Metrics over the whole global batch: mean of the ranks' losses, summed accuracy counts.
-      const acc = stepAccuracies(teacher, argmax);
-      const L = t.ttt_length;
-      const stats = new Float32Array(3 * L);
-      kept.forEach((l, k) => (stats[k] = l.dataSync()[0]));
-      acc.correct.forEach((c, k) => ((stats[L + k] = c), (stats[2 * L + k] = acc.counted[k])));
       if (worldSize > 1) ctx.collective.allReduceSum(stats);
       for (let k = 0; k < L; k++) {
         intLoss[k] += stats[k] / worldSize / t.accumulation_steps;
         intCorrect[k] += stats[L + k];
         intCounted[k] += stats[2 * L + k];
       }
-      tf.dispose([value, ...kept, teacher.probs, batch.aux, batch.targetLogits]);
-      if (accumulated) {
-        for (const v of vars) {
-          const sum = tf.add(accumulated[v.name], grads[v.name]);
-          accumulated[v.name].dispose();
-          grads[v.name].dispose();
-          accumulated[v.name] = sum;
-        }
-      } else accumulated = grads;
+      for (let k = 0; k < 3; k++) intSignal[k] += stats[3 * L + k] / worldSize / t.accumulation_steps;
+      const tokens = samples.reduce((n, s) => n + s.inputIds.length, 0);
       intTokens += tokens;
       totalTokens += tokens;
       state.batchInEpoch++;

@@ -65,14 +65,28 @@ export interface TttOutput {
   stepLogits?: tf.Tensor3D[];
 }
 
+export interface TttOptions {
+  /** Weight of step i is stepWeight^i (0.8). */
+  stepWeight?: number;
+  /** Return each step's logits (tests). */
+  keepLogits?: boolean;
+  /**
+   * Divisor of the summed loss, B*T of this batch by default; a chunk of a larger batch passes the
+   * whole batch's B*T so that the chunks' losses add up to the batch's (src/train/chunks.ts).
+   */
+  normaliser?: number;
+}
+
 /**
  * The unrolled TTT forward. Step i embeds ids'[t+i], uses the previous step's output as hidden (fc(aux)
  * at step 0), RoPE position t+i, attends causally to step 0's keys and diagonally to each later step's
  * key at the same position; loss_i = -(1/(B*T)) sum pmask_i * sum_v p_i log q_i.
  */
-export function tttForward(draft: Eagle3Draft, embedTable: tf.Tensor2D, aux: tf.Tensor3D, teacher: Teacher, tttLength: number, stepWeight = 0.8, keepLogits = false): TttOutput {
+export function tttForward(draft: Eagle3Draft, embedTable: tf.Tensor2D, aux: tf.Tensor3D, teacher: Teacher, tttLength: number, opts: TttOptions = {}): TttOutput {
+  const { stepWeight = 0.8, keepLogits = false } = opts;
   const B = teacher.ids.length;
   const T = teacher.ids[0].length;
+  const normaliser = opts.normaliser ?? B * T;
   const Vd = draft.config.draftVocabSize;
   const stepLosses: tf.Scalar[] = [];
   const draftArgmax: number[][][] = [];
@@ -95,7 +109,7 @@ export function tttForward(draft: Eagle3Draft, embedTable: tf.Tensor2D, aux: tf.
       // Teacher rows t+i, padded past the end with the uniform distribution (masked there anyway).
       const p = i === 0 ? teacher.probs : i >= T ? tf.fill([B, T, Vd], 1 / Vd) : tf.concat([teacher.probs.slice([0, i, 0], [B, T - i, Vd]), tf.fill([B, i, Vd], 1 / Vd)], 1);
       const pmask = tf.tensor2d(shiftLeft(teacher.positionMask, i).flat(), [B, T]).reshape([B, T, 1]);
-      const loss = tf.div(tf.neg(tf.sum(tf.mul(pmask, tf.mul(p, tf.logSoftmax(logits))))), B * T) as tf.Scalar;
+      const loss = tf.div(tf.neg(tf.sum(tf.mul(pmask, tf.mul(p, tf.logSoftmax(logits))))), normaliser) as tf.Scalar;
       stepLosses.push(tf.keep(loss));
       draftArgmax.push(tf.argMax(logits, -1).arraySync() as number[][]);
       if (keepLogits) stepLogits.push(tf.keep(logits));
