@@ -6,7 +6,7 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { f16ToF32, f32ToF16 } from '../src/io/dtypes.ts';
 import { checkCompatible, readManifest, type StoreExpectation } from '../src/store/manifest.ts';
-import { ArrowStore } from '../src/store/reader.ts';
+import { ArrowStore, balancedShares } from '../src/store/reader.ts';
 import type { FeatureSample } from '../src/store/schema.ts';
 import { StoreWriter, type StoreMetaInput } from '../src/store/writer.ts';
 import { Rng } from '../src/util/random.ts';
@@ -144,12 +144,32 @@ test('batches: deterministic per seed/epoch, a permutation per epoch, disjoint r
   // Interleaved: rank r takes positions r, r+3, ... of the epoch's permutation.
   const perm = e0.flat();
   assert.deepEqual(ranks[1].flat(), [1, 4, 7, 10, 13, 16].map((p) => perm[p]));
+  // Balanced: each global batch is the interleaved one's samples, split into equal counts by length.
+  const lengthOf = new Map<number, number>();
+  for (let i = 0; i < n; i++) lengthOf.set(Number((await store.get(i)).id.split('-')[1]), (await store.get(i)).inputIds.length);
+  const bal = await Promise.all([0, 1, 2].map((rank) => ids({ ...base, batchSize: 3, dropLast: true, rank, worldSize: 3, balance: true })));
+  for (let b = 0; b < 2; b++) {
+    const sorted = (xs: number[]) => [...xs].sort((x, y) => x - y);
+    assert.deepEqual(sorted(bal.flatMap((r) => r[b])), sorted(ranks.flatMap((r) => r[b])), `global batch ${b}`);
+    assert.deepEqual(bal.map((r) => r[b].length), [3, 3, 3]);
+    const tokens = bal.map((r) => r[b].reduce((t, id) => t + lengthOf.get(id)!, 0));
+    assert.ok(Math.max(...tokens) - Math.min(...tokens) <= Math.max(...bal.flatMap((r) => r[b]).map((id) => lengthOf.get(id)!)));
+  }
   // Breaking out early (with a prefetch in flight) is fine.
   for await (const b of store.batches(base)) {
     assert.equal(b.length, 5);
     break;
   }
   await store.close();
+});
+
+test('balancedShares: equal counts, longest first to the share with the fewest tokens', () => {
+  // 9 8 7 6 5 4 over 2 ranks: 9->0, 8->1, 7->1 (8 < 9), 6->0 (9 < 15), 5->0 (15 = 15: lower rank), then
+  // rank 0 is full and 4->1: rank 0 {9, 6, 5} = 20 tokens, rank 1 {8, 7, 4} = 19.
+  assert.deepEqual(balancedShares([4, 9, 6, 8, 5, 7], 2), [[1, 2, 4], [3, 5, 0]]);
+  // Equal lengths go in position order, alternating as the token counts tie and then differ.
+  assert.deepEqual(balancedShares([3, 3, 3, 3], 2), [[0, 2], [1, 3]]);
+  assert.throws(() => balancedShares([1, 2, 3], 2), /do not split into 2 equal shares/);
 });
 
 test('resume after a crash gives byte-identical shards', async () => {

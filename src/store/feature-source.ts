@@ -14,6 +14,12 @@ export interface BatchOptions {
   /** This process's rank among worldSize data-parallel ranks (default 0 of 1). */
   rank?: number;
   worldSize?: number;
+  /**
+   * With several ranks and dropLast: every rank reads the whole global batch (the same samples as the
+   * interleaved split) and keeps its share of a split balanced by sample length (balancedShares), so that
+   * no rank waits long for a slower one at the all-reduce. Reads N times as many samples.
+   */
+  balance?: boolean;
   /** Start at this batch of the epoch (a resumed run skips what it already trained on, without reading it). */
   startBatch?: number;
 }

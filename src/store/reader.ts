@@ -189,8 +189,14 @@ export class ArrowStore implements FeatureSource {
     const order = opts.shuffle ? permutation(this.size, seed, epoch) : Int32Array.from({ length: this.size }, (_, i) => i);
     const mine = rankSlice(order, rank, worldSize, dropLast);
     const nBatches = dropLast ? Math.floor(mine.length / batchSize) : Math.ceil(mine.length / batchSize);
+    const read = (indices: ArrayLike<number>) => Promise.all(Array.from(indices, (i) => this.get(i)));
+    // Global batch b is positions [b*B*N, (b+1)*B*N) of the order: the samples rankSlice gives the ranks.
+    const balanced = async (b: number): Promise<FeatureSample[]> => {
+      const global = await read(order.subarray(b * batchSize * worldSize, (b + 1) * batchSize * worldSize));
+      return balancedShares(global.map((s) => s.inputIds.length), worldSize)[rank].map((k) => global[k]);
+    };
     const fetch = (b: number): Promise<FeatureSample[]> => {
-      const p = Promise.all(Array.from(mine.subarray(b * batchSize, (b + 1) * batchSize), (i) => this.get(i)));
+      const p = opts.balance && dropLast && worldSize > 1 ? balanced(b) : read(mine.subarray(b * batchSize, (b + 1) * batchSize));
       p.catch(() => {}); // a prefetch the consumer never awaits must not be an unhandled rejection
       return p;
     };
@@ -368,6 +374,26 @@ export function permutation(n: number, seed: number, epoch: number): Int32Array 
     p[j] = t;
   }
   return p;
+}
+
+/**
+ * Splits a global batch into `worldSize` equal-count shares with balanced total length (the work of a
+ * rank grows with its tokens): longest first, each sample to the share with the fewest tokens that still
+ * has room (ties: lower rank, earlier position). Every rank computes the same split. Returns positions.
+ */
+export function balancedShares(lengths: number[], worldSize: number): number[][] {
+  if (lengths.length % worldSize !== 0) throw new Error(`balancedShares: ${lengths.length} samples do not split into ${worldSize} equal shares`);
+  const per = lengths.length / worldSize;
+  const shares: number[][] = Array.from({ length: worldSize }, () => []);
+  const tokens = new Array(worldSize).fill(0);
+  const order = lengths.map((_, i) => i).sort((a, b) => lengths[b] - lengths[a] || a - b);
+  for (const i of order) {
+    let best = -1;
+    for (let r = 0; r < worldSize; r++) if (shares[r].length < per && (best < 0 || tokens[r] < tokens[best])) best = r;
+    shares[best].push(i);
+    tokens[best] += lengths[i];
+  }
+  return shares;
 }
 
 /**

@@ -317,7 +317,7 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
   let micro = 0;
   const fault = injectedFault();
   while (state.step < totalSteps) {
-    for await (const samples of train.batches({ batchSize: t.batch_size, shuffle: true, seed: r.runtime.seed, epoch: state.epoch, rank, worldSize, startBatch: state.batchInEpoch })) {
+    for await (const samples of train.batches({ batchSize: t.batch_size, shuffle: true, seed: r.runtime.seed, epoch: state.epoch, rank, worldSize, startBatch: state.batchInEpoch, balance: true })) {
       if (fault && fault.rank === rank && fault.step === state.step) throw new Error(`injected fault at step ${state.step} (SPECFORGE_INJECT_FAULT)`);
       // Normalisers of the whole global batch: the TTT loss's B*T and the SpecExit losses' mask counts are
       // then those of a single rank holding the whole batch.
