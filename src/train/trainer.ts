@@ -270,7 +270,7 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
   /**
    * Loss, metrics and gradients of one chunk of a micro-batch (src/train/chunks.ts), with the micro-batch's
    * normaliser and SpecExit divisors so that the chunks' results add up to the micro-batch's. `stats`
-   * gathers [loss_i x L, correct_i x L, counted_i x L, signal losses x 3].
+   * gathers [loss_i x L, correct_i x L, counted_i x L, signal losses x 3, tokens].
    */
   const chunkGradients = (part: FeatureSample[], padTo: number, normaliser: number, divisors: [number, number, number] | undefined, stats: Float32Array) => {
     const { batch } = collateFeatures(part, head, aux.length * targetConfig.hiddenSize, targetConfig.hiddenSize, padTo);
@@ -322,7 +322,8 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
       // Normalisers of the whole global batch: the TTT loss's B*T and the SpecExit losses' mask counts are
       // then those of a single rank holding the whole batch.
       const { T, divisors } = globalShape(samples);
-      const stats = new Float32Array(3 * L + 3);
+      const stats = new Float32Array(3 * L + 4);
+      stats[3 * L + 3] = samples.reduce((n, s) => n + s.inputIds.length, 0);
       let total = 0;
       for (const chunk of planChunks(samples.map((s) => s.inputIds.length), t.chunk_tokens, T)) {
         const part = chunkGradients(chunk.indices.map((i) => samples[i]), chunk.padTo, samples.length * T, divisors, stats);
@@ -332,7 +333,7 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
       if (!Number.isFinite(total)) {
         throw new Error(`step ${state.step}: the loss is ${total}; stopping (the last good checkpoint is ${lastCheckpoint ?? 'none'}). Lower training.learning_rate or check the data.`);
       }
-      // Metrics over the whole global batch: mean of the ranks' losses, summed accuracy counts.
+      // Metrics over the whole global batch: mean of the ranks' losses, summed accuracy and token counts.
       if (worldSize > 1) ctx.collective.allReduceSum(stats);
       for (let k = 0; k < L; k++) {
         intLoss[k] += stats[k] / worldSize / t.accumulation_steps;
@@ -340,9 +341,8 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
         intCounted[k] += stats[2 * L + k];
       }
       for (let k = 0; k < 3; k++) intSignal[k] += stats[3 * L + k] / worldSize / t.accumulation_steps;
-      const tokens = samples.reduce((n, s) => n + s.inputIds.length, 0);
-      intTokens += tokens;
-      totalTokens += tokens;
+      intTokens += stats[3 * L + 3];
+      totalTokens += stats[3 * L + 3];
       state.batchInEpoch++;
       if (++micro < t.accumulation_steps) continue;
       micro = 0;
@@ -371,7 +371,7 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
       intSteps++;
 
       const accs = intCorrect.map((c, k) => (intCounted[k] ? c / intCounted[k] : 0));
-      ctx.progress(state.step, { total: totalSteps, loss: intLoss[0] / Math.max(intSteps, 1), acc0: accs[0], 'tok/s': Math.round((totalTokens * worldSize) / ((Date.now() - t0) / 1000)) });
+      ctx.progress(state.step, { total: totalSteps, loss: intLoss[0] / Math.max(intSteps, 1), acc0: accs[0], 'tok/s': Math.round(totalTokens / ((Date.now() - t0) / 1000)) });
       if (state.step % t.log_interval === 0 || state.step === totalSteps) {
         const secs = (Date.now() - intStart) / 1000;
         writeMetrics({
@@ -382,7 +382,7 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
           loss: intLoss.map((x) => x / intSteps),
           acc: accs,
           tau: simulatedAcceptanceLength(accs),
-          tokens_per_s: (intTokens * worldSize) / secs,
+          tokens_per_s: intTokens / secs,
           grad_norm: lastNorm,
           ...(t.specexit ? { specexit_loss: intSignal.map((x) => x / intSteps) } : {}),
         });
@@ -416,5 +416,5 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
   head.dispose();
   target?.dispose();
   for (const src of [train, evalSource]) if (src instanceof ArrowStore || src instanceof OnlineFeatures) await src.close();
-  return { runDir, steps: state.step, lastCheckpoint, eval: lastEval, seconds, tokensPerSecond: (totalTokens * worldSize) / seconds };
+  return { runDir, steps: state.step, lastCheckpoint, eval: lastEval, seconds, tokensPerSecond: totalTokens / seconds };
 }
