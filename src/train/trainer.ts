@@ -92,7 +92,7 @@ function collateFeatures(samples: FeatureSample[], head: TeacherHead, auxWidth: 
   const finT = tf.tensor3d(fin, [B, T, hidden]);
   const batch = { inputIds, lossMask, aux: tf.tensor3d(aux, [B, T, auxWidth]), targetLogits: head.logits(finT) };
   finT.dispose();
-  return { batch };
+  return batch;
 }
 
 export async function runRank(ctx: RankContext): Promise<TrainResult> {
@@ -210,7 +210,7 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
     const signalMetrics = new SignalMetrics();
     for (let i = 0; i < limit; i += t.batch_size) {
       const samples = await Promise.all(Array.from({ length: Math.min(t.batch_size, limit - i) }, (_, k) => evalSource!.get(i + k)));
-      const { batch } = collateFeatures(samples, head, aux.length * targetConfig.hiddenSize, targetConfig.hiddenSize);
+      const batch = collateFeatures(samples, head, aux.length * targetConfig.hiddenSize, targetConfig.hiddenSize);
       const teacher = prepareTeacher(batch, vocabT);
       const out = tttForward(draft, head.embed, batch.aux, teacher, t.ttt_length);
       const acc = stepAccuracies(teacher, out.draftArgmax);
@@ -273,7 +273,7 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
    * gathers [loss_i x L, correct_i x L, counted_i x L, signal losses x 3, tokens].
    */
   const chunkGradients = (part: FeatureSample[], padTo: number, normaliser: number, divisors: [number, number, number] | undefined, stats: Float32Array) => {
-    const { batch } = collateFeatures(part, head, aux.length * targetConfig.hiddenSize, targetConfig.hiddenSize, padTo);
+    const batch = collateFeatures(part, head, aux.length * targetConfig.hiddenSize, targetConfig.hiddenSize, padTo);
     const teacher = prepareTeacher(batch, vocabT);
     const kept: tf.Scalar[] = [];
     const keptSignals: tf.Scalar[] = [];
