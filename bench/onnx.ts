@@ -9,7 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/backend.ts';
-import { type TemplateName } from '../src/data/templates.ts';
+import type { TemplateName } from '../src/data/templates.ts';
 import { OnnxDrafter } from '../src/decode/onnx-drafter.ts';
 import { readRecipePrompts, tokenizePrompts } from '../src/decode/prompts.ts';
 import { runEval } from '../src/decode/run.ts';

@@ -151,7 +151,10 @@ describe('chunked TTT equals the whole batch', () => {
       for (const ch of chunks) {
         const part = run(ch.indices, ch.padTo, B * T);
         part.losses.forEach((l, k) => (losses[k] += l));
-        part.correct.forEach((x, k) => ((correct[k] += x), (counted[k] += part.counted[k])));
+        part.correct.forEach((x, k) => {
+          correct[k] += x;
+          counted[k] += part.counted[k];
+        });
         for (const [k, g] of part.grads) grads.set(k, grads.has(k) ? grads.get(k)!.map((x, i) => x + g[i]) : g);
       }
       assert.ok(maxAbsDiff(losses, whole.losses) <= 1e-6, `${losses} vs ${whole.losses}`);

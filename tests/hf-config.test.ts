@@ -216,7 +216,7 @@ describe('ropeInverseFrequencies', () => {
     const lowFreqWavelen = originalMax / low;
     const highFreqWavelen = originalMax / high;
     for (let k = 0; k < headDim; k += 2) {
-      const inv = 1 / Math.pow(theta, k / headDim);
+      const inv = 1 / theta ** (k / headDim);
       const wavelen = (2 * Math.PI) / inv;
       if (wavelen > lowFreqWavelen) {
         bands.low++;

@@ -271,7 +271,11 @@ describe('float32 export', () => {
       const cat = (xs: (Float32Array | undefined)[]) => {
         const out = new Float32Array(xs.reduce((s, x) => s + (x?.length ?? 0), 0));
         let at = 0;
-        for (const x of xs) if (x) (out.set(x, at), (at += x.length));
+        for (const x of xs) {
+          if (!x) continue;
+          out.set(x, at);
+          at += x.length;
+        }
         return out;
       };
       const got = await ortStep(session, c, { B, aux: cat(rows.map((r) => r.aux)), Ta, hidden: cat(rows.map((r) => r.hidden)), Th, ids: rows.flatMap((r) => r.ids), positions: rows.flatMap((r) => r.positions), pastK: cat(rows.map((r) => r.pastK)), pastV: cat(rows.map((r) => r.pastV)), P });

@@ -113,7 +113,7 @@ test('tiny corpus: chat answers are true of the world', () => {
     for (let i = 0; i < r.conversations.length; i += 2) {
       const q = r.conversations[i].value;
       const a = r.conversations[i + 1].value;
-      let p;
+      let p: ReturnType<typeof named>;
       let m: RegExpExecArray | null;
       if ((p = named(q, /^(?:Where does (\w+) live|Which city is (\w+) from|In which city does (\w+) live)\?$/))) {
         assert.ok(a.includes(` ${p.city}`), `${r.id}: ${q} -> ${a} (${p.city})`);

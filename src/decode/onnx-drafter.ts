@@ -107,10 +107,6 @@ export class OnnxDrafter implements Drafter {
     this.session = new SyncOrtSession(path.join(dir, this.info.model), threads);
   }
 
-  private get kvSlot(): number {
-    return this.info.num_key_value_heads * this.info.head_dim;
-  }
-
   /** One graph run: B rows of T tokens (Ta from aux features, the rest from hiddens), past of P slots. */
   private step(x: { B: number; aux: Float32Array; Ta: number; hidden: Float32Array; Th: number; ids: number[]; positions: number[]; pastK: Float32Array; pastV: Float32Array; P: number }): Outputs {
     const i = this.info;
@@ -143,7 +139,7 @@ export class OnnxDrafter implements Drafter {
     const i = this.info;
     const n = nextIds.length;
     const F = i.aux_layer_ids.length * i.target_hidden_size;
-    if (!features || features.shape[0] !== 1 || features.shape[1] !== n || features.shape[2] !== F) {
+    if (features?.shape[0] !== 1 || features.shape[1] !== n || features.shape[2] !== F) {
       throw new Error(`ONNX drafter: features must be [1, ${n}, ${F}], got ${features ? `[${features.shape}]` : 'none'}`);
     }
     this.nodes.clear();

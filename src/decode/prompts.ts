@@ -49,7 +49,7 @@ export function parsePromptLine(line: string, where: string): EvalPrompt {
     if (typeof obj.question !== 'string' || !obj.question) throw new DatasetError(`${where}: "question" is ${JSON.stringify(obj.question)}; expected a non-empty string (GSM8K)`);
     return { id: id('id'), category, messages: [{ role: 'user', content: obj.question }] };
   }
-  let conv;
+  let conv: ReturnType<typeof parseConversationLine>;
   try {
     conv = parseConversationLine(line, 'auto', where);
   } catch (e) {

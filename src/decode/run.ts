@@ -18,7 +18,7 @@ import { type AnswerExtractor, extractAnswer } from '../data/answers.ts';
 import { ExitPolicy, type ExitSignals } from '../specexit/policy.ts';
 import type * as tf from '@tensorflow/tfjs';
 import type { Tokenizer } from '../io/tokenizer.ts';
-import { type TokenizedPrompt, readPromptFile, readRecipePrompts, tokenizePrompts } from './prompts.ts';
+import { type EvalPrompt, type TokenizedPrompt, readPromptFile, readRecipePrompts, tokenizePrompts } from './prompts.ts';
 import { type EvalReport, type PromptRecord, acceptanceSvg, buildReport, reportTable } from './report.ts';
 import { OnnxDrafter } from './onnx-drafter.ts';
 import { type Drafter, Eagle3Drafter, type SpecOptions, type TreeShape, parseTreeShape, speculativeDecode } from './speculative.ts';
@@ -111,7 +111,7 @@ export async function runEval(r: Recipe, o: EvalJobOptions = {}): Promise<{ repo
     if (dc.hiddenSize !== tc.hiddenSize) throw new Error(`${checkpoint}: draft hidden size ${dc.hiddenSize} differs from the target embedding width ${tc.hiddenSize}`);
     if (loaded) drafter = new Eagle3Drafter(loaded.draft, target.embeddings(), loaded.used);
 
-    let prompts;
+    let prompts: EvalPrompt[];
     if (o.input) prompts = await readPromptFile(path.resolve(o.input), e.limit);
     else {
       if (!r.data.eval) throw new Error(`${r.file}: data.eval is not set; give prompts with --input (MT-bench questions or GSM8K JSONL)`);

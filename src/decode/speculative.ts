@@ -602,7 +602,7 @@ export class Eagle3Drafter implements Drafter {
   extend(nextIds: number[], features: tf.Tensor3D | null): void {
     const c = this.draft.config;
     const n = nextIds.length;
-    if (!features || features.shape[0] !== 1 || features.shape[1] !== n || features.shape[2] !== c.auxLayerIds.length * c.targetHiddenSize) {
+    if (features?.shape[0] !== 1 || features.shape[1] !== n || features.shape[2] !== c.auxLayerIds.length * c.targetHiddenSize) {
       throw new Error(`EAGLE-3 drafter: features must be [1, ${n}, ${c.auxLayerIds.length * c.targetHiddenSize}], got ${features ? `[${features.shape}]` : 'none'}`);
     }
     this.clearNodes();

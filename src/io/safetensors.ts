@@ -62,7 +62,7 @@ export class SafetensorsFile {
       try {
         header = JSON.parse(headerBuf.toString('utf8'));
       } catch (e) {
-        return fail(`header is not valid JSON (${(e as Error).message})`);
+        throw new SafetensorsError(`${file}: header is not valid JSON (${(e as Error).message})`);
       }
       if (typeof header !== 'object' || header === null || Array.isArray(header)) fail('header is not a JSON object');
       this.dataStart = 8 + n;

@@ -6,7 +6,7 @@ import { type ModelConfig, loadModelConfig, ropeInverseFrequencies } from '../io
 import { Checkpoint, type StoredTensor } from '../io/safetensors.ts';
 import { MASKED, applyRope, embeddingLookup, groupedAttention, rmsNorm, ropeTables, silu } from '../nn/layers.ts';
 import { TfjsKVCache } from './kv-cache.ts';
-import type { ForwardOptions, KVCache, TargetInput, TargetModel, TargetOutput } from './runtime.ts';
+import type { ForwardOptions, TargetInput, TargetModel, TargetOutput } from './runtime.ts';
 
 /** Where weights come from: a checkpoint folder, or an in-memory map in tests. */
 export interface WeightSource {

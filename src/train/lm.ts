@@ -68,8 +68,8 @@ export function lmLoss(model: TargetModel, batch: LmBatch, denominator?: number)
     const V = model.config.vocabSize;
     const out = model.forward({ ids: batch.ids, attentionMask: batch.attentionMask });
     const logits = out.logits!.slice([0, 0, 0], [B, T - 1, V]); // position t predicts token t + 1
-    const labels = tf.tensor2d(batch.ids.map((r) => r.slice(1)).flat(), [B, T - 1], 'int32');
-    const weights = tf.tensor2d(batch.lossMask.map((r) => r.slice(1)).flat(), [B, T - 1]);
+    const labels = tf.tensor2d(batch.ids.flatMap((r) => r.slice(1)), [B, T - 1], 'int32');
+    const weights = tf.tensor2d(batch.lossMask.flatMap((r) => r.slice(1)), [B, T - 1]);
     const nll = tf.neg(tf.sum(tf.mul(tf.oneHot(labels, V), tf.logSoftmax(logits)), -1));
     return tf.div(tf.sum(tf.mul(nll, weights)), denominator ?? Math.max(batch.tokens, 1)) as tf.Scalar;
   });

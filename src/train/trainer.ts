@@ -186,7 +186,7 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
     draft = Eagle3Draft.init(draftConfig, r.runtime.seed);
   }
   const vars = draft.variables();
-  const names = [...draft.params.keys()];
+  const _names = [...draft.params.keys()];
 
   const save = (): string => {
     const { m, v } = opt.state();
@@ -215,7 +215,10 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
       const out = tttForward(draft, head.embed, batch.aux, teacher, t.ttt_length);
       const acc = stepAccuracies(teacher, out.draftArgmax);
       out.stepLosses.forEach((l, k) => (lossSum[k] += l.dataSync()[0]));
-      acc.correct.forEach((c, k) => ((correct[k] += c), (counted[k] += acc.counted[k])));
+      acc.correct.forEach((c, k) => {
+        correct[k] += c;
+        counted[k] += acc.counted[k];
+      });
       if (t.specexit) {
         const sig = signalBatch(samples, batch.inputIds[0].length);
         const z = draft.signalLogits(batch.aux);
@@ -294,7 +297,10 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
     }, vars);
     const acc = stepAccuracies(teacher, argmax);
     kept.forEach((l, k) => (stats[k] += l.dataSync()[0]));
-    acc.correct.forEach((c, k) => ((stats[L + k] += c), (stats[2 * L + k] += acc.counted[k])));
+    acc.correct.forEach((c, k) => {
+      stats[L + k] += c;
+      stats[2 * L + k] += acc.counted[k];
+    });
     keptSignals.forEach((l, k) => (stats[3 * L + k] += l.dataSync()[0]));
     const total = value.dataSync()[0] * t.accumulation_steps;
     tf.dispose([value, ...kept, ...keptSignals, ...(sig ? [sig.targets, sig.masks] : []), teacher.probs, batch.aux, batch.targetLogits]);

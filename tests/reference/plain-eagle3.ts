@@ -130,7 +130,7 @@ function applyRope(
     for (let h = 0; h < numHeads; h++) {
       const base = (r * numHeads + h) * headDim;
       for (let i = 0; i < half; i++) {
-        const invFreq = 1 / Math.pow(theta, (2 * i) / headDim);
+        const invFreq = 1 / theta ** ((2 * i) / headDim);
         const angle = pos * invFreq;
         const c = Math.cos(angle);
         const s = Math.sin(angle);
@@ -380,7 +380,7 @@ function forward(cfg: PlainEagle3Config, w: Map<string, WeightArray>, x: PlainEa
     const acc = maskSum === 0 ? 0 : correct / maskSum;
     stepLosses.push(loss);
     stepAccs.push(acc);
-    totalLoss += Math.pow(cfg.stepWeight, step) * loss;
+    totalLoss += cfg.stepWeight ** step * loss;
 
     // The pre-norm output is the next step's hidden.
     hidden = out;

@@ -76,7 +76,7 @@ function ropeInvFreq(config: Record<string, any>, headDim: number): Float64Array
   const theta: number = config.rope_theta ?? 10000;
   const half = headDim / 2;
   const invFreq = new Float64Array(half);
-  for (let i = 0; i < half; i++) invFreq[i] = 1 / Math.pow(theta, (2 * i) / headDim);
+  for (let i = 0; i < half; i++) invFreq[i] = 1 / theta ** ((2 * i) / headDim);
 
   const scaling = config.rope_scaling;
   const ropeType = scaling ? (scaling.rope_type ?? scaling.type) : undefined;
@@ -267,9 +267,9 @@ function halfToFloat(bits: number): number {
   const sign = bits & 0x8000 ? -1 : 1;
   const exponent = (bits >> 10) & 0x1f;
   const mantissa = bits & 0x3ff;
-  if (exponent === 0) return sign * Math.pow(2, -14) * (mantissa / 1024);
+  if (exponent === 0) return sign * 2 ** -14 * (mantissa / 1024);
   if (exponent === 0x1f) return mantissa === 0 ? sign * Infinity : NaN;
-  return sign * Math.pow(2, exponent - 15) * (1 + mantissa / 1024);
+  return sign * 2 ** (exponent - 15) * (1 + mantissa / 1024);
 }
 
 /**
