@@ -11,7 +11,8 @@ import { loadRecipe } from '../src/recipe/recipe.ts';
 import { readManifest } from '../src/store/manifest.ts';
 import { CORPUS_DIR, TINY_TARGET_DIR } from '../src/tiny/config.ts';
 
-const arg = (name: string, dflt: string) => (process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1] : dflt);
+const arg = (name: string, dflt: string) =>
+  process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1] : dflt;
 const samples = Number(arg('samples', '1024'));
 const workers = arg('workers', '1,2').split(',').map(Number);
 const runs = Number(arg('runs', '1'));
@@ -41,5 +42,7 @@ for (const n of workers) {
     if (rate) inner.push(Number(rate[1]));
     fs.rmSync(dir, { recursive: true });
   }
-  console.log(`workers ${n}: ${median(wall).toFixed(0)} tokens/s end to end, ${median(inner).toFixed(0)} tokens/s inside the capture (median of ${runs})`);
+  console.log(
+    `workers ${n}: ${median(wall).toFixed(0)} tokens/s end to end, ${median(inner).toFixed(0)} tokens/s inside the capture (median of ${runs})`,
+  );
 }

@@ -11,7 +11,8 @@ import { ArrowStore } from '../src/store/reader.ts';
 import { TfjsTarget } from '../src/target/tfjs-target.ts';
 import { CORPUS_DIR, TINY_TARGET_DIR } from '../src/tiny/config.ts';
 
-const arg = (name: string, dflt: string) => (process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1] : dflt);
+const arg = (name: string, dflt: string) =>
+  process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1] : dflt;
 const samples = Number(arg('samples', '256'));
 const runs = Number(arg('runs', '3'));
 const backend = await initBackend(arg('backend', 'auto') as never);
@@ -50,7 +51,10 @@ for (let r = 0; r < runs; r++) {
 // Read throughput: whole passes over the last store, shuffled batches as training reads them.
 const readRates: number[] = [];
 const s = await ArrowStore.open(path.join(store, 'train'));
-const fileBytes = fs.readdirSync(path.join(store, 'train')).filter((f) => f.endsWith('.arrow')).reduce((a, f) => a + fs.statSync(path.join(store, 'train', f)).size, 0);
+const fileBytes = fs
+  .readdirSync(path.join(store, 'train'))
+  .filter((f) => f.endsWith('.arrow'))
+  .reduce((a, f) => a + fs.statSync(path.join(store, 'train', f)).size, 0);
 for (let r = 0; r < 5; r++) {
   const t0 = performance.now();
   for await (const batch of s.batches({ batchSize: 8, shuffle: true, seed: 1, epoch: r })) void batch;
@@ -61,6 +65,8 @@ fs.rmSync(store, { recursive: true });
 
 console.log(`tiny target (H=${H}), ${samples} samples per run, backend ${backend}; medians of ${runs} capture runs and 5 read passes`);
 console.log(`capture throughput            ${median(captureRates).toFixed(0)} tokens/s`);
-console.log(`store size                    ${bytesPerToken.toFixed(1)} bytes/token (float16 aux 3H + final hidden H = ${8 * H} bytes of features)`);
+console.log(
+  `store size                    ${bytesPerToken.toFixed(1)} bytes/token (float16 aux 3H + final hidden H = ${8 * H} bytes of features)`,
+);
 console.log(`SpecForge offline format      ${8 * H} bytes/token (aux 3H + last hidden H in bf16)`);
 console.log(`read throughput (shuffled)    ${median(readRates).toFixed(0)} MB/s of store files`);

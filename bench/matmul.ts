@@ -43,7 +43,9 @@ async function projectionStep(useCustom: boolean): Promise<number> {
   const x = tf.randomNormal([M, K]);
   const w = tf.variable(tf.randomNormal([K, N], 0, 0.02));
   const labels = tf.oneHot(tf.randomUniform([M], 0, N, 'int32'), N);
-  const mm = useCustom ? (a: tf.Tensor, b: tf.Tensor) => matmul(a as tf.Tensor2D, b) : (a: tf.Tensor, b: tf.Tensor) => tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D);
+  const mm = useCustom
+    ? (a: tf.Tensor, b: tf.Tensor) => matmul(a as tf.Tensor2D, b)
+    : (a: tf.Tensor, b: tf.Tensor) => tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D);
   const step = () => {
     const { value, grads } = tf.variableGrads(() => tf.losses.softmaxCrossEntropy(labels, mm(x, w)) as tf.Scalar, [w]);
     return [value, grads[w.name]];

@@ -10,7 +10,8 @@ import { loadTokenizer } from '../src/io/tokenizer.ts';
 import { TfjsTarget } from '../src/target/tfjs-target.ts';
 import { CORPUS_DIR, TINY_TARGET_DIR } from '../src/tiny/config.ts';
 
-const arg = (name: string, dflt: string) => (process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1] : dflt);
+const arg = (name: string, dflt: string) =>
+  process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1] : dflt;
 const samples = Number(arg('samples', '64'));
 const batches = arg('batch', '1,16,32').split(',').map(Number);
 const target = arg('target', TINY_TARGET_DIR);
@@ -38,6 +39,8 @@ for (const batchSize of batches) {
     log: () => {},
   });
   fs.rmSync(dir, { recursive: true });
-  console.log(`batch ${String(batchSize).padStart(3)}: ${res.tokens} tokens in ${res.seconds.toFixed(1)} s = ${(res.tokens / res.seconds).toFixed(0)} tokens/s (${res.truncatedTurns} of ${res.turns} turns cut at max_new_tokens)`);
+  console.log(
+    `batch ${String(batchSize).padStart(3)}: ${res.tokens} tokens in ${res.seconds.toFixed(1)} s = ${(res.tokens / res.seconds).toFixed(0)} tokens/s (${res.truncatedTurns} of ${res.turns} turns cut at max_new_tokens)`,
+  );
 }
 model.dispose();

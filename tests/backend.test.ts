@@ -16,8 +16,13 @@ function nativeInstalled(pkg: string): boolean {
   }
 }
 
-test('an explicit backend that cannot load is a clear error, never a silent fallback', { skip: nativeInstalled('@tensorflow/tfjs-node') && 'tfjs-node is installed here' }, async () => {
-  await assert.rejects(initBackend('node'), (e: unknown) => e instanceof BackendError && /backend 'node': cannot load @tensorflow\/tfjs-node/.test(e.message));
+test('an explicit backend that cannot load is a clear error, never a silent fallback', {
+  skip: nativeInstalled('@tensorflow/tfjs-node') && 'tfjs-node is installed here',
+}, async () => {
+  await assert.rejects(
+    initBackend('node'),
+    (e: unknown) => e instanceof BackendError && /backend 'node': cannot load @tensorflow\/tfjs-node/.test(e.message),
+  );
   await assert.rejects(initBackend('bogus' as never), /unknown backend 'bogus': expected one of auto, node-gpu, node, wasm, cpu/);
 });
 
@@ -30,10 +35,22 @@ for (const backend of ['cpu', 'wasm'] as const) {
       const rand = (shape: number[]) => tf.tensor(rng.normalArray(shape.reduce((a, b) => a * b, 1)), shape);
       const before = tf.memory().numTensors;
       const cases: [number[], number[]][] = [
-        [[5, 7], [7, 3]], // 2-D
-        [[2, 5, 7], [7, 3]], // shared weight over leading dims
-        [[4, 5, 7], [4, 7, 3]], // batched
-        [[2, 3, 5, 7], [2, 3, 7, 4]], // batched, rank 4
+        [
+          [5, 7],
+          [7, 3],
+        ], // 2-D
+        [
+          [2, 5, 7],
+          [7, 3],
+        ], // shared weight over leading dims
+        [
+          [4, 5, 7],
+          [4, 7, 3],
+        ], // batched
+        [
+          [2, 3, 5, 7],
+          [2, 3, 7, 4],
+        ], // batched, rank 4
       ];
       for (const [sa, sb] of cases) {
         const a = rand(sa);
@@ -41,7 +58,8 @@ for (const backend of ['cpu', 'wasm'] as const) {
         const w = rand([...sa.slice(0, -1), sb[sb.length - 1]]); // weights of a scalar loss sum(w * y)
         const ours = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.mul(matmul(x, y), w)));
         const ref = tf.grads((x: tf.Tensor, y: tf.Tensor) => {
-          const prod = sb.length === 2 && sa.length > 2 ? tf.matMul(x.reshape([-1, sa[sa.length - 1]]), y).reshape(w.shape) : tf.matMul(x, y);
+          const prod =
+            sb.length === 2 && sa.length > 2 ? tf.matMul(x.reshape([-1, sa[sa.length - 1]]), y).reshape(w.shape) : tf.matMul(x, y);
           return tf.sum(tf.mul(prod, w));
         });
         const [ga, gb] = ours([a, b]);
@@ -59,7 +77,10 @@ for (const backend of ['cpu', 'wasm'] as const) {
     test('linear adds its bias and rejects mismatched shapes', async () => {
       await initBackend(backend);
       const x = tf.tensor2d([[1, 2]]);
-      const w = tf.tensor2d([[1, 0, 2], [0, 1, 3]]);
+      const w = tf.tensor2d([
+        [1, 0, 2],
+        [0, 1, 3],
+      ]);
       const y = linear(x, w, tf.tensor1d([10, 20, 30]));
       assert.deepEqual(Array.from(y.dataSync()), [11, 22, 38]);
       assert.throws(() => matmul(x, tf.ones([3, 2])), /inner dimensions differ/);

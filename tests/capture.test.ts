@@ -22,7 +22,6 @@ const bin = path.join(repo, 'bin', 'specforge.js');
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'capture-test-'));
 const target = path.join(work, 'target');
 
-
 function recipe(name: string, extra = ''): string {
   const file = path.join(work, `${name}.yaml`);
   fs.writeFileSync(
@@ -55,7 +54,12 @@ describe('capture', () => {
       assert.deepEqual(Array.from(s.inputIds), t.ids);
       assert.deepEqual(Array.from(s.lossMask), t.lossMask);
       const out = model.forward({ ids: [t.ids] }, { layers: [1, 2, 4], logits: false });
-      const aux = tf.concat([1, 2, 4].map((l) => out.layers.get(l)!), -1).dataSync();
+      const aux = tf
+        .concat(
+          [1, 2, 4].map((l) => out.layers.get(l)!),
+          -1,
+        )
+        .dataSync();
       const fin = out.finalNormed.dataSync();
       const f16 = (x: number) => f16ToF32(f32ToF16(x));
       // Batched (padded) capture vs single-sequence forward: equal up to float32 noise, then f16 rounding.
@@ -100,9 +104,18 @@ describe('capture', () => {
     assert.match(resumed.stdout, /resuming; \d+ samples are in finished shards/);
     const a = path.join(work, 'whole', 'train');
     const b = path.join(work, 'killed', 'train');
-    const shards = fs.readdirSync(a).filter((f) => f.endsWith('.arrow')).sort();
+    const shards = fs
+      .readdirSync(a)
+      .filter((f) => f.endsWith('.arrow'))
+      .sort();
     assert.equal(shards.length, 5);
-    assert.deepEqual(fs.readdirSync(b).filter((f) => f.endsWith('.arrow')).sort(), shards);
+    assert.deepEqual(
+      fs
+        .readdirSync(b)
+        .filter((f) => f.endsWith('.arrow'))
+        .sort(),
+      shards,
+    );
     for (const s of shards) assert.ok(fs.readFileSync(path.join(a, s)).equals(fs.readFileSync(path.join(b, s))), s);
   });
 

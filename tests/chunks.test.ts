@@ -31,7 +31,10 @@ describe('chunk plan', () => {
       { indices: [4, 0], padTo: 7 },
       { indices: [2], padTo: 3 },
     ]);
-    assert.deepEqual(planChunks([4, 9, 2, 9, 6], 1, 9).map((c) => c.indices), [[1], [3], [4], [0], [2]]);
+    assert.deepEqual(
+      planChunks([4, 9, 2, 9, 6], 1, 9).map((c) => c.indices),
+      [[1], [3], [4], [0], [2]],
+    );
   });
 
   test('random batches: every sample in exactly one chunk, each chunk within its budget or alone', () => {
@@ -41,7 +44,10 @@ describe('chunk plan', () => {
       const T = Math.max(...lengths) + rng.int(3);
       const budget = rng.int(200);
       const chunks = planChunks(lengths, budget, T);
-      assert.deepEqual(chunks.flatMap((c) => c.indices).sort((a, b) => a - b), lengths.map((_, i) => i));
+      assert.deepEqual(
+        chunks.flatMap((c) => c.indices).sort((a, b) => a - b),
+        lengths.map((_, i) => i),
+      );
       for (const c of chunks) {
         const longest = Math.max(...c.indices.map((i) => lengths[i]));
         assert.equal(c.padTo, budget > 0 ? Math.min(T, longest + 1) : T);
@@ -57,8 +63,19 @@ describe('chunk plan', () => {
 
 describe('chunked TTT equals the whole batch', () => {
   const c: DraftConfig = {
-    hiddenSize: 24, targetHiddenSize: 20, intermediateSize: 40, numHeads: 4, numKvHeads: 2, headDim: 6,
-    vocabSize: 30, draftVocabSize: 12, rmsNormEps: 1e-6, ropeTheta: 500, ropeScaling: null, maxPositionEmbeddings: 64, auxLayerIds: [1, 2, 3],
+    hiddenSize: 24,
+    targetHiddenSize: 20,
+    intermediateSize: 40,
+    numHeads: 4,
+    numKvHeads: 2,
+    headDim: 6,
+    vocabSize: 30,
+    draftVocabSize: 12,
+    rmsNormEps: 1e-6,
+    ropeTheta: 500,
+    ropeScaling: null,
+    maxPositionEmbeddings: 64,
+    auxLayerIds: [1, 2, 3],
   };
   const V = 30;
   const W = 3 * c.targetHiddenSize;
@@ -70,7 +87,11 @@ describe('chunked TTT equals the whole batch', () => {
   const B = lengths.length;
   const rng = new Rng(23);
   const weights = new Map<string, Float32Array>();
-  for (const [name, shape] of draftTensorShapes(c)) weights.set(name, shape.length === 1 ? Float32Array.from(rng.normalArray(shape[0], 0.1), (x) => 1 + x) : rng.normalArray(shape[0] * shape[1], 0.3));
+  for (const [name, shape] of draftTensorShapes(c))
+    weights.set(
+      name,
+      shape.length === 1 ? Float32Array.from(rng.normalArray(shape[0], 0.1), (x) => 1 + x) : rng.normalArray(shape[0] * shape[1], 0.3),
+    );
   const used = Int32Array.from([0, 2, 3, 5, 8, 9, 13, 17, 20, 21, 26, 29]);
   const t2d = new Uint8Array(V);
   used.forEach((u) => (t2d[u] = 1));
@@ -124,7 +145,12 @@ describe('chunked TTT equals the whole batch', () => {
       return out.total;
     }, draft.variables());
     const acc = stepAccuracies(teacher, argmax);
-    const res = { losses: kept.map((l) => l.dataSync()[0]), correct: acc.correct, counted: acc.counted, grads: new Map(Object.entries(grads).map(([k, g]) => [k, g.dataSync() as Float32Array])) };
+    const res = {
+      losses: kept.map((l) => l.dataSync()[0]),
+      correct: acc.correct,
+      counted: acc.counted,
+      grads: new Map(Object.entries(grads).map(([k, g]) => [k, g.dataSync() as Float32Array])),
+    };
     tf.dispose([value, ...kept, ...Object.values(grads), teacher.probs, batch.aux, batch.targetLogits]);
     return res;
   }
@@ -134,7 +160,13 @@ describe('chunked TTT equals the whole batch', () => {
   test('the whole batch matches the plain loop reference', () => {
     const batch = collate(all, T);
     const ref = plainEagle3Forward({ ...c, tttLength: ttt, stepWeight: 0.8 }, weights, {
-      embed, aux: batch.host.aux, inputIds: batch.inputIds, lossMask: batch.lossMask, targetLogits: batch.host.logits, t2d, d2t: Array.from(used, (u, i) => u - i),
+      embed,
+      aux: batch.host.aux,
+      inputIds: batch.inputIds,
+      lossMask: batch.lossMask,
+      targetLogits: batch.host.logits,
+      t2d,
+      d2t: Array.from(used, (u, i) => u - i),
     });
     tf.dispose([batch.aux, batch.targetLogits]);
     assert.ok(maxAbsDiff(whole.losses, ref.stepLosses) <= 1e-4, `${whole.losses} vs ${ref.stepLosses}`);
@@ -173,8 +205,14 @@ describe('chunked TTT equals the whole batch', () => {
 
   test('SpecExit losses with the batch divisors add up over chunks', () => {
     const feature = (n: number, b: number): FeatureSample => ({
-      id: `s${b}`, inputIds: new Int32Array(n), lossMask: new Uint8Array(n), aux: new Float32Array(0), finalHidden: new Float32Array(0),
-      thinkSpans: Int32Array.from(n > 3 ? [1, n - 2] : []), answerPositions: Int32Array.from(n > 3 ? [b % 2 ? 2 : -1] : []), answer: b % 3 ? '12' : '',
+      id: `s${b}`,
+      inputIds: new Int32Array(n),
+      lossMask: new Uint8Array(n),
+      aux: new Float32Array(0),
+      finalHidden: new Float32Array(0),
+      thinkSpans: Int32Array.from(n > 3 ? [1, n - 2] : []),
+      answerPositions: Int32Array.from(n > 3 ? [b % 2 ? 2 : -1] : []),
+      answer: b % 3 ? '12' : '',
     });
     const fs = lengths.map(feature);
     const z = rng.normalArray(B * T * 3);
@@ -184,7 +222,10 @@ describe('chunked TTT equals the whole batch', () => {
       return tf.tensor3d(out, [idx.length, padTo, 3]);
     };
     const lossesOf = (idx: number[], padTo: number, divisors?: [number, number, number]) => {
-      const sig = signalBatch(idx.map((i) => fs[i]), padTo);
+      const sig = signalBatch(
+        idx.map((i) => fs[i]),
+        padTo,
+      );
       const zt = zOf(idx, padTo);
       const ls = signalLosses(zt, sig, divisors).map((l) => l.dataSync()[0]);
       tf.dispose([zt, sig.targets, sig.masks]);

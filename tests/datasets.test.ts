@@ -42,7 +42,12 @@ const share1 = {
   ],
   answer: '42',
 };
-const share2 = { conversations: [{ from: 'user', value: 'Q?' }, { from: 'assistant', value: 'A.' }] };
+const share2 = {
+  conversations: [
+    { from: 'user', value: 'Q?' },
+    { from: 'assistant', value: 'A.' },
+  ],
+};
 
 test('sharegpt: messages, ids, extra fields and file:line sources; blank lines ignored', async () => {
   const file = jsonl([share1, '', '   ', share2]);
@@ -69,15 +74,37 @@ test('sharegpt: messages, ids, extra fields and file:line sources; blank lines i
 
 test('openai: messages (or conversations) of role/content, text parts joined', async () => {
   const file = jsonl([
-    { id: 7, messages: [{ role: 'system', content: 'S' }, { role: 'user', content: 'U' }, { role: 'assistant', content: 'A' }], source: 'web' },
+    {
+      id: 7,
+      messages: [
+        { role: 'system', content: 'S' },
+        { role: 'user', content: 'U' },
+        { role: 'assistant', content: 'A' },
+      ],
+      source: 'web',
+    },
     '',
-    { conversations: [{ role: 'user', content: [{ type: 'text', text: 'Part 1, ' }, { type: 'text', text: 'part 2' }] }, { role: 'assistant', content: 'B' }] },
+    {
+      conversations: [
+        {
+          role: 'user',
+          content: [
+            { type: 'text', text: 'Part 1, ' },
+            { type: 'text', text: 'part 2' },
+          ],
+        },
+        { role: 'assistant', content: 'B' },
+      ],
+    },
   ]);
   const { out } = await readAll(file, { format: 'openai' });
   assert.equal(out.length, 2);
   assert.equal(out[0].id, '7');
   assert.deepEqual(out[0].extra, { source: 'web' });
-  assert.deepEqual(out[0].messages.map((m) => m.role), ['system', 'user', 'assistant']);
+  assert.deepEqual(
+    out[0].messages.map((m) => m.role),
+    ['system', 'user', 'assistant'],
+  );
   assert.deepEqual(out[1].messages[0], { role: 'user', content: 'Part 1, part 2' });
   assert.equal(out[1].source, `${file}:3`);
 });
@@ -100,8 +127,18 @@ test('gsm8k: question -> user, answer -> assistant', async () => {
 test('auto: the format is decided per line', async () => {
   const file = jsonl([
     share1,
-    { messages: [{ role: 'user', content: 'U' }, { role: 'assistant', content: 'A' }] },
-    { conversations: [{ role: 'user', content: 'U2' }, { role: 'assistant', content: 'A2' }] },
+    {
+      messages: [
+        { role: 'user', content: 'U' },
+        { role: 'assistant', content: 'A' },
+      ],
+    },
+    {
+      conversations: [
+        { role: 'user', content: 'U2' },
+        { role: 'assistant', content: 'A2' },
+      ],
+    },
     { question: 'Q', answer: 'A3' },
   ]);
   const { out } = await readAll(file); // format defaults to auto
@@ -109,7 +146,11 @@ test('auto: the format is decided per line', async () => {
     out.map((c) => c.messages.at(-1)!.content),
     ['Hello!', 'A', 'A2', 'A3'],
   );
-  await rejects(jsonl([share1, { prompt: 'x', completion: 'y' }]), {}, /:2: cannot tell the format .*"conversations" \(sharegpt\), "messages" \(openai\) or "question" and "answer" \(gsm8k\)/);
+  await rejects(
+    jsonl([share1, { prompt: 'x', completion: 'y' }]),
+    {},
+    /:2: cannot tell the format .*"conversations" \(sharegpt\), "messages" \(openai\) or "question" and "answer" \(gsm8k\)/,
+  );
 });
 
 test('limit stops early; stats fill in as the generator is consumed', async () => {
@@ -132,7 +173,12 @@ test('bad lines are DatasetErrors naming file:line and what was expected', async
   const good: Record<string, object> = {
     sharegpt: share1,
     auto: share1,
-    openai: { messages: [{ role: 'user', content: 'U' }, { role: 'assistant', content: 'A' }] },
+    openai: {
+      messages: [
+        { role: 'user', content: 'U' },
+        { role: 'assistant', content: 'A' },
+      ],
+    },
     gsm8k: { question: 'Q', answer: 'A' },
   };
   const cases: [object | string, ReadOptions, RegExp][] = [
@@ -140,12 +186,34 @@ test('bad lines are DatasetErrors naming file:line and what was expected', async
     ['[1, 2]', { format: 'auto' }, /expected a JSON object, got a list/],
     [{ id: 1 }, { format: 'sharegpt' }, /"conversations" is missing; expected a list of \{from, value\}/],
     [{ conversations: 'hi' }, { format: 'sharegpt' }, /"conversations" is "hi"; expected a list/],
-    [{ conversations: [{ from: 'bot', value: 'x' }, { from: 'gpt', value: 'y' }] }, { format: 'sharegpt' }, /conversations\[0\]\.from is "bot"; expected human, gpt or system/],
-    [{ conversations: [{ from: 'human', value: 3 }, { from: 'gpt', value: 'y' }] }, { format: 'sharegpt' }, /conversations\[0\]\.value is 3; expected a string/],
+    [
+      {
+        conversations: [
+          { from: 'bot', value: 'x' },
+          { from: 'gpt', value: 'y' },
+        ],
+      },
+      { format: 'sharegpt' },
+      /conversations\[0\]\.from is "bot"; expected human, gpt or system/,
+    ],
+    [
+      {
+        conversations: [
+          { from: 'human', value: 3 },
+          { from: 'gpt', value: 'y' },
+        ],
+      },
+      { format: 'sharegpt' },
+      /conversations\[0\]\.value is 3; expected a string/,
+    ],
     [{ conversations: [] }, { format: 'sharegpt' }, /empty conversation/],
     [{ conversations: [] }, { format: 'auto' }, /empty conversation/],
     [{ conversations: [{ from: 'human', value: 'x' }] }, { format: 'sharegpt' }, /no assistant message/],
-    [{ messages: [{ role: 'tool', content: 'x' }] }, { format: 'openai' }, /messages\[0\]\.role is "tool"; expected system, user or assistant/],
+    [
+      { messages: [{ role: 'tool', content: 'x' }] },
+      { format: 'openai' },
+      /messages\[0\]\.role is "tool"; expected system, user or assistant/,
+    ],
     [{ messages: [{ role: 'user', content: null }] }, { format: 'openai' }, /messages\[0\]\.content is null; expected a string/],
     [{ messages: [{ role: 'user', content: 'x' }] }, { format: 'auto' }, /no assistant message/],
     [{ messages: [] }, { format: 'openai' }, /empty conversation/],
@@ -169,7 +237,10 @@ test('skipInvalid: bad lines are skipped and counted, the first errors kept', as
   await rejects(file, {}, /:2: not valid JSON/);
   const { out, stats } = await readAll(file, { skipInvalid: true });
   assert.equal(out.length, 3);
-  assert.deepEqual(out.map((c) => c.source), [`${file}:1`, `${file}:5`, `${file}:18`]);
+  assert.deepEqual(
+    out.map((c) => c.source),
+    [`${file}:1`, `${file}:5`, `${file}:18`],
+  );
   assert.equal(stats.read, 3);
   assert.equal(stats.skipped, 14);
   assert.equal(stats.firstErrors.length, 10);

@@ -28,12 +28,22 @@ before(async () => {
   await initBackend('wasm');
   const tok = loadTokenizer(path.join(repo, 'data', 'tiny-target'));
   const eos = tok.requireId('<|im_end|>');
-  const raw = { architectures: ['LlamaForCausalLM'], hidden_size: 32, intermediate_size: 48, num_hidden_layers: 4, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: tok.vocabSize, eos_token_id: eos };
+  const raw = {
+    architectures: ['LlamaForCausalLM'],
+    hidden_size: 32,
+    intermediate_size: 48,
+    num_hidden_layers: 4,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    vocab_size: tok.vocabSize,
+    eos_token_id: eos,
+  };
   fs.mkdirSync(target, { recursive: true });
   fs.writeFileSync(path.join(target, 'config.json'), JSON.stringify(raw));
   const config = parseModelConfig(raw);
   writeSafetensors(path.join(target, 'model.safetensors'), randomWeights(config, 8));
-  for (const f of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(repo, 'data', 'tiny-target', f), path.join(target, f));
+  for (const f of ['tokenizer.json', 'tokenizer_config.json'])
+    fs.copyFileSync(path.join(repo, 'data', 'tiny-target', f), path.join(target, f));
   // A random draft over the first 64 token ids (eos among them), saved as training would.
   const Vd = 64;
   const draftConfig = draftConfigFor(config, [1, 2, 3], Vd);
@@ -43,12 +53,38 @@ before(async () => {
   const t2d = new Uint8Array(tok.vocabSize);
   for (let i = 0; i < Vd; i++) t2d[i] = 1;
   const state = { step: 5, epoch: 0, batchInEpoch: 5, totalSteps: 5, seed: 1, learningRate: 0, recipeKey: 'test' };
-  saveCheckpoint(path.join(work, 'ckpt', 'evalrun'), draftConfig, weights, { d2t: new BigInt64Array(Vd), t2d }, { m: zeros, v: zeros }, state, 3);
+  saveCheckpoint(
+    path.join(work, 'ckpt', 'evalrun'),
+    draftConfig,
+    weights,
+    { d2t: new BigInt64Array(Vd), t2d },
+    { m: zeros, v: zeros },
+    state,
+    3,
+  );
   draft.dispose();
 
-  const chat = (q: string, a: string) => JSON.stringify({ conversations: [{ from: 'human', value: q }, { from: 'gpt', value: a }] });
-  fs.writeFileSync(path.join(work, 'eval.jsonl'), [chat('What does Julia do for a living?', 'She is a pilot.'), chat('Where does Mark live?', 'Mark is from Oslo.'), chat('Who is Lucy?', 'A friend.')].join('\n') + '\n');
-  fs.writeFileSync(path.join(work, 'mtbench.jsonl'), [1, 2].map((i) => JSON.stringify({ question_id: 80 + i, category: 'writing', turns: [`Where does Mark live? ${i}`, 'And then?'] })).join('\n') + '\n');
+  const chat = (q: string, a: string) =>
+    JSON.stringify({
+      conversations: [
+        { from: 'human', value: q },
+        { from: 'gpt', value: a },
+      ],
+    });
+  fs.writeFileSync(
+    path.join(work, 'eval.jsonl'),
+    [
+      chat('What does Julia do for a living?', 'She is a pilot.'),
+      chat('Where does Mark live?', 'Mark is from Oslo.'),
+      chat('Who is Lucy?', 'A friend.'),
+    ].join('\n') + '\n',
+  );
+  fs.writeFileSync(
+    path.join(work, 'mtbench.jsonl'),
+    [1, 2]
+      .map((i) => JSON.stringify({ question_id: 80 + i, category: 'writing', turns: [`Where does Mark live? ${i}`, 'And then?'] }))
+      .join('\n') + '\n',
+  );
   fs.writeFileSync(
     recipe,
     `model:\n  target: ${target}\n  aux_layer_ids: [1, 2, 3]\n  draft_vocab_size: ${Vd}\n` +
@@ -82,13 +118,32 @@ describe('specforge eval', () => {
 
   test('MT-bench input, tree drafting with sampling, explicit checkpoint and output folder', () => {
     const out = path.join(work, 'out-tree');
-    const r = run('--input', path.join(work, 'mtbench.jsonl'), '--tree', '2,3,5', '--temperature', '0.8', '--top-p', '0.9', '--checkpoint', path.join(work, 'ckpt', 'evalrun', 'step-5'), '--out', out);
+    const r = run(
+      '--input',
+      path.join(work, 'mtbench.jsonl'),
+      '--tree',
+      '2,3,5',
+      '--temperature',
+      '0.8',
+      '--top-p',
+      '0.9',
+      '--checkpoint',
+      path.join(work, 'ckpt', 'evalrun', 'step-5'),
+      '--out',
+      out,
+    );
     assert.equal(r.status, 0, r.stderr + r.stdout);
     const report = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8'));
     assert.equal(report.prompts, 2);
     assert.deepEqual(report.settings.tree, { topk: 2, depth: 3, tokens: 5 });
     assert.equal(report.identicalToPlain, null);
-    assert.deepEqual(report.perPrompt.map((p: { id: string; category: string }) => [p.id, p.category]), [['81', 'writing'], ['82', 'writing']]);
+    assert.deepEqual(
+      report.perPrompt.map((p: { id: string; category: string }) => [p.id, p.category]),
+      [
+        ['81', 'writing'],
+        ['82', 'writing'],
+      ],
+    );
     assert.ok(fs.existsSync(path.join(out, 'acceptance.svg')));
   });
 
@@ -105,10 +160,23 @@ describe('specforge eval', () => {
 
   test('--draft-onnx: the exported ONNX draft, run by ONNX Runtime, decodes exactly as the checkpoint does', () => {
     const ckpt = path.join(work, 'ckpt', 'evalrun', 'step-5');
-    const exp = spawnSync(process.execPath, [bin, 'export-onnx', '--checkpoint', ckpt, '--out', path.join(work, 'export'), '--format', 'onnx', '--target', target], { encoding: 'utf8' });
+    const exp = spawnSync(
+      process.execPath,
+      [bin, 'export-onnx', '--checkpoint', ckpt, '--out', path.join(work, 'export'), '--format', 'onnx', '--target', target],
+      { encoding: 'utf8' },
+    );
     assert.equal(exp.status, 0, exp.stderr);
     const a = run('--limit', '2', '--draft-steps', '3', '--checkpoint', ckpt, '--out', path.join(work, 'eval-tfjs'));
-    const b = run('--limit', '2', '--draft-steps', '3', '--draft-onnx', path.join(work, 'export', 'onnx'), '--out', path.join(work, 'eval-onnx'));
+    const b = run(
+      '--limit',
+      '2',
+      '--draft-steps',
+      '3',
+      '--draft-onnx',
+      path.join(work, 'export', 'onnx'),
+      '--out',
+      path.join(work, 'eval-onnx'),
+    );
     assert.equal(a.status, 0, a.stderr);
     assert.equal(b.status, 0, b.stderr);
     const ra = JSON.parse(fs.readFileSync(path.join(work, 'eval-tfjs', 'report.json'), 'utf8'));
@@ -117,7 +185,10 @@ describe('specforge eval', () => {
     assert.equal(ra.settings.drafter, 'tfjs');
     assert.equal(rb.tau, ra.tau);
     assert.deepEqual(rb.acceptLengthHistogram, ra.acceptLengthHistogram);
-    assert.deepEqual(rb.perPrompt.map((p: { tokens: number }) => p.tokens), ra.perPrompt.map((p: { tokens: number }) => p.tokens));
+    assert.deepEqual(
+      rb.perPrompt.map((p: { tokens: number }) => p.tokens),
+      ra.perPrompt.map((p: { tokens: number }) => p.tokens),
+    );
     const bad = run('--draft-onnx', ckpt);
     assert.equal(bad.status, 1);
     assert.match(bad.stderr, /step-5: not an exported ONNX draft/);

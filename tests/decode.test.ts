@@ -9,7 +9,15 @@ import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/backend.ts';
-import { type DraftLogits, type Drafter, Eagle3Drafter, parseTreeShape, type SpecOptions, speculativeDecode, tokenDistribution } from '../src/decode/speculative.ts';
+import {
+  type DraftLogits,
+  type Drafter,
+  Eagle3Drafter,
+  parseTreeShape,
+  type SpecOptions,
+  speculativeDecode,
+  tokenDistribution,
+} from '../src/decode/speculative.ts';
 import { draftConfigFor } from '../src/draft/config.ts';
 import { Eagle3Draft } from '../src/draft/eagle3.ts';
 import { type ModelConfig, parseModelConfig } from '../src/io/hf-config.ts';
@@ -20,11 +28,25 @@ import { Rng } from '../src/util/random.ts';
 import { mapSource, maxAbsDiff, randomWeights } from './helpers.ts';
 
 const V = 40;
-const config = parseModelConfig({ architectures: ['Qwen3ForCausalLM'], hidden_size: 32, intermediate_size: 48, num_hidden_layers: 3, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 8, vocab_size: V });
+const config = parseModelConfig({
+  architectures: ['Qwen3ForCausalLM'],
+  hidden_size: 32,
+  intermediate_size: 48,
+  num_hidden_layers: 3,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  head_dim: 8,
+  vocab_size: V,
+});
 const AUX = [0, 1, 2];
 // Draft vocabulary: 30 of the 40 ids (the draft can never propose the others).
 const USED = Int32Array.from({ length: V }, (_, i) => i).filter((i) => i % 4 !== 0);
-const PROMPTS = [[1, 2, 3, 4, 5, 6, 7], [8, 9], [10, 11, 12, 13, 14], [30, 2, 30, 2]];
+const PROMPTS = [
+  [1, 2, 3, 4, 5, 6, 7],
+  [8, 9],
+  [10, 11, 12, 13, 14],
+  [30, 2, 30, 2],
+];
 let target: TfjsTarget;
 let draft: Eagle3Draft;
 
@@ -104,7 +126,11 @@ class Recorder implements Drafter {
     this.inner.extend(nextIds, features);
     this.proposer?.extend(nextIds, null);
     this.seq.push(...nextIds);
-    this.records.push({ committed: [...this.seq], root: Float32Array.from(this.inner.expand([[]])[0].logits), tensors: tf.memory().numTensors });
+    this.records.push({
+      committed: [...this.seq],
+      root: Float32Array.from(this.inner.expand([[]])[0].logits),
+      tensors: tf.memory().numTensors,
+    });
   }
   expand(paths: number[][]) {
     return (this.proposer ?? this.inner).expand(paths);
@@ -123,7 +149,13 @@ describe('lossless greedy speculative decoding', () => {
     let passes = 0;
     for (const prompt of PROMPTS) {
       const expected = greedy(prompt, 14, stopIds);
-      for (const opts of [{ draftSteps: 1 }, { draftSteps: 3 }, { draftSteps: 5 }, { tree: parseTreeShape('3,3,8') }, { tree: parseTreeShape('2,4,6') }]) {
+      for (const opts of [
+        { draftSteps: 1 },
+        { draftSteps: 3 },
+        { draftSteps: 5 },
+        { tree: parseTreeShape('3,3,8') },
+        { tree: parseTreeShape('2,4,6') },
+      ]) {
         const r = speculativeDecode(target, drafter, prompt, { maxNewTokens: 14, stopIds, ...opts });
         assert.deepEqual(r.tokens, expected, `prompt [${prompt}] with ${JSON.stringify(opts)}`);
         assert.equal(r.finish, expected.length < 14 ? 'stop' : 'length');
@@ -145,11 +177,19 @@ describe('lossless greedy speculative decoding', () => {
       assert.deepEqual(chain.tokens, expected);
       assert.deepEqual(chain.acceptLengths, plan.slice(0, chain.verifyPasses));
       // Tree: top-2 children, 3 levels, all 10 candidates kept; the right child is the second of two.
-      const tree = speculativeDecode(target, new ScriptedDrafter(oracle, plan, true), prompt, { maxNewTokens: 20, stopIds: [], tree: { topk: 2, depth: 3, tokens: 10 } });
+      const tree = speculativeDecode(target, new ScriptedDrafter(oracle, plan, true), prompt, {
+        maxNewTokens: 20,
+        stopIds: [],
+        tree: { topk: 2, depth: 3, tokens: 10 },
+      });
       assert.deepEqual(tree.tokens, expected);
       assert.deepEqual(tree.acceptLengths, plan.slice(0, tree.verifyPasses));
       // A tree too small to hold the right path at depth 3 (4 nodes: the 2 roots' children and 2 more).
-      const small = speculativeDecode(target, new ScriptedDrafter(oracle, plan, true), prompt, { maxNewTokens: 20, stopIds: [], tree: { topk: 2, depth: 3, tokens: 4 } });
+      const small = speculativeDecode(target, new ScriptedDrafter(oracle, plan, true), prompt, {
+        maxNewTokens: 20,
+        stopIds: [],
+        tree: { topk: 2, depth: 3, tokens: 4 },
+      });
       assert.deepEqual(small.tokens, expected);
     }
   });
@@ -160,7 +200,8 @@ describe('bookkeeping', () => {
     const prompt = PROMPTS[0];
     const oracle = [...prompt, ...greedy(prompt, 40)];
     const plan = [2, 0, 3, 1];
-    const run = (maxNewTokens: number) => speculativeDecode(target, new ScriptedDrafter(oracle, plan), prompt, { maxNewTokens, stopIds: [], draftSteps: 3 });
+    const run = (maxNewTokens: number) =>
+      speculativeDecode(target, new ScriptedDrafter(oracle, plan), prompt, { maxNewTokens, stopIds: [], draftSteps: 3 });
     // Output: 1 token from prefill, then passes of 3, 1, 4, 2 tokens (accepted + the target's bonus).
     const full = run(11);
     assert.deepEqual(full.tokens, oracle.slice(prompt.length, prompt.length + 11));
@@ -186,7 +227,11 @@ describe('bookkeeping', () => {
     // A stop token ends the output where it first occurs (kept), even inside a pass's accepted drafts.
     const cont = oracle.slice(prompt.length);
     const at = cont.findIndex((t, i) => i >= 2 && cont.indexOf(t) === i);
-    const stopped = speculativeDecode(target, new ScriptedDrafter(oracle, plan), prompt, { maxNewTokens: 30, stopIds: [cont[at]], draftSteps: 3 });
+    const stopped = speculativeDecode(target, new ScriptedDrafter(oracle, plan), prompt, {
+      maxNewTokens: 30,
+      stopIds: [cont[at]],
+      draftSteps: 3,
+    });
     assert.deepEqual(stopped.tokens, cont.slice(0, at + 1));
     assert.equal(stopped.finish, 'stop');
     // Passes needed: outputs after each pass are 1 + 3, + 1, + 4, + 2 = 4, 5, 9, 11 tokens.
@@ -203,7 +248,12 @@ describe('bookkeeping', () => {
     const rng = new Rng(1);
     for (let i = 0; i < 500; i++) assert.ok(p[pickToken(logits, 1, 0.7, rng)] > 0, 'pickToken samples within the same top-p set');
     const hot = tokenDistribution(logits, 0.5);
-    assert.ok(maxAbsDiff(hot, [0.25, 0.09, 0.0225, 0.0025].map((x) => x / 0.365)) < 1e-6);
+    assert.ok(
+      maxAbsDiff(
+        hot,
+        [0.25, 0.09, 0.0225, 0.0025].map((x) => x / 0.365),
+      ) < 1e-6,
+    );
   });
 });
 
@@ -213,7 +263,11 @@ describe('EAGLE-3 drafter', () => {
     // EAGLE-3 drafter's context grows by several tree rows per pass.
     const prompt = PROMPTS[2];
     const oracle = [...prompt, ...greedy(prompt, 40)];
-    const rec = new Recorder(new Eagle3Drafter(draft, target.embeddings(), USED), prompt, new ScriptedDrafter(oracle, [2, 3, 0, 3, 1], true));
+    const rec = new Recorder(
+      new Eagle3Drafter(draft, target.embeddings(), USED),
+      prompt,
+      new ScriptedDrafter(oracle, [2, 3, 0, 3, 1], true),
+    );
     const r = speculativeDecode(target, rec, prompt, { maxNewTokens: 16, stopIds: [], tree: { topk: 2, depth: 3, tokens: 10 } });
     assert.deepEqual(r.acceptLengths.slice(0, 5), [2, 3, 0, 3, 1]);
     assert.ok(rec.records.length >= 5);
@@ -221,7 +275,10 @@ describe('EAGLE-3 drafter', () => {
       const { committed, root } = rec.records[j];
       // Fresh: the target over all committed tokens but the last, the drafter's context in one call.
       const out = target.forward({ ids: [committed.slice(0, -1)] }, { layers: AUX, logits: false });
-      const features = tf.concat(AUX.map((l) => out.layers.get(l)!), -1) as tf.Tensor3D;
+      const features = tf.concat(
+        AUX.map((l) => out.layers.get(l)!),
+        -1,
+      ) as tf.Tensor3D;
       const fresh = new Eagle3Drafter(draft, target.embeddings(), USED);
       fresh.extend(committed.slice(1), features);
       const d = maxAbsDiff(fresh.expand([[]])[0].logits, root);
@@ -229,7 +286,13 @@ describe('EAGLE-3 drafter', () => {
       // A tree level expanded in one batch (siblings masked from each other) = each path expanded alone.
       const [a, b] = [USED[3], USED[17]];
       fresh.expand([[a], [b]]);
-      const tree = fresh.expand([[a, USED[5]], [b, USED[6]], [b, USED[7]]]).map((x) => Float32Array.from(x.logits));
+      const tree = fresh
+        .expand([
+          [a, USED[5]],
+          [b, USED[6]],
+          [b, USED[7]],
+        ])
+        .map((x) => Float32Array.from(x.logits));
       const chain = new Eagle3Drafter(draft, target.embeddings(), USED);
       chain.extend(committed.slice(1), features);
       chain.expand([[b]]);
@@ -243,7 +306,12 @@ describe('EAGLE-3 drafter', () => {
   });
 
   test('no tensor leaks: the live count is flat across verify passes and restored after decoding', () => {
-    for (const opts of [{ draftSteps: 4 }, { tree: { topk: 3, depth: 3, tokens: 8 } }, { draftSteps: 3, temperature: 1, rng: new Rng(2) }, { tree: { topk: 2, depth: 3, tokens: 5 }, temperature: 0.9, topP: 0.9, rng: new Rng(3) }]) {
+    for (const opts of [
+      { draftSteps: 4 },
+      { tree: { topk: 3, depth: 3, tokens: 8 } },
+      { draftSteps: 3, temperature: 1, rng: new Rng(2) },
+      { tree: { topk: 2, depth: 3, tokens: 5 }, temperature: 0.9, topP: 0.9, rng: new Rng(3) },
+    ]) {
       const prompt = PROMPTS[1];
       const rec = new Recorder(new Eagle3Drafter(draft, target.embeddings(), USED), prompt);
       const before = tf.memory().numTensors;
@@ -251,7 +319,10 @@ describe('EAGLE-3 drafter', () => {
       assert.equal(tf.memory().numTensors, before, `${JSON.stringify(opts)}: tensors after decoding`);
       const counts = rec.records.map((x) => x.tensors);
       assert.ok(counts.length >= 4 && r.verifyPasses >= 3);
-      assert.ok(counts.every((c) => c === counts[0]), `${JSON.stringify(opts)}: live tensors per pass ${counts}`);
+      assert.ok(
+        counts.every((c) => c === counts[0]),
+        `${JSON.stringify(opts)}: live tensors per pass ${counts}`,
+      );
     }
   });
 });

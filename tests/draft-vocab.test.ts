@@ -192,7 +192,10 @@ describe('buildDraftVocab selection', () => {
       assert.equal(draftToTarget(v, i), v.used[i]);
     }
     assert.equal(v.t2d.length, V);
-    assert.equal(v.t2d.reduce((a, b) => a + b, 0), 4);
+    assert.equal(
+      v.t2d.reduce((a, b) => a + b, 0),
+      4,
+    );
     for (const t of v.used) assert.equal(v.t2d[t], 1);
     const t2 = targetToDraft(v);
     assert.deepEqual([...t2], [-1, -1, -1, 0, -1, -1, 1, -1, -1, -1, 2, 3]);
@@ -259,7 +262,14 @@ describe('save / load', () => {
     const meta = { coverage: String(v.coverage), masked_tokens: String(v.maskedTokens) };
     const write = (name: string, d2t: bigint[], t2d: number[], m: Record<string, string> = meta) => {
       const file = path.join(dir, name);
-      writeSafetensors(file, { d2t: { dtype: 'I64', shape: [d2t.length], data: BigInt64Array.from(d2t) }, t2d: { dtype: 'BOOL', shape: [t2d.length], data: t2d } }, m);
+      writeSafetensors(
+        file,
+        {
+          d2t: { dtype: 'I64', shape: [d2t.length], data: BigInt64Array.from(d2t) },
+          t2d: { dtype: 'BOOL', shape: [t2d.length], data: t2d },
+        },
+        m,
+      );
       return file;
     };
     const t2d = [...v.t2d];
@@ -273,13 +283,23 @@ describe('save / load', () => {
     ];
     for (const [name, a, b, re, m] of cases) {
       const file = write(name, a, b, m);
-      assert.throws(() => loadDraftVocab(file), (e: Error) => e.message.includes(file) && re.test(e.message), name);
+      assert.throws(
+        () => loadDraftVocab(file),
+        (e: Error) => e.message.includes(file) && re.test(e.message),
+        name,
+      );
     }
     const noT2d = path.join(dir, 'no-t2d.safetensors');
     writeSafetensors(noT2d, { d2t: { dtype: 'I64', shape: [1], data: BigInt64Array.from([0n]) } }, meta);
-    assert.throws(() => loadDraftVocab(noT2d), (e: Error) => e.message.includes(noT2d) && /no tensor 't2d'/.test(e.message));
+    assert.throws(
+      () => loadDraftVocab(noT2d),
+      (e: Error) => e.message.includes(noT2d) && /no tensor 't2d'/.test(e.message),
+    );
     const missing = path.join(dir, 'missing.safetensors');
-    assert.throws(() => loadDraftVocab(missing), (e: Error) => e.message.includes(missing));
+    assert.throws(
+      () => loadDraftVocab(missing),
+      (e: Error) => e.message.includes(missing),
+    );
   });
 });
 
@@ -347,16 +367,26 @@ describe('cachedDraftVocab', () => {
     const meta = new SafetensorsFile(file).metadata;
     const d2t = BigInt64Array.from(vocab.d2t);
     d2t[1] += 1n; // now disagrees with t2d
-    writeSafetensors(file, { d2t: { dtype: 'I64', shape: [d2t.length], data: d2t }, t2d: { dtype: 'BOOL', shape: [vocab.t2d.length], data: vocab.t2d } }, meta);
+    writeSafetensors(
+      file,
+      { d2t: { dtype: 'I64', shape: [d2t.length], data: d2t }, t2d: { dtype: 'BOOL', shape: [vocab.t2d.length], data: vocab.t2d } },
+      meta,
+    );
     await assert.rejects(
       cachedDraftVocab(dir, key, async () => assert.fail('compute called on a corrupted cache')),
       (e: Error) => e.message.includes(file) && /t2d/.test(e.message),
     );
     fs.writeFileSync(file, 'garbage');
-    await assert.rejects(cachedDraftVocab(dir, key, async () => make()), (e: Error) => e.message.includes(file));
+    await assert.rejects(
+      cachedDraftVocab(dir, key, async () => make()),
+      (e: Error) => e.message.includes(file),
+    );
   });
 
   test('rejects key parts that are not strings or finite numbers', async () => {
-    await assert.rejects(cachedDraftVocab(tmpDir(), { size: Number.NaN }, async () => make()), /key part 'size'/);
+    await assert.rejects(
+      cachedDraftVocab(tmpDir(), { size: Number.NaN }, async () => make()),
+      /key part 'size'/,
+    );
   });
 });

@@ -14,9 +14,22 @@ before(async () => {
 });
 
 test('greedy generation of a ragged batch equals naive per-prompt greedy decoding', () => {
-  const config = parseModelConfig({ architectures: ['Qwen3ForCausalLM'], hidden_size: 32, intermediate_size: 48, num_hidden_layers: 3, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 8, vocab_size: 30 });
+  const config = parseModelConfig({
+    architectures: ['Qwen3ForCausalLM'],
+    hidden_size: 32,
+    intermediate_size: 48,
+    num_hidden_layers: 3,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    head_dim: 8,
+    vocab_size: 30,
+  });
   const model = TfjsTarget.fromWeights(config, mapSource(randomWeights(config, 9)));
-  const prompts = [[1, 2, 3, 4, 5, 6, 7], [8, 9], [10, 11, 12, 13]];
+  const prompts = [
+    [1, 2, 3, 4, 5, 6, 7],
+    [8, 9],
+    [10, 11, 12, 13],
+  ];
   const stop = 0;
   const naive = prompts.map((p) => {
     const seq = [...p];
@@ -44,6 +57,8 @@ test('sampling follows the temperature-scaled distribution; top-p cuts the tail'
   const counts = [0, 0, 0];
   const n = 20000;
   for (let i = 0; i < n; i++) counts[pickToken(logits, 1, 1, rng)]++;
-  [0.5, 0.3, 0.2].forEach((p, i) => assert.ok(Math.abs(counts[i] / n - p) < 4 * Math.sqrt((p * (1 - p)) / n), `token ${i}: ${counts[i] / n}`));
+  [0.5, 0.3, 0.2].forEach((p, i) =>
+    assert.ok(Math.abs(counts[i] / n - p) < 4 * Math.sqrt((p * (1 - p)) / n), `token ${i}: ${counts[i] / n}`),
+  );
   for (let i = 0; i < 2000; i++) assert.notEqual(pickToken(logits, 1, 0.7, rng), 2, 'top-p 0.7 keeps the two most likely');
 });

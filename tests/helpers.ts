@@ -88,7 +88,16 @@ export async function makeRandomTarget(dir: string, seed: number): Promise<void>
   const { writeSafetensors } = await import('../src/io/safetensors.ts');
   const { loadTokenizer } = await import('../src/io/tokenizer.ts');
   const tinyDir = fileURLToPath(new URL('../data/tiny-target', import.meta.url));
-  const raw = { architectures: ['LlamaForCausalLM'], hidden_size: 32, intermediate_size: 48, num_hidden_layers: 6, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: loadTokenizer(tinyDir).vocabSize, eos_token_id: 2 };
+  const raw = {
+    architectures: ['LlamaForCausalLM'],
+    hidden_size: 32,
+    intermediate_size: 48,
+    num_hidden_layers: 6,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    vocab_size: loadTokenizer(tinyDir).vocabSize,
+    eos_token_id: 2,
+  };
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(raw));
   writeSafetensors(path.join(dir, 'model.safetensors'), randomWeights(parseModelConfig(raw), seed));

@@ -63,7 +63,13 @@ describe('published configs', () => {
     assert.equal(c.rmsNormEps, 1e-5);
     assert.equal(c.ropeTheta, 500000);
     assert.equal(c.maxPositionEmbeddings, 131072);
-    assert.deepEqual(c.ropeScaling, { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 });
+    assert.deepEqual(c.ropeScaling, {
+      type: 'llama3',
+      factor: 8,
+      lowFreqFactor: 1,
+      highFreqFactor: 4,
+      originalMaxPositionEmbeddings: 8192,
+    });
     assert.equal(c.tieWordEmbeddings, false);
     assert.equal(c.qkvBias, false);
     assert.equal(c.oBias, false);
@@ -272,7 +278,10 @@ describe('config errors', () => {
   test('unsupported architecture names it and lists the supported ones', () => {
     const re = new RegExp(`MistralForCausalLM.*${SUPPORTED_ARCHITECTURES.join('.*')}`);
     expectConfigError(() => parseModelConfig({ ...llama(), architectures: ['MistralForCausalLM'] }), re);
-    expectConfigError(() => parseModelConfig({ ...llama(), architectures: ['MistralForCausalLM'] }), /LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MiniCPMForCausalLM/);
+    expectConfigError(
+      () => parseModelConfig({ ...llama(), architectures: ['MistralForCausalLM'] }),
+      /LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MiniCPMForCausalLM/,
+    );
     const noArch = llama();
     delete noArch.architectures;
     expectConfigError(() => parseModelConfig(noArch), /architectures/);
@@ -285,7 +294,10 @@ describe('config errors', () => {
   });
 
   test('num_attention_heads not a multiple of num_key_value_heads', () => {
-    expectConfigError(() => parseModelConfig({ ...llama(), num_key_value_heads: 5 }), /num_attention_heads \(32\).*num_key_value_heads \(5\)/);
+    expectConfigError(
+      () => parseModelConfig({ ...llama(), num_key_value_heads: 5 }),
+      /num_attention_heads \(32\).*num_key_value_heads \(5\)/,
+    );
   });
 
   test('hidden_act "gelu"', () => {
@@ -297,7 +309,10 @@ describe('config errors', () => {
       () => parseModelConfig({ ...llama(), rope_scaling: { rope_type: 'yarn', factor: 4, original_max_position_embeddings: 32768 } }),
       /rope_scaling\.rope_type.*yarn/,
     );
-    expectConfigError(() => parseModelConfig({ ...llama(), rope_scaling: { type: 'dynamic', factor: 2 } }), /rope_scaling\.rope_type.*dynamic/);
+    expectConfigError(
+      () => parseModelConfig({ ...llama(), rope_scaling: { type: 'dynamic', factor: 2 } }),
+      /rope_scaling\.rope_type.*dynamic/,
+    );
   });
 
   test('bad field types', () => {

@@ -62,7 +62,10 @@ function assertSameRows(a: Map<string, FeatureSample>, b: Map<string, FeatureSam
     assert.deepEqual(Array.from(y.thinkSpans), Array.from(x.thinkSpans), id);
     assert.deepEqual(Array.from(y.answerPositions), Array.from(x.answerPositions), id);
     assert.equal(y.answer, x.answer, id);
-    for (const [u, v] of [[x.aux, y.aux], [x.finalHidden, y.finalHidden]] as const) {
+    for (const [u, v] of [
+      [x.aux, y.aux],
+      [x.finalHidden, y.finalHidden],
+    ] as const) {
       assert.equal(u.length, v.length);
       for (let k = 0; k < u.length; k++) worst = Math.max(worst, Math.abs(u[k] - v[k]) / Math.max(1, Math.abs(u[k])));
     }
@@ -74,7 +77,11 @@ function assertSameRows(a: Map<string, FeatureSample>, b: Map<string, FeatureSam
 /** The documented order: each rank's share of the epoch-0 permutation (positions r, r+N, ...), rank by rank. */
 async function firstEpochOrder(workers: number): Promise<string[]> {
   const { permutation } = await import('../src/store/reader.ts');
-  const ids = fs.readFileSync(data, 'utf8').split('\n').slice(0, N).map((l) => JSON.parse(l).id as string);
+  const ids = fs
+    .readFileSync(data, 'utf8')
+    .split('\n')
+    .slice(0, N)
+    .map((l) => JSON.parse(l).id as string);
   const p = permutation(N, SEED, 0);
   const out: string[] = [];
   for (let r = 0; r < workers; r++) for (let i = r; i < N; i += workers) out.push(ids[p[i]]);
@@ -97,7 +104,17 @@ describe('online store', () => {
     assert.equal(m.complete, true);
     const off = readManifest(path.join(work, 'offline', 'train'));
     // Same schema and identity as a capture: a later offline training can read it.
-    for (const k of ['target', 'template', 'aux_layer_ids', 'dtype', 'max_length', 'samples_per_shard', 'total_samples', 'total_tokens'] as const) assert.deepEqual(m[k], off[k], k);
+    for (const k of [
+      'target',
+      'template',
+      'aux_layer_ids',
+      'dtype',
+      'max_length',
+      'samples_per_shard',
+      'total_samples',
+      'total_tokens',
+    ] as const)
+      assert.deepEqual(m[k], off[k], k);
     assert.ok(fs.existsSync(path.join(dir, 'draft-vocab.safetensors')));
     const online = await rowsById(dir);
     assert.deepEqual(online.order, await firstEpochOrder(1));
@@ -109,7 +126,10 @@ describe('online store', () => {
     assert.equal(r.status, 0, r.stderr + r.stdout);
     const dir = path.join(work, 'online2', 'train');
     // Rank 0 holds 13 samples (shards of 5, 5, 3), rank 1 the other 13: 6 shards in all.
-    assert.deepEqual(readManifest(dir).shards.map((s) => s.samples), [5, 5, 3, 5, 5, 3]);
+    assert.deepEqual(
+      readManifest(dir).shards.map((s) => s.samples),
+      [5, 5, 3, 5, 5, 3],
+    );
     const online = await rowsById(dir);
     assert.deepEqual(online.order, await firstEpochOrder(2));
     assertSameRows(offline, online.byId);
@@ -133,7 +153,12 @@ describe('online store', () => {
     });
     await new Promise((r) => child.once('exit', r));
     assert.equal(readManifest(dir).complete, false);
-    const kept = new Map(fs.readdirSync(dir).filter((f) => f.endsWith('.arrow')).map((f) => [f, fs.readFileSync(path.join(dir, f))]));
+    const kept = new Map(
+      fs
+        .readdirSync(dir)
+        .filter((f) => f.endsWith('.arrow'))
+        .map((f) => [f, fs.readFileSync(path.join(dir, f))]),
+    );
     const resumed = cli('train', '--recipe', file, '--resume', 'latest');
     assert.equal(resumed.status, 0, resumed.stderr + resumed.stdout);
     assert.match(resumed.stdout, /online store .*: resuming; \d+ samples are in finished shards/);
@@ -155,11 +180,21 @@ describe('online store', () => {
     const r = cli('train', '--recipe', recipe('nostore', { training: '  max_steps: 16\n  online_store: false\n' }));
     assert.equal(r.status, 0, r.stderr);
     assert.ok(!fs.existsSync(path.join(work, 'nostore')), 'nothing written');
-    const rows = (run: string) => fs.readFileSync(path.join(work, 'ckpt', run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((m) => m.split === 'train');
+    const rows = (run: string) =>
+      fs
+        .readFileSync(path.join(work, 'ckpt', run, 'metrics.jsonl'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l))
+        .filter((m) => m.split === 'train');
     const a = rows('online1');
     const b = rows('nostore');
     assert.equal(a.length, 16);
     for (let i = 0; i < 13; i++) assert.ok(Math.abs(a[i].loss[0] - b[i].loss[0]) <= 1e-5, `epoch 0 step ${i + 1}`);
-    for (let i = 13; i < 16; i++) assert.ok(Math.abs(a[i].loss[0] - b[i].loss[0]) <= 2e-3 * Math.max(1, b[i].loss[0]), `epoch 1 step ${i + 1}: ${a[i].loss[0]} vs ${b[i].loss[0]}`);
+    for (let i = 13; i < 16; i++)
+      assert.ok(
+        Math.abs(a[i].loss[0] - b[i].loss[0]) <= 2e-3 * Math.max(1, b[i].loss[0]),
+        `epoch 1 step ${i + 1}: ${a[i].loss[0]} vs ${b[i].loss[0]}`,
+      );
   });
 });

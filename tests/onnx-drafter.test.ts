@@ -19,7 +19,16 @@ import { TfjsTarget } from '../src/target/tfjs-target.ts';
 import { mapSource, maxAbsDiff, prng, randomWeights, removeTempDirs, tempDir, writeDraftCheckpoint } from './helpers.ts';
 
 const V = 40;
-const raw = { architectures: ['LlamaForCausalLM'], hidden_size: 32, intermediate_size: 48, num_hidden_layers: 3, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 8, vocab_size: V };
+const raw = {
+  architectures: ['LlamaForCausalLM'],
+  hidden_size: 32,
+  intermediate_size: 48,
+  num_hidden_layers: 3,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  head_dim: 8,
+  vocab_size: V,
+};
 const config = parseModelConfig(raw);
 const USED = Int32Array.from({ length: V }, (_, i) => i).filter((i) => i % 4 !== 0);
 const AUX = [0, 1, 2];
@@ -50,7 +59,10 @@ after(() => {
 
 function features(n: number, seed: number): tf.Tensor3D {
   const rand = prng(seed);
-  return tf.tensor3d(Float32Array.from({ length: n * 3 * 32 }, () => 2 * rand() - 1), [1, n, 96]);
+  return tf.tensor3d(
+    Float32Array.from({ length: n * 3 * 32 }, () => 2 * rand() - 1),
+    [1, n, 96],
+  );
 }
 
 for (const kind of ['in-file', 'embeds-input'] as const) {
@@ -75,7 +87,12 @@ for (const kind of ['in-file', 'embeds-input'] as const) {
     same([[6]]); // a chain
     same([[6, 10]]);
     same([[7], [13], [14]]); // a tree: siblings of one depth in one batch
-    same([[7, 6], [13, 6], [13, 7], [6, 10, 15]]); // two depths in one call
+    same([
+      [7, 6],
+      [13, 6],
+      [13, 7],
+      [6, 10, 15],
+    ]); // two depths in one call
     // New context (drafts dropped), then more nodes.
     const f2 = features(2, 2);
     ref.extend([6, 10], f2);
@@ -85,7 +102,10 @@ for (const kind of ['in-file', 'embeds-input'] as const) {
     same([[18, 21]]);
     const sa = ref.signals(f1);
     const sb = onnx.signals(f1);
-    const sd = maxAbsDiff(sa.flatMap((s) => [s.confidence, s.progress, s.remaining]), sb.flatMap((s) => [s.confidence, s.progress, s.remaining]));
+    const sd = maxAbsDiff(
+      sa.flatMap((s) => [s.confidence, s.progress, s.remaining]),
+      sb.flatMap((s) => [s.confidence, s.progress, s.remaining]),
+    );
     assert.ok(worst <= 1e-4, `logits max abs diff ${worst}`);
     assert.ok(sd <= 1e-4, `signals max abs diff ${sd}`);
     ref.dispose();
@@ -98,7 +118,10 @@ test('speculative decoding with the ONNX drafter: same tokens and accept lengths
   const onnx = new OnnxDrafter(path.join(dir, 'in-file'));
   const ref = new Eagle3Drafter(draft, target.embeddings(), USED);
   for (const opts of [{ draftSteps: 4 }, { tree: parseTreeShape('3,3,8') }]) {
-    for (const prompt of [[1, 2, 3, 4, 5, 6, 7], [30, 2, 30, 2]]) {
+    for (const prompt of [
+      [1, 2, 3, 4, 5, 6, 7],
+      [30, 2, 30, 2],
+    ]) {
       const a = speculativeDecode(target, ref, prompt, { maxNewTokens: 16, stopIds: [], ...opts });
       const b = speculativeDecode(target, onnx, prompt, { maxNewTokens: 16, stopIds: [], ...opts });
       assert.deepEqual(b.tokens, a.tokens);

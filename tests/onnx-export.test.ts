@@ -27,7 +27,16 @@ import { TfjsTarget } from '../src/target/tfjs-target.ts';
 import { maxAbsDiff, prng, randomWeights, removeTempDirs, tempDir, writeDraftCheckpoint } from './helpers.ts';
 
 const V = 40;
-const targetConfig = parseModelConfig({ architectures: ['LlamaForCausalLM'], hidden_size: 32, intermediate_size: 48, num_hidden_layers: 3, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 8, vocab_size: V });
+const targetConfig = parseModelConfig({
+  architectures: ['LlamaForCausalLM'],
+  hidden_size: 32,
+  intermediate_size: 48,
+  num_hidden_layers: 3,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  head_dim: 8,
+  vocab_size: V,
+});
 const USED = Int32Array.from({ length: V }, (_, i) => i).filter((i) => i % 4 !== 1);
 const TOPK = 5;
 const TOL = 1e-4;
@@ -42,7 +51,19 @@ function writeEmbeddingTarget(dir: string, embed: Float32Array): void {
   w.set('model.embed_tokens.weight', { dtype: 'F32', shape: [V, targetConfig.hiddenSize], data: embed });
   fs.mkdirSync(dir, { recursive: true });
   writeSafetensors(path.join(dir, 'model.safetensors'), w);
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ architectures: ['LlamaForCausalLM'], hidden_size: 32, intermediate_size: 48, num_hidden_layers: 3, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 8, vocab_size: V }));
+  fs.writeFileSync(
+    path.join(dir, 'config.json'),
+    JSON.stringify({
+      architectures: ['LlamaForCausalLM'],
+      hidden_size: 32,
+      intermediate_size: 48,
+      num_hidden_layers: 3,
+      num_attention_heads: 4,
+      num_key_value_heads: 2,
+      head_dim: 8,
+      vocab_size: V,
+    }),
+  );
 }
 
 interface StepIn {
@@ -84,14 +105,25 @@ async function ortStep(s: ort.InferenceSession, c: DraftConfig, x: StepIn, embed
 }
 
 /** The tfjs draft on one batch row: draftDecode over concat(fc(aux), hidden), the cache appended. */
-function tfjsStep(draft: Eagle3Draft, embed: tf.Tensor2D, cache: DraftKVCache, used: Int32Array, x: { aux: Float32Array; Ta: number; hidden: Float32Array; Th: number; ids: number[]; positions: number[] }): Outputs {
+function tfjsStep(
+  draft: Eagle3Draft,
+  embed: tf.Tensor2D,
+  cache: DraftKVCache,
+  used: Int32Array,
+  x: { aux: Float32Array; Ta: number; hidden: Float32Array; Th: number; ids: number[]; positions: number[] },
+): Outputs {
   const c = draft.config;
   const F = c.auxLayerIds.length * c.targetHiddenSize;
   const auxT = tf.tensor3d(x.aux, [1, x.Ta, F]);
   const hidden = tf.tidy(() => tf.concat([draft.projectFeatures(auxT), tf.tensor3d(x.hidden, [1, x.Th, c.hiddenSize])], 1) as tf.Tensor3D);
   const { out, logits } = draftDecode(draft, embed, cache, { ids: x.ids, hidden, positions: x.positions });
   const logitsData = logits.dataSync() as Float32Array;
-  const r: Outputs = { logits: logitsData, next_hidden: out.dataSync() as Float32Array, present_key: cache.k!.dataSync() as Float32Array, present_value: cache.v!.dataSync() as Float32Array };
+  const r: Outputs = {
+    logits: logitsData,
+    next_hidden: out.dataSync() as Float32Array,
+    present_key: cache.k!.dataSync() as Float32Array,
+    present_value: cache.v!.dataSync() as Float32Array,
+  };
   if (c.specExit && x.Ta > 0) {
     const sig = new Eagle3Drafter(draft, embed, used).signals(auxT);
     r.specexit_signals = Float32Array.from(sig.flatMap((s) => [s.confidence, s.progress, s.remaining]));
@@ -110,7 +142,8 @@ function tfjsStep(draft: Eagle3Draft, embed: tf.Tensor2D, cache: DraftKVCache, u
 }
 
 function diff(a: Float32Array | BigInt64Array, b: Float32Array | BigInt64Array): number {
-  if (a instanceof BigInt64Array || b instanceof BigInt64Array) return maxAbsDiff(Array.from(a as BigInt64Array, Number), Array.from(b as BigInt64Array, Number));
+  if (a instanceof BigInt64Array || b instanceof BigInt64Array)
+    return maxAbsDiff(Array.from(a as BigInt64Array, Number), Array.from(b as BigInt64Array, Number));
   return maxAbsDiff(a, b);
 }
 
@@ -156,7 +189,10 @@ after(() => {
  * cut to the context, 3 more context tokens, one more draft step. Token choices follow the tfjs logits so
  * that both sides see the same ids. Returns the largest difference per output over all steps.
  */
-async function chainedSequence(session: ort.InferenceSession, o: { embedInput?: boolean; feedOwn: boolean; seed: number }): Promise<Map<string, number>> {
+async function chainedSequence(
+  session: ort.InferenceSession,
+  o: { embedInput?: boolean; feedOwn: boolean; seed: number },
+): Promise<Map<string, number>> {
   const c = config;
   const F = c.auxLayerIds.length * c.targetHiddenSize;
   const H = c.hiddenSize;
@@ -166,21 +202,55 @@ async function chainedSequence(session: ort.InferenceSession, o: { embedInput?: 
   const cache = new DraftKVCache();
   let past: { k: Float32Array; v: Float32Array; P: number } = { k: new Float32Array(0), v: new Float32Array(0), P: 0 };
   let ctx = 0;
-  const step = async (x: { aux: Float32Array; Ta: number; hidden: Float32Array; ortHidden: Float32Array; Th: number; ids: number[]; positions: number[] }) => {
+  const step = async (x: {
+    aux: Float32Array;
+    Ta: number;
+    hidden: Float32Array;
+    ortHidden: Float32Array;
+    Th: number;
+    ids: number[];
+    positions: number[];
+  }) => {
     const ref = tfjsStep(draft, embed, cache, USED, x);
-    const got = await ortStep(session, c, { B: 1, aux: x.aux, Ta: x.Ta, hidden: o.feedOwn ? x.ortHidden : x.hidden, Th: x.Th, ids: x.ids, positions: x.positions, pastK: past.k, pastV: past.v, P: past.P }, o.embedInput ? embedData : undefined);
+    const got = await ortStep(
+      session,
+      c,
+      {
+        B: 1,
+        aux: x.aux,
+        Ta: x.Ta,
+        hidden: o.feedOwn ? x.ortHidden : x.hidden,
+        Th: x.Th,
+        ids: x.ids,
+        positions: x.positions,
+        pastK: past.k,
+        pastV: past.v,
+        P: past.P,
+      },
+      o.embedInput ? embedData : undefined,
+    );
     for (const [name, r] of Object.entries(ref)) {
       if (!(name in got)) continue; // an output this export leaves out (the caller checks which it expects)
       worst.set(name, Math.max(worst.get(name) ?? 0, diff(r, got[name])));
     }
     const S = past.P + x.ids.length;
-    past = o.feedOwn ? { k: got.present_key as Float32Array, v: got.present_value as Float32Array, P: S } : { k: ref.present_key as Float32Array, v: ref.present_value as Float32Array, P: S };
+    past = o.feedOwn
+      ? { k: got.present_key as Float32Array, v: got.present_value as Float32Array, P: S }
+      : { k: ref.present_key as Float32Array, v: ref.present_value as Float32Array, P: S };
     return { ref, got };
   };
   const none = new Float32Array(0);
   const context = async (n: number) => {
     const ids = Array.from({ length: n }, () => Math.floor(rand() * V));
-    const r = await step({ aux: normal(n * F, rand), Ta: n, hidden: none, ortHidden: none, Th: 0, ids, positions: ids.map((_, i) => ctx + i) });
+    const r = await step({
+      aux: normal(n * F, rand),
+      Ta: n,
+      hidden: none,
+      ortHidden: none,
+      Th: 0,
+      ids,
+      positions: ids.map((_, i) => ctx + i),
+    });
     ctx += n;
     return r;
   };
@@ -188,7 +258,15 @@ async function chainedSequence(session: ort.InferenceSession, o: { embedInput?: 
   for (let d = 1; d <= 3; d++) {
     const token = USED[argmaxLast(last.ref.logits as Float32Array, c.draftVocabSize)];
     const tail = (a: Float32Array | BigInt64Array) => (a as Float32Array).slice(a.length - H);
-    last = await step({ aux: none, Ta: 0, hidden: tail(last.ref.next_hidden), ortHidden: tail(last.got.next_hidden), Th: 1, ids: [token], positions: [ctx - 1 + d] });
+    last = await step({
+      aux: none,
+      Ta: 0,
+      hidden: tail(last.ref.next_hidden),
+      ortHidden: tail(last.got.next_hidden),
+      Th: 1,
+      ids: [token],
+      positions: [ctx - 1 + d],
+    });
   }
   // Drafts rejected: back to the context, then more context and one more draft step.
   cache.truncate(ctx);
@@ -196,7 +274,15 @@ async function chainedSequence(session: ort.InferenceSession, o: { embedInput?: 
   last = await context(3);
   const token = USED[argmaxLast(last.ref.logits as Float32Array, c.draftVocabSize)];
   const tail = (a: Float32Array | BigInt64Array) => (a as Float32Array).slice(a.length - H);
-  await step({ aux: none, Ta: 0, hidden: tail(last.ref.next_hidden), ortHidden: tail(last.got.next_hidden), Th: 1, ids: [token], positions: [ctx] });
+  await step({
+    aux: none,
+    Ta: 0,
+    hidden: tail(last.ref.next_hidden),
+    ortHidden: tail(last.got.next_hidden),
+    Th: 1,
+    ids: [token],
+    positions: [ctx],
+  });
   cache.dispose();
   return worst;
 }
@@ -208,12 +294,29 @@ describe('float32 export', () => {
     for (const external of ['never', 'always'] as const) {
       const out = path.join(dir, `f32-${external}`);
       const files = exportDraftOnnx(path.join(dir, 'ckpt'), out, { topk: TOPK, target: path.join(dir, 'target'), externalData: external });
-      assert.deepEqual(files.map((f) => path.basename(f)), external === 'always' ? ['model.onnx', 'model.onnx.data', 'draft.json'] : ['model.onnx', 'draft.json']);
+      assert.deepEqual(
+        files.map((f) => path.basename(f)),
+        external === 'always' ? ['model.onnx', 'model.onnx.data', 'draft.json'] : ['model.onnx', 'draft.json'],
+      );
       const session = await ort.InferenceSession.create(path.join(out, 'model.onnx'));
       assert.deepEqual(session.inputNames, ['aux_hidden_states', 'hidden_states', 'input_ids', 'position_ids', 'past_key', 'past_value']);
-      assert.deepEqual(session.outputNames, ['logits', 'next_hidden', 'present_key', 'present_value', 'specexit_signals', 'topk_token_ids']);
+      assert.deepEqual(session.outputNames, [
+        'logits',
+        'next_hidden',
+        'present_key',
+        'present_value',
+        'specexit_signals',
+        'topk_token_ids',
+      ]);
       const worst = await chainedSequence(session, { feedOwn: true, seed: 7 });
-      assert.deepEqual([...worst.keys()].sort(), ['logits', 'next_hidden', 'present_key', 'present_value', 'specexit_signals', 'topk_token_ids']);
+      assert.deepEqual([...worst.keys()].sort(), [
+        'logits',
+        'next_hidden',
+        'present_key',
+        'present_value',
+        'specexit_signals',
+        'topk_token_ids',
+      ]);
       for (const [name, d] of worst) assert.ok(d <= TOL, `${external}: ${name} max abs diff ${d} > ${TOL} (${fmt(worst)})`);
       assert.equal(worst.get('topk_token_ids'), 0);
       console.log(`# f32 (${external} external data): ${fmt(worst)}`);
@@ -241,7 +344,9 @@ describe('float32 export', () => {
     const F = c.auxLayerIds.length * c.targetHiddenSize;
     const H = c.hiddenSize;
     // The declared shapes: symbolic batch, sequence and cache axes, fixed model widths.
-    const shapes = Object.fromEntries([...session.inputMetadata, ...session.outputMetadata].map((m) => [m.name, m.isTensor ? m.shape : null]));
+    const shapes = Object.fromEntries(
+      [...session.inputMetadata, ...session.outputMetadata].map((m) => [m.name, m.isTensor ? m.shape : null]),
+    );
     assert.deepEqual(shapes, {
       aux_hidden_states: ['batch', 'aux_seq', F],
       hidden_states: ['batch', 'hidden_seq', H],
@@ -257,16 +362,38 @@ describe('float32 export', () => {
       topk_token_ids: ['batch', 'seq', TOPK],
     });
     const rand = prng(9);
-    for (const [B, P, Ta, Th] of [[1, 0, 7, 0], [3, 4, 2, 0], [3, 6, 0, 1], [3, 5, 2, 3], [2, 9, 1, 1]]) {
+    for (const [B, P, Ta, Th] of [
+      [1, 0, 7, 0],
+      [3, 4, 2, 0],
+      [3, 6, 0, 1],
+      [3, 5, 2, 3],
+      [2, 9, 1, 1],
+    ]) {
       // Each row has its own context (P tokens through the tfjs draft), then one step of Ta aux + Th hidden tokens.
       const caches = Array.from({ length: B }, () => new DraftKVCache());
       const rows = caches.map((cache) => {
         if (P) {
           const ids = Array.from({ length: P }, () => Math.floor(rand() * V));
-          tfjsStep(draft, embed, cache, USED, { aux: normal(P * F, rand), Ta: P, hidden: new Float32Array(0), Th: 0, ids, positions: ids.map((_, i) => i) });
+          tfjsStep(draft, embed, cache, USED, {
+            aux: normal(P * F, rand),
+            Ta: P,
+            hidden: new Float32Array(0),
+            Th: 0,
+            ids,
+            positions: ids.map((_, i) => i),
+          });
         }
         const T = Ta + Th;
-        return { Ta, Th, aux: normal(Ta * F, rand), hidden: normal(Th * H, rand), ids: Array.from({ length: T }, () => Math.floor(rand() * V)), positions: Array.from({ length: T }, (_, i) => P + i), pastK: cache.k?.dataSync() as Float32Array, pastV: cache.v?.dataSync() as Float32Array };
+        return {
+          Ta,
+          Th,
+          aux: normal(Ta * F, rand),
+          hidden: normal(Th * H, rand),
+          ids: Array.from({ length: T }, () => Math.floor(rand() * V)),
+          positions: Array.from({ length: T }, (_, i) => P + i),
+          pastK: cache.k?.dataSync() as Float32Array,
+          pastV: cache.v?.dataSync() as Float32Array,
+        };
       });
       const cat = (xs: (Float32Array | undefined)[]) => {
         const out = new Float32Array(xs.reduce((s, x) => s + (x?.length ?? 0), 0));
@@ -278,7 +405,18 @@ describe('float32 export', () => {
         }
         return out;
       };
-      const got = await ortStep(session, c, { B, aux: cat(rows.map((r) => r.aux)), Ta, hidden: cat(rows.map((r) => r.hidden)), Th, ids: rows.flatMap((r) => r.ids), positions: rows.flatMap((r) => r.positions), pastK: cat(rows.map((r) => r.pastK)), pastV: cat(rows.map((r) => r.pastV)), P });
+      const got = await ortStep(session, c, {
+        B,
+        aux: cat(rows.map((r) => r.aux)),
+        Ta,
+        hidden: cat(rows.map((r) => r.hidden)),
+        Th,
+        ids: rows.flatMap((r) => r.ids),
+        positions: rows.flatMap((r) => r.positions),
+        pastK: cat(rows.map((r) => r.pastK)),
+        pastV: cat(rows.map((r) => r.pastV)),
+        P,
+      });
       rows.forEach((row, b) => {
         const ref = tfjsStep(draft, embed, caches[b], USED, row);
         for (const [name, r] of Object.entries(ref)) {
@@ -316,12 +454,19 @@ describe('int8 export', () => {
       const b = got.logits[i];
       for (const x of a) range = Math.max(range, Math.abs(x));
       if (argmaxLast(a, Vd) === argmaxLast(b, Vd)) agree++;
-      const top = (x: Float32Array) => new Set(Array.from(x.keys()).sort((p, q) => x[q] - x[p]).slice(0, TOPK));
+      const top = (x: Float32Array) =>
+        new Set(
+          Array.from(x.keys())
+            .sort((p, q) => x[q] - x[p])
+            .slice(0, TOPK),
+        );
       const [ta, tb] = [top(a), top(b)];
       topkShared += [...ta].filter((j) => tb.has(j)).length / TOPK;
     }
     const rel = worst.get('logits')! / range;
-    console.log(`# int8: size ${int8} vs ${f32} bytes (ratio ${(int8 / f32).toFixed(3)}); max abs ${fmt(worst)}; logits error ${(100 * rel).toFixed(2)}% of max |logit|; top-1 agree ${agree}/${ref.logits.length}, top-${TOPK} overlap ${(topkShared / ref.logits.length).toFixed(2)}`);
+    console.log(
+      `# int8: size ${int8} vs ${f32} bytes (ratio ${(int8 / f32).toFixed(3)}); max abs ${fmt(worst)}; logits error ${(100 * rel).toFixed(2)}% of max |logit|; top-1 agree ${agree}/${ref.logits.length}, top-${TOPK} overlap ${(topkShared / ref.logits.length).toFixed(2)}`,
+    );
     // A quarter for the matrices; in a model this small the float32 parts (norms, scales, RoPE
     // frequencies) and the graph itself weigh enough to lift the ratio to about 0.4.
     assert.ok(int8 / f32 < 0.45, `int8 file ${int8} bytes vs float32 ${f32}`);
@@ -349,11 +494,20 @@ async function chainedSequenceLogits(seed: number, session?: ort.InferenceSessio
     const pastV = cache.v ? (cache.v.dataSync() as Float32Array) : new Float32Array(0);
     const P = cache.length;
     const ref = tfjsStep(draft, embed, cache, USED, x);
-    const l = session ? ((await ortStep(session, c, { B: 1, ...x, pastK, pastV, P })).logits as Float32Array) : (ref.logits as Float32Array);
+    const l = session
+      ? ((await ortStep(session, c, { B: 1, ...x, pastK, pastV, P })).logits as Float32Array)
+      : (ref.logits as Float32Array);
     logits.push(l.slice(l.length - Vd));
     const H = c.hiddenSize;
     const next = ref.next_hidden as Float32Array;
-    x = { aux: new Float32Array(0), Ta: 0, hidden: next.slice(next.length - H), Th: 1, ids: [USED[argmaxLast(ref.logits as Float32Array, Vd)]], positions: [4 + d + 1] };
+    x = {
+      aux: new Float32Array(0),
+      Ta: 0,
+      hidden: next.slice(next.length - H),
+      Th: 1,
+      ids: [USED[argmaxLast(ref.logits as Float32Array, Vd)]],
+      positions: [4 + d + 1],
+    };
   }
   cache.dispose();
   return { logits };
@@ -376,7 +530,13 @@ describe('real captured inputs', () => {
     // Captured: the target's aux-layer outputs over a prompt of real token ids (a word-level chat prompt).
     const prompt = [1, 5, 17, 23, 40, 41, 42, 60, 7, 90, 100, 3];
     const fwd = target.forward({ ids: [prompt] }, { layers: aux });
-    const feats = tf.tidy(() => tf.concat(aux.map((l) => fwd.layers.get(l)!), -1) as tf.Tensor3D);
+    const feats = tf.tidy(
+      () =>
+        tf.concat(
+          aux.map((l) => fwd.layers.get(l)!),
+          -1,
+        ) as tf.Tensor3D,
+    );
     const F = feats.shape[2];
     const featData = feats.dataSync() as Float32Array;
     fwd.logits?.dispose();
@@ -388,7 +548,18 @@ describe('real captured inputs', () => {
     const ctxFeat = tf.tidy(() => feats.slice([0, 0, 0], [1, n, F]) as tf.Tensor3D);
     drafter.extend(prompt.slice(1), ctxFeat);
     const none = new Float32Array(0);
-    let got = await ortStep(session, dc, { B: 1, aux: featData.slice(0, n * F), Ta: n, hidden: none, Th: 0, ids: prompt.slice(1), positions: Array.from({ length: n }, (_, i) => i), pastK: none, pastV: none, P: 0 });
+    let got = await ortStep(session, dc, {
+      B: 1,
+      aux: featData.slice(0, n * F),
+      Ta: n,
+      hidden: none,
+      Th: 0,
+      ids: prompt.slice(1),
+      positions: Array.from({ length: n }, (_, i) => i),
+      pastK: none,
+      pastV: none,
+      P: 0,
+    });
     const Vd = dc.draftVocabSize;
     const path_: number[] = [];
     let worst = 0;
@@ -401,10 +572,34 @@ describe('real captured inputs', () => {
       path_.push(token);
       const h = got.next_hidden as Float32Array;
       const S = n + d;
-      got = await ortStep(session, dc, { B: 1, aux: none, Ta: 0, hidden: h.slice(h.length - dc.hiddenSize), Th: 1, ids: [token], positions: [n - 1 + d + 1], pastK: got.present_key as Float32Array, pastV: got.present_value as Float32Array, P: S });
+      got = await ortStep(session, dc, {
+        B: 1,
+        aux: none,
+        Ta: 0,
+        hidden: h.slice(h.length - dc.hiddenSize),
+        Th: 1,
+        ids: [token],
+        positions: [n - 1 + d + 1],
+        pastK: got.present_key as Float32Array,
+        pastV: got.present_value as Float32Array,
+        P: S,
+      });
     }
     const sig = drafter.signals(ctxFeat);
-    const sigOrt = (await ortStep(session, dc, { B: 1, aux: featData.slice(0, n * F), Ta: n, hidden: none, Th: 0, ids: prompt.slice(1), positions: Array.from({ length: n }, (_, i) => i), pastK: none, pastV: none, P: 0 })).specexit_signals as Float32Array;
+    const sigOrt = (
+      await ortStep(session, dc, {
+        B: 1,
+        aux: featData.slice(0, n * F),
+        Ta: n,
+        hidden: none,
+        Th: 0,
+        ids: prompt.slice(1),
+        positions: Array.from({ length: n }, (_, i) => i),
+        pastK: none,
+        pastV: none,
+        P: 0,
+      })
+    ).specexit_signals as Float32Array;
     const sigDiff = maxAbsDiff(Float32Array.from(sig.flatMap((s) => [s.confidence, s.progress, s.remaining])), sigOrt);
     console.log(`# tiny target, real features: logits max abs ${worst.toExponential(2)}, signals ${sigDiff.toExponential(2)}`);
     assert.ok(worst <= TOL, `logits ${worst}`);
@@ -419,15 +614,27 @@ describe('real captured inputs', () => {
 
 describe('bad checkpoints', () => {
   test('a missing checkpoint, a corrupt model.safetensors and a target without an embedding are errors naming the file', () => {
-    assert.throws(() => exportDraftOnnx(path.join(dir, 'nowhere'), path.join(dir, 'x')), /nowhere: not a draft checkpoint \(needs config\.json and model\.safetensors\)/);
+    assert.throws(
+      () => exportDraftOnnx(path.join(dir, 'nowhere'), path.join(dir, 'x')),
+      /nowhere: not a draft checkpoint \(needs config\.json and model\.safetensors\)/,
+    );
     const bad = path.join(dir, 'corrupt');
     fs.cpSync(path.join(dir, 'ckpt'), bad, { recursive: true });
     const file = path.join(bad, 'model.safetensors');
     fs.writeFileSync(file, fs.readFileSync(file).subarray(0, 200));
-    assert.throws(() => exportDraftOnnx(bad, path.join(dir, 'x')), (e: Error) => e.message.includes(file));
+    assert.throws(
+      () => exportDraftOnnx(bad, path.join(dir, 'x')),
+      (e: Error) => e.message.includes(file),
+    );
     fs.writeFileSync(file, Buffer.from('not a safetensors file at all'));
-    assert.throws(() => exportDraftOnnx(bad, path.join(dir, 'x')), (e: Error) => e.message.includes(file));
-    assert.throws(() => exportDraftOnnx(path.join(dir, 'ckpt'), path.join(dir, 'x'), { target: path.join(dir, 'ckpt') }), /model\.embed_tokens\.weight/);
+    assert.throws(
+      () => exportDraftOnnx(bad, path.join(dir, 'x')),
+      (e: Error) => e.message.includes(file),
+    );
+    assert.throws(
+      () => exportDraftOnnx(path.join(dir, 'ckpt'), path.join(dir, 'x'), { target: path.join(dir, 'ckpt') }),
+      /model\.embed_tokens\.weight/,
+    );
     assert.ok(!fs.existsSync(path.join(dir, 'x', 'model.onnx')), 'nothing written');
   });
 });
@@ -437,16 +644,49 @@ describe('command line', () => {
     const { spawnSync } = await import('node:child_process');
     const bin = fileURLToPath(new URL('../bin/specforge.js', import.meta.url));
     const out = path.join(dir, 'all');
-    const r = spawnSync(process.execPath, [bin, 'export-onnx', '--checkpoint', path.join(dir, 'ckpt'), '--out', out, '--format', 'onnx,sglang', '--format', 'specexit', '--quantize', 'int8', '--topk', '3', '--target', path.join(dir, 'target')], { encoding: 'utf8' });
+    const r = spawnSync(
+      process.execPath,
+      [
+        bin,
+        'export-onnx',
+        '--checkpoint',
+        path.join(dir, 'ckpt'),
+        '--out',
+        out,
+        '--format',
+        'onnx,sglang',
+        '--format',
+        'specexit',
+        '--quantize',
+        'int8',
+        '--topk',
+        '3',
+        '--target',
+        path.join(dir, 'target'),
+      ],
+      { encoding: 'utf8' },
+    );
     assert.equal(r.status, 0, r.stderr);
-    for (const f of ['onnx/model.onnx', 'onnx/draft.json', 'sglang/config.json', 'sglang/model.safetensors', 'specexit/config.json', 'specexit/model.safetensors']) assert.ok(fs.existsSync(path.join(out, f)), f);
+    for (const f of [
+      'onnx/model.onnx',
+      'onnx/draft.json',
+      'sglang/config.json',
+      'sglang/model.safetensors',
+      'specexit/config.json',
+      'specexit/model.safetensors',
+    ])
+      assert.ok(fs.existsSync(path.join(out, f)), f);
     const info = JSON.parse(fs.readFileSync(path.join(out, 'onnx', 'draft.json'), 'utf8'));
     assert.equal(info.quantize, 'int8');
     assert.deepEqual(info.draft_to_target, Array.from(USED));
     const session = await ort.InferenceSession.create(path.join(out, 'onnx', 'model.onnx'));
     assert.deepEqual(session.outputNames, info.outputs);
     await session.release();
-    const bad = spawnSync(process.execPath, [bin, 'export-onnx', '--checkpoint', path.join(dir, 'ckpt'), '--out', out, '--format', 'onnx,tflite'], { encoding: 'utf8' });
+    const bad = spawnSync(
+      process.execPath,
+      [bin, 'export-onnx', '--checkpoint', path.join(dir, 'ckpt'), '--out', out, '--format', 'onnx,tflite'],
+      { encoding: 'utf8' },
+    );
     assert.equal(bad.status, 1);
     assert.match(bad.stderr, /--format tflite: expected onnx, sglang or specexit/);
   });

@@ -33,7 +33,12 @@ function recipe(name: string, batch: number, workers: number, chunkTokens = 100)
 
 const train = (...args: string[]) => spawnSync(process.execPath, [bin, 'train', ...args], { encoding: 'utf8' });
 const lossRows = (run: string) =>
-  fs.readFileSync(path.join(work, 'ckpt', run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((m) => m.split === 'train');
+  fs
+    .readFileSync(path.join(work, 'ckpt', run, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l))
+    .filter((m) => m.split === 'train');
 const weights = (run: string, step: number) => new SafetensorsFile(path.join(work, 'ckpt', run, `step-${step}`, 'model.safetensors'));
 /** Every float tensor of two runs' step-`step` checkpoints agrees within `tol`. */
 function assertSameWeights(runA: string, runB: string, step: number, tol: number): void {
@@ -59,7 +64,10 @@ describe('data-parallel training', () => {
       assert.deepEqual(a[i].acc, b[i].acc, `step ${i + 1} accuracies`);
     }
     assertSameWeights('one', 'two', 10, 1e-5);
-    assert.ok(a.every((m) => m.specexit_loss.every((l: number) => l > 0)), 'the SpecExit heads train');
+    assert.ok(
+      a.every((m) => m.specexit_loss.every((l: number) => l > 0)),
+      'the SpecExit heads train',
+    );
     a.forEach((m, i) => assert.ok(maxAbsDiff(m.specexit_loss, b[i].specexit_loss) <= 1e-5, `step ${i + 1} SpecExit losses`));
   });
 
@@ -108,7 +116,10 @@ describe('data-parallel training', () => {
     assert.match(failed.stderr, /rank 1: injected fault at step 7/);
     const runDir = path.join(work, 'ckpt', 'fault');
     // Step 5 was saved before the failure; nothing later and no half-written folder is left.
-    assert.deepEqual(fs.readdirSync(runDir).filter((f) => f.startsWith('step-')), ['step-5']);
+    assert.deepEqual(
+      fs.readdirSync(runDir).filter((f) => f.startsWith('step-')),
+      ['step-5'],
+    );
     // The checkpoint is whole: resuming from it ends where the uninterrupted 2-worker run ended.
     const resumed = train('--recipe', file, '--resume', 'latest');
     assert.equal(resumed.status, 0, resumed.stderr);

@@ -12,7 +12,8 @@ test('all-reduce sums over ranks in a fixed order: every rank gets the same bits
   for (const _ of [0, 1]) results.push((await launchRanks({ module: job, worldSize: 2, payload: { mode: 'sum', n } })) as number[]);
   assert.deepEqual(results[0], results[1], 'same result on repeated runs');
   // Independent check of the first values: three rounds of summing two ranks multiply by 2^3... of the first-round sum.
-  const first = (i: number) => (Math.fround(Math.sin(i * 0.37) * 10 ** ((i % 7) - 3)) + Math.fround(Math.sin(i * 0.37 + 1) * 10 ** ((i % 7) - 3))) * 4;
+  const first = (i: number) =>
+    (Math.fround(Math.sin(i * 0.37) * 10 ** ((i % 7) - 3)) + Math.fround(Math.sin(i * 0.37 + 1) * 10 ** ((i % 7) - 3))) * 4;
   for (let i = 0; i < 8; i++) assert.ok(Math.abs(results[0][i] - first(i)) <= 1e-6 * Math.max(1, Math.abs(first(i))), `value ${i}`);
   assert.equal(results[0][8], n);
 });

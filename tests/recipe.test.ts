@@ -28,7 +28,10 @@ test('defaults fill what is not given; relative paths resolve against the recipe
 test('command-line overrides win over the file and are validated too', () => {
   const r = loadRecipe(write('ov.yaml', minimal + 'runtime:\n  backend: cpu\n'), { 'runtime.backend': 'wasm', 'capture.limit': undefined });
   assert.equal(r.runtime.backend, 'wasm');
-  assert.throws(() => loadRecipe(path.join(dir, 'ov.yaml'), { 'runtime.backend': 'tpu' }), /overridden by the command line\): field 'runtime\.backend': expected one of/);
+  assert.throws(
+    () => loadRecipe(path.join(dir, 'ov.yaml'), { 'runtime.backend': 'tpu' }),
+    /overridden by the command line\): field 'runtime\.backend': expected one of/,
+  );
 });
 
 test('errors name the file, the line and the field', () => {
@@ -41,7 +44,10 @@ test('errors name the file, the line and the field', () => {
   const missing = write('missing.yaml', 'model:\n  target: t\ndata:\n  train: a.jsonl\n');
   assert.throws(() => loadRecipe(missing), /missing field 'data\.store'/);
   const yaml = write('bad.yaml', 'model: [\n');
-  assert.throws(() => loadRecipe(yaml), (e: unknown) => e instanceof RecipeError && /bad\.yaml:\d+: YAML error/.test(e.message));
+  assert.throws(
+    () => loadRecipe(yaml),
+    (e: unknown) => e instanceof RecipeError && /bad\.yaml:\d+: YAML error/.test(e.message),
+  );
 });
 
 test('the shipped quickstart recipe parses, and the README carries the generated reference', () => {

@@ -14,10 +14,50 @@ import { fixture } from './helpers.ts';
 const recipes = fileURLToPath(new URL('../recipes/', import.meta.url));
 
 const cases = [
-  { recipe: 'llama-3.1-8b-eagle3.yaml', config: 'llama-3.1-8b-instruct.json', aux: [1, 15, 28], vd: 32000, shapes: { 'fc.weight': [4096, 12288], 'midlayer.self_attn.q_proj.weight': [4096, 8192], 'midlayer.self_attn.k_proj.weight': [1024, 8192], 'midlayer.mlp.down_proj.weight': [4096, 14336], 'lm_head.weight': [32000, 4096] } },
-  { recipe: 'qwen3-8b-eagle3-specexit.yaml', config: 'qwen3-8b.json', aux: [1, 17, 32], vd: 32000, shapes: { 'fc.weight': [4096, 12288], 'midlayer.self_attn.q_proj.weight': [4096, 8192], 'midlayer.self_attn.o_proj.weight': [4096, 4096], 'lm_head.weight': [32000, 4096] } },
-  { recipe: 'qwen2.5-0.5b-eagle3.yaml', config: 'qwen2.5-0.5b-instruct.json', aux: [1, 11, 20], vd: 16000, shapes: { 'fc.weight': [896, 2688], 'midlayer.self_attn.q_proj.weight': [896, 1792], 'midlayer.self_attn.k_proj.weight': [128, 1792], 'lm_head.weight': [16000, 896] } },
-  { recipe: 'minicpm4-0.5b-eagle3.yaml', config: 'minicpm4-0.5b.json', aux: [1, 11, 20], vd: 16000, shapes: { 'fc.weight': [1024, 3072], 'midlayer.self_attn.k_proj.weight': [128, 2048], 'lm_head.weight': [16000, 1024] } },
+  {
+    recipe: 'llama-3.1-8b-eagle3.yaml',
+    config: 'llama-3.1-8b-instruct.json',
+    aux: [1, 15, 28],
+    vd: 32000,
+    shapes: {
+      'fc.weight': [4096, 12288],
+      'midlayer.self_attn.q_proj.weight': [4096, 8192],
+      'midlayer.self_attn.k_proj.weight': [1024, 8192],
+      'midlayer.mlp.down_proj.weight': [4096, 14336],
+      'lm_head.weight': [32000, 4096],
+    },
+  },
+  {
+    recipe: 'qwen3-8b-eagle3-specexit.yaml',
+    config: 'qwen3-8b.json',
+    aux: [1, 17, 32],
+    vd: 32000,
+    shapes: {
+      'fc.weight': [4096, 12288],
+      'midlayer.self_attn.q_proj.weight': [4096, 8192],
+      'midlayer.self_attn.o_proj.weight': [4096, 4096],
+      'lm_head.weight': [32000, 4096],
+    },
+  },
+  {
+    recipe: 'qwen2.5-0.5b-eagle3.yaml',
+    config: 'qwen2.5-0.5b-instruct.json',
+    aux: [1, 11, 20],
+    vd: 16000,
+    shapes: {
+      'fc.weight': [896, 2688],
+      'midlayer.self_attn.q_proj.weight': [896, 1792],
+      'midlayer.self_attn.k_proj.weight': [128, 1792],
+      'lm_head.weight': [16000, 896],
+    },
+  },
+  {
+    recipe: 'minicpm4-0.5b-eagle3.yaml',
+    config: 'minicpm4-0.5b.json',
+    aux: [1, 11, 20],
+    vd: 16000,
+    shapes: { 'fc.weight': [1024, 3072], 'midlayer.self_attn.k_proj.weight': [128, 2048], 'lm_head.weight': [16000, 1024] },
+  },
 ];
 
 for (const c of cases) {

@@ -31,7 +31,11 @@ const tok = loadTokenizer(tiny);
 before(async () => {
   await initBackend('wasm');
   model = TfjsTarget.load(tiny);
-  const take = (f: string, n: number) => fs.readFileSync(path.join(repo, 'data/corpus', f), 'utf8').split('\n').slice(0, n);
+  const take = (f: string, n: number) =>
+    fs
+      .readFileSync(path.join(repo, 'data/corpus', f), 'utf8')
+      .split('\n')
+      .slice(0, n);
   fs.writeFileSync(input, [...take('reasoning-eval.jsonl', 4), ...take('chat-eval.jsonl', 3)].join('\n') + '\n');
 });
 after(() => {
@@ -76,7 +80,7 @@ function naiveGreedy(prompt: number[], maxNew: number, stop: number): number[] {
 }
 
 describe('regenerate', () => {
-  test('greedy: every assistant turn is the target\'s own answer to the regenerated context, ended at end of turn', async () => {
+  test("greedy: every assistant turn is the target's own answer to the regenerated context, ended at end of turn", async () => {
     const out = path.join(work, 'greedy.jsonl');
     const res = await regenerate(model, tok, options(out));
     assert.equal(res.conversations, 7);
@@ -84,15 +88,21 @@ describe('regenerate', () => {
     const original = await readAllConversations(input);
     const regen = await readAllConversations(out);
     assert.equal(regen.length, 7);
-    assert.equal(res.turns, original.reduce((n, c) => n + c.messages.filter((m) => m.role === 'assistant').length, 0));
+    assert.equal(
+      res.turns,
+      original.reduce((n, c) => n + c.messages.filter((m) => m.role === 'assistant').length, 0),
+    );
     const eot = tok.requireId('<|im_end|>');
     let changed = 0;
     for (let i = 0; i < 7; i++) {
       const a = original[i];
       const b = regen[i];
       assert.equal(b.id, a.id);
-      assert.deepEqual(b.extra, a.extra, 'the record\'s other fields are kept');
-      assert.deepEqual(b.messages.map((m) => m.role), a.messages.map((m) => m.role));
+      assert.deepEqual(b.extra, a.extra, "the record's other fields are kept");
+      assert.deepEqual(
+        b.messages.map((m) => m.role),
+        a.messages.map((m) => m.role),
+      );
       const context: Message[] = [];
       for (let k = 0; k < a.messages.length; k++) {
         if (a.messages[k].role !== 'assistant') {
@@ -132,7 +142,10 @@ describe('regenerate', () => {
     const original = await readAllConversations(input);
     const greedy = await readAllConversations(path.join(work, 'greedy.jsonl'));
     const regen = await readAllConversations(out);
-    assert.equal(res.turns + res.droppedTurns, original.reduce((n, c) => n + c.messages.filter((m) => m.role === 'assistant').length, 0));
+    assert.equal(
+      res.turns + res.droppedTurns,
+      original.reduce((n, c) => n + c.messages.filter((m) => m.role === 'assistant').length, 0),
+    );
     for (const c of regen) {
       const full = greedy.find((g) => g.id === c.id)!;
       assert.equal(c.messages[c.messages.length - 1].role, 'assistant', 'ends with an answer');
@@ -171,13 +184,16 @@ describe('regenerate', () => {
     await assert.rejects(regenerate(model, tok, options(out, { maxNewTokens: 50 })), /regenerated with other settings/);
     const bad = path.join(work, 'bad.jsonl');
     fs.writeFileSync(bad, fs.readFileSync(input, 'utf8').split('\n')[0] + '\n{"conversations": [{"from": "human"}]}\n');
-    await assert.rejects(regenerate(model, tok, options(path.join(work, 'bad-out.jsonl'), { files: [bad] })), /bad\.jsonl:2: conversations\[0\]\.value/);
+    await assert.rejects(
+      regenerate(model, tok, options(path.join(work, 'bad-out.jsonl'), { files: [bad] })),
+      /bad\.jsonl:2: conversations\[0\]\.value/,
+    );
     const skipped = await regenerate(model, tok, options(path.join(work, 'bad-skip.jsonl'), { files: [bad], skipInvalid: true }));
     assert.equal(skipped.invalidLines, 1);
     assert.equal(skipped.conversations, 1);
   });
 
-  test('specforge capture --regenerate captures the target\'s answers', async () => {
+  test("specforge capture --regenerate captures the target's answers", async () => {
     const recipe = path.join(work, 'recipe.yaml');
     fs.writeFileSync(
       recipe,

@@ -92,7 +92,8 @@ function expectSfError(fn: () => unknown, ...parts: string[]): SafetensorsError 
     caught = e;
   }
   assert.ok(caught instanceof SafetensorsError, `expected a SafetensorsError, got ${caught === undefined ? 'no error' : String(caught)}`);
-  for (const p of parts) assert.ok(caught.message.includes(p), `message ${JSON.stringify(caught.message)} should contain ${JSON.stringify(p)}`);
+  for (const p of parts)
+    assert.ok(caught.message.includes(p), `message ${JSON.stringify(caught.message)} should contain ${JSON.stringify(p)}`);
   return caught;
 }
 
@@ -241,7 +242,20 @@ describe('safetensors round trip', () => {
     const file = path.join(dir, 'all.safetensors');
     const f32 = randomF32(24, 1, -10, 10);
     const exactF16 = new Float32Array([0, 1, -2, 0.5, 65504, -65504, 2 ** -24, 2 ** -14, 1 + 2 ** -10, 1023 * 2 ** -24, 3.25, -0.125]);
-    const exactBf16 = new Float32Array([0, 1, -2, 0.5, 2 ** 100, -(2 ** -100), 1 + 2 ** -7, 3.25, bitsF32(0x7f7f0000), 255, -0.125, 2 ** -133]);
+    const exactBf16 = new Float32Array([
+      0,
+      1,
+      -2,
+      0.5,
+      2 ** 100,
+      -(2 ** -100),
+      1 + 2 ** -7,
+      3.25,
+      bitsF32(0x7f7f0000),
+      255,
+      -0.125,
+      2 ** -133,
+    ]);
     const randF16 = randomF32(60, 2, -26, 16);
     const randBf16 = randomF32(60, 3, -130, 126);
     const i64 = new BigInt64Array([0n, 1n, -1n, 2n ** 63n - 1n, -(2n ** 63n), 123456789012345n]);
@@ -279,7 +293,11 @@ describe('safetensors round trip', () => {
       const r = f.read(name);
       assert.equal(r.dtype, t.dtype, name);
       assert.deepEqual(r.shape, t.shape, name);
-      assert.equal(r.data.length, t.shape.reduce((a, b) => a * b, 1), name);
+      assert.equal(
+        r.data.length,
+        t.shape.reduce((a, b) => a * b, 1),
+        name,
+      );
     }
     const read = (n: string) => f.read(n).data;
     // F32 exact.
@@ -431,9 +449,15 @@ describe('safetensors file layout', () => {
       assert.equal(pos, buf.length - dataStart, 'data buffer fully used');
       // Spot-check raw bytes.
       const b0 = header[`${name}.b`].data_offsets[0];
-      assert.deepEqual([0, 1, 2, 3, 4, 5].map((i) => buf.readFloatLE(dataStart + b0 + 4 * i)), [1, 2, 3, 4, 5, 6]);
+      assert.deepEqual(
+        [0, 1, 2, 3, 4, 5].map((i) => buf.readFloatLE(dataStart + b0 + 4 * i)),
+        [1, 2, 3, 4, 5, 6],
+      );
       const a0 = header[`${name}.a`].data_offsets[0];
-      assert.deepEqual([0, 1, 2].map((i) => buf.readBigInt64LE(dataStart + a0 + 8 * i)), [7n, -8n, 9n]);
+      assert.deepEqual(
+        [0, 1, 2].map((i) => buf.readBigInt64LE(dataStart + a0 + 8 * i)),
+        [7n, -8n, 9n],
+      );
       assert.equal(buf.readUInt16LE(dataStart + header[`${name}.c`].data_offsets[0]), 0x3f00);
       // And the reader agrees.
       const f = new SafetensorsFile(file);
@@ -457,10 +481,14 @@ describe('safetensors file layout', () => {
     data.writeFloatLE(1.25, 12);
     data.writeFloatLE(-3, 16);
     data.writeInt32LE(-77, 0);
-    const file = writeRaw(path.join(dir, 'hand.safetensors'), {
-      f: { dtype: 'F32', shape: [2], data_offsets: [12, 20] },
-      i: { dtype: 'I32', shape: [1, 1], data_offsets: [0, 4] },
-    }, data);
+    const file = writeRaw(
+      path.join(dir, 'hand.safetensors'),
+      {
+        f: { dtype: 'F32', shape: [2], data_offsets: [12, 20] },
+        i: { dtype: 'I32', shape: [1, 1], data_offsets: [0, 4] },
+      },
+      data,
+    );
     const f = new SafetensorsFile(file);
     assert.deepEqual(f.read('f').data, new Float32Array([1.25, -3]));
     assert.deepEqual(f.read('i').data, new Int32Array([-77]));
@@ -517,28 +545,44 @@ describe('safetensors corruption', () => {
 
   test('overlapping offsets between two tensors', () => {
     const dir = tmpDir();
-    const file = writeRaw(path.join(dir, 'overlap.safetensors'), {
-      'layer.alpha': { dtype: 'F32', shape: [4], data_offsets: [0, 16] },
-      'layer.beta': { dtype: 'F32', shape: [2], data_offsets: [8, 16] },
-    }, Buffer.alloc(16));
+    const file = writeRaw(
+      path.join(dir, 'overlap.safetensors'),
+      {
+        'layer.alpha': { dtype: 'F32', shape: [4], data_offsets: [0, 16] },
+        'layer.beta': { dtype: 'F32', shape: [2], data_offsets: [8, 16] },
+      },
+      Buffer.alloc(16),
+    );
     expectSfError(() => new SafetensorsFile(file), file, 'layer.alpha', 'layer.beta');
-    const file2 = writeRaw(path.join(dir, 'overlap2.safetensors'), {
-      'w.first': { dtype: 'I32', shape: [3], data_offsets: [4, 16] },
-      'w.second': { dtype: 'I32', shape: [3], data_offsets: [0, 12] },
-    }, Buffer.alloc(16));
+    const file2 = writeRaw(
+      path.join(dir, 'overlap2.safetensors'),
+      {
+        'w.first': { dtype: 'I32', shape: [3], data_offsets: [4, 16] },
+        'w.second': { dtype: 'I32', shape: [3], data_offsets: [0, 12] },
+      },
+      Buffer.alloc(16),
+    );
     expectSfError(() => new SafetensorsFile(file2), file2, 'w.first', 'w.second');
   });
 
   test('data_offsets whose byte count does not match dtype * shape', () => {
     const dir = tmpDir();
-    const file = writeRaw(path.join(dir, 'count.safetensors'), {
-      'ok.weight': { dtype: 'F32', shape: [2], data_offsets: [0, 8] },
-      'bad.weight': { dtype: 'F32', shape: [3], data_offsets: [8, 16] },
-    }, Buffer.alloc(16));
+    const file = writeRaw(
+      path.join(dir, 'count.safetensors'),
+      {
+        'ok.weight': { dtype: 'F32', shape: [2], data_offsets: [0, 8] },
+        'bad.weight': { dtype: 'F32', shape: [3], data_offsets: [8, 16] },
+      },
+      Buffer.alloc(16),
+    );
     expectSfError(() => new SafetensorsFile(file), file, 'bad.weight');
-    const file2 = writeRaw(path.join(dir, 'count2.safetensors'), {
-      'half.weight': { dtype: 'BF16', shape: [2, 2], data_offsets: [0, 16] },
-    }, Buffer.alloc(16));
+    const file2 = writeRaw(
+      path.join(dir, 'count2.safetensors'),
+      {
+        'half.weight': { dtype: 'BF16', shape: [2, 2], data_offsets: [0, 16] },
+      },
+      Buffer.alloc(16),
+    );
     expectSfError(() => new SafetensorsFile(file2), file2, 'half.weight');
   });
 
@@ -560,18 +604,26 @@ describe('safetensors corruption', () => {
   test('an unknown dtype names the dtype and the tensor', () => {
     const dir = tmpDir();
     for (const dtype of ['F8_E4M3', 'U16', 'F64']) {
-      const file = writeRaw(path.join(dir, `${dtype}.safetensors`), {
-        'proj.weight': { dtype, shape: [2], data_offsets: [0, 4] },
-      }, Buffer.alloc(8));
+      const file = writeRaw(
+        path.join(dir, `${dtype}.safetensors`),
+        {
+          'proj.weight': { dtype, shape: [2], data_offsets: [0, 4] },
+        },
+        Buffer.alloc(8),
+      );
       expectSfError(() => new SafetensorsFile(file), file, dtype, 'proj.weight');
     }
   });
 
   test('an Object.prototype key used as dtype ("constructor") is reported as an unknown dtype', () => {
     const dir = tmpDir();
-    const file = writeRaw(path.join(dir, 'proto.safetensors'), {
-      'proj.weight': { dtype: 'constructor', shape: [2], data_offsets: [0, 4] },
-    }, Buffer.alloc(8));
+    const file = writeRaw(
+      path.join(dir, 'proto.safetensors'),
+      {
+        'proj.weight': { dtype: 'constructor', shape: [2], data_offsets: [0, 4] },
+      },
+      Buffer.alloc(8),
+    );
     const err = expectSfError(() => new SafetensorsFile(file), file, 'constructor', 'proj.weight');
     assert.match(err.message, /unknown dtype/);
   });
@@ -594,7 +646,11 @@ describe('atomic write', () => {
     writeSafetensors(file, { a: { dtype: 'F32', shape: [2], data: [1, 2] } }, { v: '1' });
     const before = fs.readFileSync(file);
     assert.throws(
-      () => writeSafetensors(file, { a: { dtype: 'F32', shape: [2], data: [9, 9] }, 'bad.tensor': { dtype: 'F32', shape: [2, 2], data: [1, 2, 3] } }),
+      () =>
+        writeSafetensors(file, {
+          a: { dtype: 'F32', shape: [2], data: [9, 9] },
+          'bad.tensor': { dtype: 'F32', shape: [2, 2], data: [1, 2, 3] },
+        }),
       (e: unknown) => e instanceof SafetensorsError && e.message.includes('bad.tensor'),
     );
     assert.ok(fs.readFileSync(file).equals(before), 'file changed');
@@ -639,7 +695,10 @@ describe('checkpoints', () => {
     assert.ok(shards.length >= 3, `expected several shards, got ${files}`);
     const n = shards.length;
     const pad = (i: number) => String(i).padStart(5, '0');
-    assert.deepEqual(shards, Array.from({ length: n }, (_, i) => `model-${pad(i + 1)}-of-${pad(n)}.safetensors`));
+    assert.deepEqual(
+      shards,
+      Array.from({ length: n }, (_, i) => `model-${pad(i + 1)}-of-${pad(n)}.safetensors`),
+    );
     assert.ok(files.includes('model.safetensors.index.json'));
     assert.ok(!files.includes('model.safetensors'));
     assert.ok(!files.some((f) => f.endsWith('.tmp')));
@@ -691,7 +750,11 @@ describe('checkpoints', () => {
       ]);
     writeCheckpoint(dir, v(1), 20); // two shards + index
     writeCheckpoint(dir, v(2)); // one model.safetensors
-    assert.deepEqual(new Checkpoint(dir).read('a').data, new Float32Array(4).fill(2), 'stale shards/index were read instead of the new model.safetensors');
+    assert.deepEqual(
+      new Checkpoint(dir).read('a').data,
+      new Float32Array(4).fill(2),
+      'stale shards/index were read instead of the new model.safetensors',
+    );
   });
 
   test('an index that maps a tensor to a shard not holding it', () => {

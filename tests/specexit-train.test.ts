@@ -29,7 +29,11 @@ test('train with training.specexit on a reasoning split', async () => {
   );
   const r = spawnSync(process.execPath, [path.join(repo, 'bin', 'specforge.js'), 'train', '--recipe', recipe], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr + r.stdout);
-  const rows = fs.readFileSync(path.join(work, 'ckpt', 'se', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const rows = fs
+    .readFileSync(path.join(work, 'ckpt', 'se', 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   const train = rows.filter((m) => m.split === 'train');
   assert.ok(train.every((m) => m.specexit_loss.length === 3 && m.specexit_loss.every((x: number) => x > 0)));
   const ev = rows.find((m) => m.split === 'eval');
@@ -45,7 +49,11 @@ test('train with training.specexit on a reasoning split', async () => {
 
   // Serving layouts: plain EAGLE-3 (bf16) and the SpecExit widened fc.
   const out = path.join(work, 'export');
-  const e = spawnSync(process.execPath, [path.join(repo, 'bin', 'specforge.js'), 'export-onnx', '--checkpoint', dir, '--out', out, '--format', 'sglang', 'specexit'], { encoding: 'utf8' });
+  const e = spawnSync(
+    process.execPath,
+    [path.join(repo, 'bin', 'specforge.js'), 'export-onnx', '--checkpoint', dir, '--out', out, '--format', 'sglang', 'specexit'],
+    { encoding: 'utf8' },
+  );
   assert.equal(e.status, 0, e.stderr);
   const plain = new SafetensorsFile(path.join(out, 'sglang', 'model.safetensors'));
   assert.deepEqual(plain.info('fc.weight'), { dtype: 'BF16', shape: [32, 96] });
@@ -53,8 +61,11 @@ test('train with training.specexit on a reasoning split', async () => {
   const wide = new SafetensorsFile(path.join(out, 'specexit', 'model.safetensors'));
   assert.deepEqual(wide.info('fc.weight').shape, [35, 96]);
   const extra = (wide.read('fc.weight').data as Float32Array).slice(32 * 96);
-  const signals = new SafetensorsFile(path.join(dir, 'specexit', 'signals.safetensors')).read('specexit.signals.weight').data as Float32Array;
-  extra.forEach((x, i) => assert.ok(Math.abs(x - signals[i]) <= Math.abs(signals[i]) / 128 + 1e-6, 'the last three fc rows are the signal rows (bf16)'));
+  const signals = new SafetensorsFile(path.join(dir, 'specexit', 'signals.safetensors')).read('specexit.signals.weight')
+    .data as Float32Array;
+  extra.forEach((x, i) =>
+    assert.ok(Math.abs(x - signals[i]) <= Math.abs(signals[i]) / 128 + 1e-6, 'the last three fc rows are the signal rows (bf16)'),
+  );
   assert.equal(JSON.parse(fs.readFileSync(path.join(out, 'specexit', 'config.json'), 'utf8')).specexit.layout, 'widened_fc');
   assert.deepEqual(JSON.parse(fs.readFileSync(path.join(out, 'sglang', 'config.json'), 'utf8')).architectures, ['LlamaForCausalLMEagle3']);
 });

@@ -18,7 +18,11 @@ test('labels: progress, log-remaining and confidence inside a span; nothing outs
 
 test('labels: edge cases', () => {
   const none = specExitLabels(5, [], [], () => true);
-  assert.equal(none.spanMask.reduce((a, b) => a + b, 0), 0, 'no thinking span: no labels');
+  assert.equal(
+    none.spanMask.reduce((a, b) => a + b, 0),
+    0,
+    'no thinking span: no labels',
+  );
   const never = specExitLabels(6, [1, 4], [-1], () => true);
   assert.deepEqual(Array.from(never.confidence), [0, 0, 0, 0, 0, 0], 'answer never derived: confidence 0 throughout');
   assert.deepEqual(Array.from(never.confidenceMask), [0, 1, 1, 1, 0, 0]);
@@ -30,7 +34,11 @@ test('labels: edge cases', () => {
   assert.deepEqual(Array.from(two.confidence), [0, 0, 0, 0, 0, 0, 1, 1, 1, 0]);
   assert.deepEqual(Array.from(two.confidenceMask), [0, 0, 0, 0, 0, 1, 1, 1, 1, 0]);
   const cut = specExitLabels(4, [1, 9], [2], () => true);
-  assert.equal(cut.spanMask.reduce((a, b) => a + b, 0), 0, 'a span reaching past a truncated end gets no labels');
+  assert.equal(
+    cut.spanMask.reduce((a, b) => a + b, 0),
+    0,
+    'a span reaching past a truncated end gets no labels',
+  );
 });
 
 const THINK = 1;
@@ -86,7 +94,11 @@ test('signal losses: masked BCE on logits and MSE on log-remaining, against plai
   const z = [2, -1, 0.5, -3, 0.2, 1.5, 0.7, 0.1, -0.4]; // 3 positions x 3 channels
   const y = [1, 0.5, 1, 0, 0.25, 0.2, 1, 1, 2];
   const m = [1, 1, 1, 1, 0, 0, 0, 1, 1];
-  const batch = { targets: tf.tensor3d(y, [1, 3, 3]), masks: tf.tensor3d(m, [1, 3, 3]), host: { targets: Float32Array.from(y), masks: Uint8Array.from(m) } };
+  const batch = {
+    targets: tf.tensor3d(y, [1, 3, 3]),
+    masks: tf.tensor3d(m, [1, 3, 3]),
+    host: { targets: Float32Array.from(y), masks: Uint8Array.from(m) },
+  };
   const got = signalLosses(tf.tensor3d(z, [1, 3, 3]), batch).map((l) => l.dataSync()[0]);
   const sig = (x: number) => 1 / (1 + Math.exp(-x));
   const bce = (x: number, t: number) => -(t * Math.log(sig(x)) + (1 - t) * Math.log(1 - sig(x)));
@@ -100,5 +112,7 @@ test('signal losses: masked BCE on logits and MSE on log-remaining, against plai
   assert.equal(r.confidence_auc, 1, 'the positive outscores the negative');
   assert.equal(r.confidence_accuracy, 1);
   assert.ok(Math.abs(r.progress_mae! - (Math.abs(sig(-1) - 0.5) + Math.abs(sig(0.1) - 1)) / 2) < 1e-6);
-  assert.ok(Math.abs(r.remaining_mae_tokens! - (Math.abs(Math.exp(0.5) - Math.exp(1)) + Math.abs(Math.exp(-0.4) - Math.exp(2))) / 2) < 1e-4);
+  assert.ok(
+    Math.abs(r.remaining_mae_tokens! - (Math.abs(Math.exp(0.5) - Math.exp(1)) + Math.abs(Math.exp(-0.4) - Math.exp(2))) / 2) < 1e-4,
+  );
 });

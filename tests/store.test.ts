@@ -94,12 +94,18 @@ for (const dtype of ['float16', 'float32'] as const) {
     const m = await w.finish();
     assert.equal(m.complete, true);
     assert.equal(m.total_samples, n);
-    assert.deepEqual(m.shards.map((s) => [s.file, s.samples, s.first_sample]), [
-      ['shard-00000.arrow', 4, 0],
-      ['shard-00001.arrow', 4, 4],
-      ['shard-00002.arrow', 3, 8],
-    ]);
-    assert.equal(m.total_tokens, Array.from({ length: n }, (_, i) => sample(i).inputIds.length).reduce((a, b) => a + b));
+    assert.deepEqual(
+      m.shards.map((s) => [s.file, s.samples, s.first_sample]),
+      [
+        ['shard-00000.arrow', 4, 0],
+        ['shard-00001.arrow', 4, 4],
+        ['shard-00002.arrow', 3, 8],
+      ],
+    );
+    assert.equal(
+      m.total_tokens,
+      Array.from({ length: n }, (_, i) => sample(i).inputIds.length).reduce((a, b) => a + b),
+    );
     assert.deepEqual(readManifest(dir), m);
 
     const store = await ArrowStore.open(dir, expectation);
@@ -126,24 +132,42 @@ test('batches: deterministic per seed/epoch, a permutation per epoch, disjoint r
   const base = { batchSize: 5, shuffle: true, seed: 7, epoch: 0, dropLast: false };
   const e0 = await ids(base);
   assert.deepEqual(await ids(base), e0);
-  assert.deepEqual(e0.map((b) => b.length), [5, 5, 5, 5, 3]);
-  assert.deepEqual(e0.flat().sort((a, b) => a - b), Array.from({ length: n }, (_, i) => i));
+  assert.deepEqual(
+    e0.map((b) => b.length),
+    [5, 5, 5, 5, 3],
+  );
+  assert.deepEqual(
+    e0.flat().sort((a, b) => a - b),
+    Array.from({ length: n }, (_, i) => i),
+  );
   const e1 = await ids({ ...base, epoch: 1 });
   assert.notDeepEqual(e1, e0);
-  assert.deepEqual(e1.flat().sort((a, b) => a - b), Array.from({ length: n }, (_, i) => i));
+  assert.deepEqual(
+    e1.flat().sort((a, b) => a - b),
+    Array.from({ length: n }, (_, i) => i),
+  );
   assert.notDeepEqual(await ids({ ...base, seed: 8 }), e0);
   // dropLast (the default) drops the partial batch.
   assert.deepEqual(await ids({ ...base, dropLast: undefined }), e0.slice(0, 4));
   // Unshuffled: store order.
-  assert.deepEqual((await ids({ ...base, shuffle: false })).flat(), Array.from({ length: n }, (_, i) => i));
+  assert.deepEqual(
+    (await ids({ ...base, shuffle: false })).flat(),
+    Array.from({ length: n }, (_, i) => i),
+  );
 
   const ranks = await Promise.all([0, 1, 2].map((rank) => ids({ ...base, batchSize: 3, dropLast: true, rank, worldSize: 3 })));
-  assert.deepEqual(ranks.map((r) => r.length), [2, 2, 2]); // floor(23/3) = 7 each -> 2 full batches of 3
+  assert.deepEqual(
+    ranks.map((r) => r.length),
+    [2, 2, 2],
+  ); // floor(23/3) = 7 each -> 2 full batches of 3
   const seen = ranks.flat(2);
   assert.equal(new Set(seen).size, seen.length, 'rank shards overlap');
   // Interleaved: rank r takes positions r, r+3, ... of the epoch's permutation.
   const perm = e0.flat();
-  assert.deepEqual(ranks[1].flat(), [1, 4, 7, 10, 13, 16].map((p) => perm[p]));
+  assert.deepEqual(
+    ranks[1].flat(),
+    [1, 4, 7, 10, 13, 16].map((p) => perm[p]),
+  );
   // Balanced: each global batch is the interleaved one's samples, split into equal counts by length.
   const lengthOf = new Map<number, number>();
   for (let i = 0; i < n; i++) lengthOf.set(Number((await store.get(i)).id.split('-')[1]), (await store.get(i)).inputIds.length);
@@ -151,7 +175,10 @@ test('batches: deterministic per seed/epoch, a permutation per epoch, disjoint r
   for (let b = 0; b < 2; b++) {
     const sorted = (xs: number[]) => [...xs].sort((x, y) => x - y);
     assert.deepEqual(sorted(bal.flatMap((r) => r[b])), sorted(ranks.flatMap((r) => r[b])), `global batch ${b}`);
-    assert.deepEqual(bal.map((r) => r[b].length), [3, 3, 3]);
+    assert.deepEqual(
+      bal.map((r) => r[b].length),
+      [3, 3, 3],
+    );
     const tokens = bal.map((r) => r[b].reduce((t, id) => t + lengthOf.get(id)!, 0));
     assert.ok(Math.max(...tokens) - Math.min(...tokens) <= Math.max(...bal.flatMap((r) => r[b]).map((id) => lengthOf.get(id)!)));
   }
@@ -166,9 +193,15 @@ test('batches: deterministic per seed/epoch, a permutation per epoch, disjoint r
 test('balancedShares: equal counts, longest first to the share with the fewest tokens', () => {
   // 9 8 7 6 5 4 over 2 ranks: 9->0, 8->1, 7->1 (8 < 9), 6->0 (9 < 15), 5->0 (15 = 15: lower rank), then
   // rank 0 is full and 4->1: rank 0 {9, 6, 5} = 20 tokens, rank 1 {8, 7, 4} = 19.
-  assert.deepEqual(balancedShares([4, 9, 6, 8, 5, 7], 2), [[1, 2, 4], [3, 5, 0]]);
+  assert.deepEqual(balancedShares([4, 9, 6, 8, 5, 7], 2), [
+    [1, 2, 4],
+    [3, 5, 0],
+  ]);
   // Equal lengths go in position order, alternating as the token counts tie and then differ.
-  assert.deepEqual(balancedShares([3, 3, 3, 3], 2), [[0, 2], [1, 3]]);
+  assert.deepEqual(balancedShares([3, 3, 3, 3], 2), [
+    [0, 2],
+    [1, 3],
+  ]);
   assert.throws(() => balancedShares([1, 2, 3], 2), /do not split into 2 equal shares/);
 });
 
@@ -320,6 +353,8 @@ test('float16 store size per token for Ht=96', async (t) => {
   const m = await w.finish();
   const bytes = m.shards.reduce((a, s) => a + s.bytes, 0);
   const perToken = bytes / tokens;
-  t.diagnostic(`float16 store, Ht=${h}: ${perToken.toFixed(1)} bytes/token (${bytes} bytes, ${tokens} tokens; features alone ${2 * 4 * h})`);
+  t.diagnostic(
+    `float16 store, Ht=${h}: ${perToken.toFixed(1)} bytes/token (${bytes} bytes, ${tokens} tokens; features alone ${2 * 4 * h})`,
+  );
   assert.ok(perToken > 2 * 4 * h && perToken < 2 * 4 * h * 1.15, `${perToken} bytes/token`);
 });

@@ -119,7 +119,13 @@ describe('KV cache decoding equals the full forward', () => {
     const model = TfjsTarget.fromWeights(config, mapSource(weights));
     const expected = full(seq);
     const cache = model.newCache(1);
-    const chunks = [[0, 5], [5, 6], [6, 7], [7, 8], [8, 12]]; // prefill 5, three single steps, append 4
+    const chunks = [
+      [0, 5],
+      [5, 6],
+      [6, 7],
+      [7, 8],
+      [8, 12],
+    ]; // prefill 5, three single steps, append 4
     for (const [a, b] of chunks) {
       const out = model.forward({ ids: [seq.slice(a, b)] }, { cache });
       const d = maxAbsDiff(out.logits!.dataSync(), rows(expected, V, a, b));
@@ -151,13 +157,19 @@ describe('KV cache decoding equals the full forward', () => {
     const b = seq.slice(2, 6);
     const cache = model.newCache(2);
     const pad = (s: number[]) => [...s, ...new Array(9 - s.length).fill(0)];
-    const prefill = model.forward({ ids: [a, pad(b)], attentionMask: [a.map(() => 1), pad(b).map((_, t) => (t < b.length ? 1 : 0))] }, { cache });
+    const prefill = model.forward(
+      { ids: [a, pad(b)], attentionMask: [a.map(() => 1), pad(b).map((_, t) => (t < b.length ? 1 : 0))] },
+      { cache },
+    );
     tf.dispose([prefill.logits!, prefill.finalNormed]);
     const next = [17, 23];
     const step = model.forward({ ids: [[next[0]], [next[1]]] }, { cache });
     const got = step.logits!.dataSync() as Float32Array;
     assert.ok(maxAbsDiff(rows(got, V, 0, 1), rows(full([...a, next[0]]), V, 9, 10)) <= 1e-4, 'row 0');
-    assert.ok(maxAbsDiff(rows(got, V, 1, 2), rows(full([...b, next[1]]), V, 4, 5)) <= 1e-4, 'row 1 (padding slots skipped, position continues at 4)');
+    assert.ok(
+      maxAbsDiff(rows(got, V, 1, 2), rows(full([...b, next[1]]), V, 4, 5)) <= 1e-4,
+      'row 1 (padding slots skipped, position continues at 4)',
+    );
     tf.dispose([step.logits!, step.finalNormed]);
     cache.dispose();
     model.dispose();
@@ -171,7 +183,18 @@ describe('KV cache decoding equals the full forward', () => {
     const tree = [[x0, x1, x2]];
     const cache = model.newCache(1);
     model.forward({ ids: [prefix] }, { cache, logits: false }).finalNormed.dispose();
-    const out = model.forward({ ids: tree, positionIds: [[5, 6, 6]], treeMask: [[1, 0, 0], [1, 1, 0], [1, 0, 1]] }, { cache });
+    const out = model.forward(
+      {
+        ids: tree,
+        positionIds: [[5, 6, 6]],
+        treeMask: [
+          [1, 0, 0],
+          [1, 1, 0],
+          [1, 0, 1],
+        ],
+      },
+      { cache },
+    );
     const got = out.logits!.dataSync() as Float32Array;
     assert.ok(maxAbsDiff(rows(got, V, 2, 3), rows(full([...prefix, x0, x2]), V, 6, 7)) <= 1e-4, 'node 2 = path prefix, x0, x2');
     assert.ok(maxAbsDiff(rows(got, V, 1, 2), rows(full([...prefix, x0, x1]), V, 6, 7)) <= 1e-4, 'node 1 = path prefix, x0, x1');
@@ -213,7 +236,10 @@ describe('loading and memory', () => {
     const config = parseModelConfig(scaledDown('qwen2.5-0.5b-instruct'));
     const weights = randomWeights(config, 1);
     weights.delete('model.layers.2.self_attn.k_proj.bias');
-    assert.throws(() => TfjsTarget.fromWeights(config, mapSource(weights)), /missing tensor 'model\.layers\.2\.self_attn\.k_proj\.bias' \(expected shape \[16\]\)/);
+    assert.throws(
+      () => TfjsTarget.fromWeights(config, mapSource(weights)),
+      /missing tensor 'model\.layers\.2\.self_attn\.k_proj\.bias' \(expected shape \[16\]\)/,
+    );
     const w2 = randomWeights(config, 1);
     w2.set('model.norm.weight', { dtype: 'F32', shape: [31], data: new Float32Array(31) });
     assert.throws(() => TfjsTarget.fromWeights(config, mapSource(w2)), /'model\.norm\.weight' has shape \[31\], expected \[32\]/);

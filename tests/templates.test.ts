@@ -65,7 +65,10 @@ test('Llama-3: built-in llama3 and the tokenizer chat_template give identical id
   const header = llama.encode('<|start_header_id|>assistant<|end_header_id|>\n\n');
   assert.deepEqual(d.ids, [...c.ids, ...header]);
   assert.deepEqual(d.lossMask, [...c.lossMask, ...header.map(() => 0)]);
-  assert.equal(renderConversation(llamaChat, llama, { template: 'llama3', addGenerationPrompt: true }), renderConversation(llamaChat, llama, { template: 'tokenizer' }));
+  assert.equal(
+    renderConversation(llamaChat, llama, { template: 'llama3', addGenerationPrompt: true }),
+    renderConversation(llamaChat, llama, { template: 'tokenizer' }),
+  );
 });
 
 test('Llama-3: masked runs are exactly the assistant replies, each followed by <|eot_id|>', () => {
@@ -73,11 +76,16 @@ test('Llama-3: masked runs are exactly the assistant replies, each followed by <
     const t = tokenizeConversation(llamaChat, llama, { template });
     assert.equal(t.ids.length, t.lossMask.length);
     assert.equal(t.truncated, false);
-    assert.deepEqual(maskedRuns(llama, t.ids, t.lossMask), replies.map((r) => r + '<|eot_id|>'), template);
+    assert.deepEqual(
+      maskedRuns(llama, t.ids, t.lossMask),
+      replies.map((r) => r + '<|eot_id|>'),
+      template,
+    );
     // Everything unmasked decodes to the rest of the rendering: headers, system and user turns.
     const unmasked = llama.decode(t.ids.filter((_, i) => !t.lossMask[i]));
     assert.ok(unmasked.startsWith('<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are a terse assistant.<|eot_id|>'));
-    for (const m of llamaChat.filter((m) => m.role === 'user')) assert.ok(unmasked.includes(`user<|end_header_id|>\n\n${m.content}<|eot_id|>`));
+    for (const m of llamaChat.filter((m) => m.role === 'user'))
+      assert.ok(unmasked.includes(`user<|end_header_id|>\n\n${m.content}<|eot_id|>`));
     for (const r of replies) assert.ok(!unmasked.includes(r));
   }
 });
@@ -150,7 +158,10 @@ test('chatml: the Qwen2.5 default system message only when asked for, and only w
   assert.ok(!renderConversation(noSystem, tiny, { template: 'chatml' }).includes('<|im_start|>system'));
   const withDefault = renderConversation(noSystem, tiny, { template: 'chatml', defaultSystem: QWEN25_DEFAULT_SYSTEM });
   assert.ok(withDefault.startsWith(`<|im_start|>system\n${QWEN25_DEFAULT_SYSTEM}<|im_end|>\n<|im_start|>user\n`));
-  assert.equal(renderConversation(tinyChat, tiny, { template: 'chatml', defaultSystem: QWEN25_DEFAULT_SYSTEM }), renderConversation(tinyChat, tiny, { template: 'chatml' }));
+  assert.equal(
+    renderConversation(tinyChat, tiny, { template: 'chatml', defaultSystem: QWEN25_DEFAULT_SYSTEM }),
+    renderConversation(tinyChat, tiny, { template: 'chatml' }),
+  );
 });
 
 test('qwen3-thinking: <think> spans stay in the text and in the mask, in every turn', () => {
@@ -187,23 +198,32 @@ test('qwen3-thinking: <think> spans stay in the text and in the mask, in every t
 });
 
 test('unknown template names and missing chat templates are clear errors', () => {
-  assert.throws(() => tokenizeConversation(tinyChat, tiny, { template: 'vicuna' as TemplateName }), (e: Error) => {
-    assert.ok(e instanceof TemplateError);
-    assert.match(e.message, /unknown chat template "vicuna".*llama3, chatml, qwen3-thinking, tokenizer/);
-    return true;
-  });
+  assert.throws(
+    () => tokenizeConversation(tinyChat, tiny, { template: 'vicuna' as TemplateName }),
+    (e: Error) => {
+      assert.ok(e instanceof TemplateError);
+      assert.match(e.message, /unknown chat template "vicuna".*llama3, chatml, qwen3-thinking, tokenizer/);
+      return true;
+    },
+  );
   assert.throws(() => endOfTurnIds(tiny, 'mistral' as TemplateName), /unknown chat template "mistral"/);
   const json = JSON.parse(fs.readFileSync(path.join(tinyDir, 'tokenizer.json'), 'utf8'));
   const bare = new Tokenizer('/somewhere/bare', json, { eos_token: '<|im_end|>' });
-  assert.throws(() => tokenizeConversation(tinyChat, bare, { template: 'tokenizer' }), (e: Error) => {
-    assert.ok(e instanceof TemplateError);
-    assert.match(e.message, /\/somewhere\/bare: .*no(ne)? chat_template|has none/);
-    assert.match(e.message, /built-in template/);
-    return true;
-  });
+  assert.throws(
+    () => tokenizeConversation(tinyChat, bare, { template: 'tokenizer' }),
+    (e: Error) => {
+      assert.ok(e instanceof TemplateError);
+      assert.match(e.message, /\/somewhere\/bare: .*no(ne)? chat_template|has none/);
+      assert.match(e.message, /built-in template/);
+      return true;
+    },
+  );
   // A built-in template whose special tokens the tokenizer lacks.
   assert.throws(() => tokenizeConversation(tinyChat, tiny, { template: 'llama3' }), /needs the token <\|begin_of_text\|>/);
   // A chat_template that does not parse.
   const broken = new Tokenizer('/somewhere/broken', json, { chat_template: '{% for m in messages %}{{ m.content }' });
-  assert.throws(() => tokenizeConversation(tinyChat, broken, { template: 'tokenizer' }), /\/somewhere\/broken: cannot parse the chat_template/);
+  assert.throws(
+    () => tokenizeConversation(tinyChat, broken, { template: 'tokenizer' }),
+    /\/somewhere\/broken: cannot parse the chat_template/,
+  );
 });

@@ -96,7 +96,11 @@ test('tiny corpus: reasoning records: format, answer offsets, correct arithmetic
     assert.ok(checkArithmetic(r.id, thinking) >= ops.length);
     // The prompt's numbers are the operands, in order.
     const nums = (q.match(/\d+/g) ?? []).map(Number);
-    assert.deepEqual(nums.slice(1), ops.map((s) => Number(/(\d+) = \d+\.$/.exec(s)![1])), r.id);
+    assert.deepEqual(
+      nums.slice(1),
+      ops.map((s) => Number(/(\d+) = \d+\.$/.exec(s)![1])),
+      r.id,
+    );
   }
 });
 

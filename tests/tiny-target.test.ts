@@ -33,11 +33,19 @@ test('answers held-out reasoning prompts in the trained format, mostly correctly
   const tok = loadTokenizer(dir);
   const model = TfjsTarget.load(dir);
   const problems = await readAllConversations(path.join(repo, 'data/corpus/reasoning-eval.jsonl'), { limit: 12 });
-  const prompts = problems.map((p) => tokenizeConversation(p.messages.filter((m) => m.role === 'user'), tok, { template: 'tokenizer', addGenerationPrompt: true }).ids);
+  const prompts = problems.map(
+    (p) =>
+      tokenizeConversation(
+        p.messages.filter((m) => m.role === 'user'),
+        tok,
+        { template: 'tokenizer', addGenerationPrompt: true },
+      ).ids,
+  );
   const outs = generate(model, prompts, { maxNewTokens: 200, stopIds: [tok.requireId('<|im_end|>')] });
   const texts = outs.map((o) => tok.decode(o));
   const correct = problems.filter((p, i) => extractAnswer(texts[i], 'gsm8k') === String(p.extra.answer)).length;
-  for (const t of texts) assert.match(t, /^<think>\n[\s\S]*\n<\/think>\n\n[\s\S]*#### \d+<\|im_end\|>$/, 'thinks, then answers in GSM8K form');
+  for (const t of texts)
+    assert.match(t, /^<think>\n[\s\S]*\n<\/think>\n\n[\s\S]*#### \d+<\|im_end\|>$/, 'thinks, then answers in GSM8K form');
   // The shipped model answers 93.75% of the 400 held-out prompts (quality.json); chance is a few percent.
   assert.ok(correct >= 10, `${correct} of 12 correct`);
   model.dispose();

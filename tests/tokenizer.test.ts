@@ -39,7 +39,10 @@ test('Llama-3: a chat transcript round-trips, special tokens as single ids', () 
 
 test('a folder without tokenizer.json is a clear error naming the file', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tok-'));
-  assert.throws(() => loadTokenizer(dir), (e: unknown) => e instanceof TokenizerError && e.message.includes(path.join(dir, 'tokenizer.json')));
+  assert.throws(
+    () => loadTokenizer(dir),
+    (e: unknown) => e instanceof TokenizerError && e.message.includes(path.join(dir, 'tokenizer.json')),
+  );
   fs.writeFileSync(path.join(dir, 'tokenizer.json'), '{not json');
   assert.throws(() => loadTokenizer(dir), /not valid JSON/);
 });

@@ -15,7 +15,15 @@ before(async () => {
   await initBackend('wasm');
 });
 
-const raw = { architectures: ['LlamaForCausalLM'], hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1, vocab_size: 20 };
+const raw = {
+  architectures: ['LlamaForCausalLM'],
+  hidden_size: 16,
+  intermediate_size: 24,
+  num_hidden_layers: 2,
+  num_attention_heads: 2,
+  num_key_value_heads: 1,
+  vocab_size: 20,
+};
 
 test('lmLoss equals a plain masked next-token cross-entropy', () => {
   const config = parseModelConfig(raw);
@@ -52,7 +60,10 @@ test('lmLoss equals a plain masked next-token cross-entropy', () => {
 
 test('length-bucketed batches cover each sample once per epoch and are deterministic', () => {
   const rng = new Rng(1);
-  const samples = Array.from({ length: 100 }, (_, i) => ({ ids: Array.from({ length: 1 + rng.int(30) }, () => i), lossMask: [] as number[] }));
+  const samples = Array.from({ length: 100 }, (_, i) => ({
+    ids: Array.from({ length: 1 + rng.int(30) }, () => i),
+    lossMask: [] as number[],
+  }));
   samples.forEach((s) => (s.lossMask = s.ids.map(() => 1)));
   const a = lengthBucketedBatches(samples, 8, -1, new Rng(5));
   const b = lengthBucketedBatches(samples, 8, -1, new Rng(5));
@@ -95,7 +106,10 @@ test('AdamW matches a plain implementation of PyTorch AdamW', () => {
 
 test('schedule: linear warmup, cosine to the floor', () => {
   const s = { lr: 1, warmupSteps: 4, totalSteps: 14, minLrRatio: 0.1 };
-  assert.deepEqual([0, 1, 2, 3].map((i) => learningRate(i, s)), [0.25, 0.5, 0.75, 1]);
+  assert.deepEqual(
+    [0, 1, 2, 3].map((i) => learningRate(i, s)),
+    [0.25, 0.5, 0.75, 1],
+  );
   assert.ok(Math.abs(learningRate(9, s) - (0.1 + 0.9 * 0.5)) < 1e-12, 'halfway down the cosine');
   assert.ok(Math.abs(learningRate(14, s) - 0.1) < 1e-12);
   assert.ok(Math.abs(learningRate(100, s) - 0.1) < 1e-12, 'stays at the floor');

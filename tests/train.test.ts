@@ -76,10 +76,19 @@ describe('train', () => {
     const d2t = f.read('d2t').data as BigInt64Array;
     const t2d = f.read('t2d').data as Uint8Array;
     d2t.forEach((o, i) => assert.equal(t2d[i + Number(o)], 1));
-    assert.equal(t2d.reduce((a, b) => a + b, 0), 100);
-    assert.deepEqual(fs.readdirSync(path.join(work, 'ckpt', 'offline')).filter((d) => d.startsWith('step-')), ['step-20']);
+    assert.equal(
+      t2d.reduce((a, b) => a + b, 0),
+      100,
+    );
+    assert.deepEqual(
+      fs.readdirSync(path.join(work, 'ckpt', 'offline')).filter((d) => d.startsWith('step-')),
+      ['step-20'],
+    );
     // Serving loaders glob *.safetensors in the folder: only the model may be there.
-    assert.deepEqual(fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors')), ['model.safetensors']);
+    assert.deepEqual(
+      fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors')),
+      ['model.safetensors'],
+    );
   });
 
   test('a run killed after a checkpoint and resumed ends with the uninterrupted weights', async () => {

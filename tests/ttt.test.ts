@@ -38,7 +38,12 @@ function goldenSetup() {
     maxPositionEmbeddings: 256,
     auxLayerIds: [1, 2, 3],
   };
-  const weights = new Map(file.names().filter((n) => n.startsWith('weight.') && !/\.(t2d|d2t)$/.test(n)).map((n) => [n.slice(7), f32(n)]));
+  const weights = new Map(
+    file
+      .names()
+      .filter((n) => n.startsWith('weight.') && !/\.(t2d|d2t)$/.test(n))
+      .map((n) => [n.slice(7), f32(n)]),
+  );
   const draft = new Eagle3Draft(c, weights);
   const { B, T } = golden;
   const d2t = ints('weight.d2t');
@@ -99,8 +104,19 @@ describe('EAGLE-3 TTT vs PyTorch golden vectors', () => {
 describe('EAGLE-3 TTT vs the plain loop reference (other shapes)', () => {
   // GQA with 3 query heads per kv head, a padded row, and more TTT steps than positions.
   const c: DraftConfig = {
-    hiddenSize: 24, targetHiddenSize: 20, intermediateSize: 40, numHeads: 6, numKvHeads: 2, headDim: 4,
-    vocabSize: 30, draftVocabSize: 12, rmsNormEps: 1e-6, ropeTheta: 500, ropeScaling: null, maxPositionEmbeddings: 64, auxLayerIds: [1, 2, 3],
+    hiddenSize: 24,
+    targetHiddenSize: 20,
+    intermediateSize: 40,
+    numHeads: 6,
+    numKvHeads: 2,
+    headDim: 4,
+    vocabSize: 30,
+    draftVocabSize: 12,
+    rmsNormEps: 1e-6,
+    ropeTheta: 500,
+    ropeScaling: null,
+    maxPositionEmbeddings: 64,
+    auxLayerIds: [1, 2, 3],
   };
   const B = 3;
   const T = 9;
@@ -108,7 +124,8 @@ describe('EAGLE-3 TTT vs the plain loop reference (other shapes)', () => {
   const rng = new Rng(11);
   const normal = (n: number, s = 1) => rng.normalArray(n, s);
   const weights = new Map<string, Float32Array>();
-  for (const [name, shape] of draftTensorShapes(c)) weights.set(name, shape.length === 1 ? Float32Array.from(normal(shape[0], 0.1), (x) => 1 + x) : normal(shape[0] * shape[1], 0.3));
+  for (const [name, shape] of draftTensorShapes(c))
+    weights.set(name, shape.length === 1 ? Float32Array.from(normal(shape[0], 0.1), (x) => 1 + x) : normal(shape[0] * shape[1], 0.3));
   const used = Int32Array.from([0, 2, 3, 5, 8, 9, 13, 17, 20, 21, 26, 29]);
   const t2d = new Uint8Array(30);
   used.forEach((u) => (t2d[u] = 1));
@@ -126,7 +143,12 @@ describe('EAGLE-3 TTT vs the plain loop reference (other shapes)', () => {
   test('losses and accuracies within 1e-4; gradients match finite differences of the reference', () => {
     const ref = plainEagle3Forward(plainCfg, weights, plainIn);
     const draft = new Eagle3Draft(c, weights);
-    const batch = { inputIds, lossMask, aux: tf.tensor3d(aux, [B, T, 3 * c.targetHiddenSize]), targetLogits: tf.tensor3d(logits, [B, T, 30]) };
+    const batch = {
+      inputIds,
+      lossMask,
+      aux: tf.tensor3d(aux, [B, T, 3 * c.targetHiddenSize]),
+      targetLogits: tf.tensor3d(logits, [B, T, 30]),
+    };
     const teacher = prepareTeacher(batch, { used, t2d });
     const kept: tf.Tensor[] = [];
     let argmax: number[][][] = [];
@@ -142,7 +164,13 @@ describe('EAGLE-3 TTT vs the plain loop reference (other shapes)', () => {
     assert.ok(Math.abs(value.dataSync()[0] - ref.totalLoss) <= 1e-4);
     assert.ok(maxAbsDiff(stepAccuracies(teacher, argmax).acc, ref.stepAccs) <= 1e-6);
     assert.ok(ref.stepLosses[0] > 0 && ref.stepLosses[ttt - 1] === 0, 'positions run out before the last step'); // t + 9 >= T everywhere
-    for (const [name, index] of [['fc.weight', 17], ['midlayer.self_attn.k_proj.weight', 40], ['midlayer.hidden_norm.weight', 3], ['lm_head.weight', 100], ['midlayer.mlp.down_proj.weight', 7]] as const) {
+    for (const [name, index] of [
+      ['fc.weight', 17],
+      ['midlayer.self_attn.k_proj.weight', 40],
+      ['midlayer.hidden_norm.weight', 3],
+      ['lm_head.weight', 100],
+      ['midlayer.mlp.down_proj.weight', 7],
+    ] as const) {
       const v = draft.params.get(name)!;
       const g = (v.rank === 2 ? tf.transpose(grads[v.name]) : grads[v.name]).dataSync()[index];
       const fd = finiteDifference(plainCfg, weights, plainIn, name, index);
@@ -166,7 +194,11 @@ describe('draft decoding with a KV cache', () => {
     for (const t of [0, 5, 8]) {
       const cache = new DraftKVCache();
       // Context: positions 0..t with hidden fc(aux) -> TTT step 0 at those positions.
-      const pre = draftDecode(draft, embed, cache, { ids: ids.slice(0, t + 1), hidden: g.slice([0, 0, 0], [1, t + 1, -1]) as tf.Tensor3D, positions: Array.from({ length: t + 1 }, (_, i) => i) });
+      const pre = draftDecode(draft, embed, cache, {
+        ids: ids.slice(0, t + 1),
+        hidden: g.slice([0, 0, 0], [1, t + 1, -1]) as tf.Tensor3D,
+        positions: Array.from({ length: t + 1 }, (_, i) => i),
+      });
       const step0 = out.stepLogits![0].slice([1, 0, 0], [1, t + 1, Vd]);
       assert.ok(maxAbsDiff(pre.logits.dataSync(), step0.dataSync()) < 1e-4, `prefill up to ${t}`);
       // Chain: step i at position t + i, hidden = previous output, token ids[t + i].

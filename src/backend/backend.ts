@@ -36,7 +36,9 @@ async function tryLoad(name: ConcreteBackend): Promise<void> {
       try {
         await import(pkg);
       } catch (e) {
-        throw new BackendError(`backend '${name}': cannot load ${pkg} (${firstLine(e)}); it is an optional dependency whose install downloads libtensorflow`);
+        throw new BackendError(
+          `backend '${name}': cannot load ${pkg} (${firstLine(e)}); it is an optional dependency whose install downloads libtensorflow`,
+        );
       }
       break;
     }

@@ -56,7 +56,10 @@ export interface CaptureResult {
 /** The aux layers a recipe asks for, checked against the target's depth. */
 export function resolveAuxLayers(requested: number[] | null, numLayers: number): number[] {
   const ids = requested ?? defaultAuxLayers(numLayers);
-  if (new Set(ids).size !== ids.length) throw new Error(`aux layer ids ${JSON.stringify(ids)} repeat a layer (a target with ${numLayers} layers is too shallow for the default)`);
+  if (new Set(ids).size !== ids.length)
+    throw new Error(
+      `aux layer ids ${JSON.stringify(ids)} repeat a layer (a target with ${numLayers} layers is too shallow for the default)`,
+    );
   for (const l of ids) if (l < 0 || l >= numLayers) throw new Error(`aux layer id ${l} is outside the target's layers [0, ${numLayers})`);
   return ids;
 }
@@ -74,9 +77,21 @@ export function storeIdentity(targetDir: string, template: string, auxLayerIds: 
 }
 
 /** The meta of a store of this target's features (what capture and online training write). */
-export function storeMeta(c: ModelConfig, identity: ReturnType<typeof storeIdentity>, dtype: 'float16' | 'float32', samplesPerShard: number): StoreMetaInput {
+export function storeMeta(
+  c: ModelConfig,
+  identity: ReturnType<typeof storeIdentity>,
+  dtype: 'float16' | 'float32',
+  samplesPerShard: number,
+): StoreMetaInput {
   return {
-    target: { architecture: c.architecture, hidden_size: c.hiddenSize, vocab_size: c.vocabSize, config_sha256: identity.config_sha256, weights_sha256: identity.weights_sha256, tokenizer_sha256: identity.tokenizer_sha256 },
+    target: {
+      architecture: c.architecture,
+      hidden_size: c.hiddenSize,
+      vocab_size: c.vocabSize,
+      config_sha256: identity.config_sha256,
+      weights_sha256: identity.weights_sha256,
+      tokenizer_sha256: identity.tokenizer_sha256,
+    },
     template: identity.template,
     aux_layer_ids: identity.aux_layer_ids,
     dtype,
@@ -114,7 +129,8 @@ export async function captureSplit(model: TargetModel, tok: Tokenizer, o: Captur
   } else if (rank === 0) writer = await RankStoreWriter.open(o.storeDir, meta, 0);
   collective.barrier();
   if (!complete && rank !== 0) writer = await RankStoreWriter.open(o.storeDir, meta, rank);
-  if (rank === 0 && writer && writer.current.total_samples > 0) o.log(`${o.label}: resuming; ${writer.current.total_samples} samples are in finished shards`);
+  if (rank === 0 && writer && writer.current.total_samples > 0)
+    o.log(`${o.label}: resuming; ${writer.current.total_samples} samples are in finished shards`);
 
   const bar = rank === 0 ? progress(`capture ${o.label}`, total, 'sample', { start: 0 }) : null;
   let index = 0;
@@ -128,7 +144,8 @@ export async function captureSplit(model: TargetModel, tok: Tokenizer, o: Captur
 
   const flush = () => {
     if (batch.length === 0) return;
-    for (const f of computeFeatures(model, tok, batch, aux, o.answerExtractor)) shardRows.push(writer!.encode(f, Math.floor(index / S) * S + shardRows.length));
+    for (const f of computeFeatures(model, tok, batch, aux, o.answerExtractor))
+      shardRows.push(writer!.encode(f, Math.floor(index / S) * S + shardRows.length));
     batch = [];
   };
   const writeShard = async (j: number) => {
@@ -176,16 +193,47 @@ export async function captureSplit(model: TargetModel, tok: Tokenizer, o: Captur
   const seconds = (Date.now() - t0) / 1000;
   const m = readManifest(o.storeDir);
   const bytes = m.shards.reduce((a, s) => a + s.bytes, 0);
-  return { storeDir: o.storeDir, samples: m.total_samples, storeTokens: m.total_tokens, captured: sums[0], tokens: sums[1], seconds, bytes, invalidLines: invalid, counter };
+  return {
+    storeDir: o.storeDir,
+    samples: m.total_samples,
+    storeTokens: m.total_tokens,
+    captured: sums[0],
+    tokens: sums[1],
+    seconds,
+    bytes,
+    invalidLines: invalid,
+    counter,
+  };
 }
 
 /** The draft vocabulary of the training data, cached under a hash of everything it depends on, and copied into the store. */
-export async function draftVocabulary(counter: TokenCounter, o: { cacheDir: string; files: string[]; template: TemplateName; targetDir: string; maxLength: number; size: number; tok: Tokenizer; storeDir: string; eosIds: number[]; limit: number | null }): Promise<{ vocab: DraftVocab; cached: boolean }> {
+export async function draftVocabulary(
+  counter: TokenCounter,
+  o: {
+    cacheDir: string;
+    files: string[];
+    template: TemplateName;
+    targetDir: string;
+    maxLength: number;
+    size: number;
+    tok: Tokenizer;
+    storeDir: string;
+    eosIds: number[];
+    limit: number | null;
+  },
+): Promise<{ vocab: DraftVocab; cached: boolean }> {
   const size = Math.min(o.size, counter.counts.length);
   const forced = [...new Set([...endOfTurnIds(o.tok, o.template), ...o.eosIds])].filter((i) => i < counter.counts.length);
   const { vocab, cached } = await cachedDraftVocab(
     o.cacheDir,
-    { data: dataSha256(o.files), template: o.template, tokenizer: tokenizerSha256(o.targetDir), max_length: o.maxLength, size, limit: o.limit ?? 'all' },
+    {
+      data: dataSha256(o.files),
+      template: o.template,
+      tokenizer: tokenizerSha256(o.targetDir),
+      max_length: o.maxLength,
+      size,
+      limit: o.limit ?? 'all',
+    },
     async () => buildDraftVocab(counter, size, forced),
   );
   saveDraftVocab(path.join(o.storeDir, 'draft-vocab.safetensors'), vocab);

@@ -14,12 +14,25 @@ export interface TokenizedSample {
   lossMask: number[];
 }
 
-export function computeFeatures(model: TargetModel, tok: Tokenizer, batch: TokenizedSample[], auxLayerIds: number[], answerExtractor: AnswerExtractor): FeatureSample[] {
+export function computeFeatures(
+  model: TargetModel,
+  tok: Tokenizer,
+  batch: TokenizedSample[],
+  auxLayerIds: number[],
+  answerExtractor: AnswerExtractor,
+): FeatureSample[] {
   const T = Math.max(...batch.map((s) => s.ids.length));
   const ids = batch.map((s) => [...s.ids, ...new Array(T - s.ids.length).fill(0)]);
   const attentionMask = batch.map((s) => ids[0].map((_, t) => (t < s.ids.length ? 1 : 0)));
   const out = model.forward({ ids, attentionMask }, { layers: auxLayerIds, logits: false });
-  const auxAll = tf.tidy(() => tf.concat(auxLayerIds.map((l) => out.layers.get(l)!), -1)).dataSync() as Float32Array; // [B, T, k*H]
+  const auxAll = tf
+    .tidy(() =>
+      tf.concat(
+        auxLayerIds.map((l) => out.layers.get(l)!),
+        -1,
+      ),
+    )
+    .dataSync() as Float32Array; // [B, T, k*H]
   const finalAll = out.finalNormed.dataSync() as Float32Array; // [B, T, H]
   tf.dispose([out.finalNormed, ...out.layers.values()]);
   const H = model.config.hiddenSize;
@@ -29,7 +42,10 @@ export function computeFeatures(model: TargetModel, tok: Tokenizer, batch: Token
   const decode = (x: number[]) => tok.decode(x);
   return batch.map((s, b) => {
     const n = s.ids.length;
-    const spans = think !== undefined && endThink !== undefined ? findThinkingSpans(s.ids, s.lossMask, { think, endThink }, decode, answerExtractor) : [];
+    const spans =
+      think !== undefined && endThink !== undefined
+        ? findThinkingSpans(s.ids, s.lossMask, { think, endThink }, decode, answerExtractor)
+        : [];
     return {
       id: s.id,
       inputIds: Int32Array.from(s.ids),

@@ -65,7 +65,12 @@ export interface RegenerateResult {
 export class RegenerateError extends Error {}
 
 /** Everything the output depends on; a resume or reuse with another key is refused. */
-export function regenerateKey(o: Pick<RegenerateOptions, 'targetDir' | 'files' | 'format' | 'limit' | 'template' | 'maxLength' | 'batchSize' | 'maxNewTokens' | 'temperature' | 'topP' | 'seed'>): string {
+export function regenerateKey(
+  o: Pick<
+    RegenerateOptions,
+    'targetDir' | 'files' | 'format' | 'limit' | 'template' | 'maxLength' | 'batchSize' | 'maxNewTokens' | 'temperature' | 'topP' | 'seed'
+  >,
+): string {
   const settings = {
     target: [configSha256(o.targetDir), weightsSha256(o.targetDir), tokenizerSha256(o.targetDir)],
     data: dataSha256(o.files),
@@ -157,7 +162,14 @@ interface BatchStats {
  * one is generated in one batched call; its prompt is the conversation so far (original system and
  * user turns, regenerated assistant turns) with the generation prompt.
  */
-export function regenerateBatch(model: TargetModel, tok: Tokenizer, convs: Conversation[], rngs: Rng[], o: Pick<RegenerateOptions, 'template' | 'maxLength' | 'maxNewTokens' | 'temperature' | 'topP'>, onTokens?: (n: number) => void): { messages: Message[][]; stats: BatchStats } {
+export function regenerateBatch(
+  model: TargetModel,
+  tok: Tokenizer,
+  convs: Conversation[],
+  rngs: Rng[],
+  o: Pick<RegenerateOptions, 'template' | 'maxLength' | 'maxNewTokens' | 'temperature' | 'topP'>,
+  onTokens?: (n: number) => void,
+): { messages: Message[][]; stats: BatchStats } {
   const stopIds = [...new Set([...endOfTurnIds(tok, o.template), ...model.config.eosTokenIds])];
   const stats: BatchStats = { turns: 0, truncated: 0, dropped: 0 };
   // Per conversation: the messages written so far, and the position reached in the original.
@@ -182,7 +194,14 @@ export function regenerateBatch(model: TargetModel, tok: Tokenizer, convs: Conve
       prompts.push(prompt);
     });
     if (rows.length === 0) break;
-    const outs = generate(model, prompts, { maxNewTokens: o.maxNewTokens, stopIds, temperature: o.temperature, topP: o.topP, rng: rows.map((b) => rngs[b]), onTokens });
+    const outs = generate(model, prompts, {
+      maxNewTokens: o.maxNewTokens,
+      stopIds,
+      temperature: o.temperature,
+      topP: o.topP,
+      rng: rows.map((b) => rngs[b]),
+      onTokens,
+    });
     rows.forEach((b, k) => {
       const ids = outs[k];
       const ended = ids.length > 0 && stopIds.includes(ids[ids.length - 1]);
@@ -200,12 +219,28 @@ export function regenerateBatch(model: TargetModel, tok: Tokenizer, convs: Conve
 export async function regenerate(model: TargetModel, tok: Tokenizer, o: RegenerateOptions): Promise<RegenerateResult> {
   const key = regenerateKey(o);
   const t0 = Date.now();
-  const result: RegenerateResult = { out: o.out, conversations: 0, regenerated: 0, turns: 0, truncatedTurns: 0, droppedTurns: 0, tokens: 0, seconds: 0, invalidLines: 0, cached: false };
+  const result: RegenerateResult = {
+    out: o.out,
+    conversations: 0,
+    regenerated: 0,
+    turns: 0,
+    truncatedTurns: 0,
+    droppedTurns: 0,
+    tokens: 0,
+    seconds: 0,
+    invalidLines: 0,
+    cached: false,
+  };
   let state = readProgress(o.out);
   if (state && state.key !== key)
-    throw new RegenerateError(`${o.out}: regenerated with other settings (target, data, template or sampling); delete ${o.out}* or choose another regenerate.output`);
+    throw new RegenerateError(
+      `${o.out}: regenerated with other settings (target, data, template or sampling); delete ${o.out}* or choose another regenerate.output`,
+    );
   if (fs.existsSync(o.out)) {
-    if (!state?.complete) throw new RegenerateError(`${o.out}: exists but was not written by a finished regeneration with these settings; delete it or choose another regenerate.output`);
+    if (!state?.complete)
+      throw new RegenerateError(
+        `${o.out}: exists but was not written by a finished regeneration with these settings; delete it or choose another regenerate.output`,
+      );
     return { ...result, conversations: state.done, cached: true };
   }
   fs.mkdirSync(path.dirname(o.out), { recursive: true });
@@ -214,7 +249,8 @@ export async function regenerate(model: TargetModel, tok: Tokenizer, o: Regenera
   // Drop whatever a crash left after the last recorded batch.
   fs.writeFileSync(partial, '', { flag: 'a' });
   const size = fs.statSync(partial).size;
-  if (size < state.bytes) throw new RegenerateError(`${partial}: ${size} bytes, but ${progressFile(o.out)} records ${state.bytes}; delete both to start over`);
+  if (size < state.bytes)
+    throw new RegenerateError(`${partial}: ${size} bytes, but ${progressFile(o.out)} records ${state.bytes}; delete both to start over`);
   fs.truncateSync(partial, state.bytes);
   writeAtomic(progressFile(o.out), [JSON.stringify(state) + '\n']);
   if (state.done > 0) o.log(`regenerate: resuming; ${state.done} conversations are done`);
@@ -232,9 +268,7 @@ export async function regenerate(model: TargetModel, tok: Tokenizer, o: Regenera
       result.tokens += n;
       bar.update(batchStart, { 'tok/s': Math.round(result.tokens / Math.max(1e-3, (Date.now() - t0) / 1000)) });
     });
-    const text = batch
-      .map((c, k) => (messages[k].length ? shareGptLine(c.id, messages[k], c.extra) : ''))
-      .join('');
+    const text = batch.map((c, k) => (messages[k].length ? shareGptLine(c.id, messages[k], c.extra) : '')).join('');
     const buf = Buffer.from(text);
     fs.writeSync(fd, buf);
     fs.fsyncSync(fd);
@@ -281,7 +315,8 @@ export async function regenerate(model: TargetModel, tok: Tokenizer, o: Regenera
 export function trainFiles(r: Recipe): { files: string[]; format: DatasetFormat } {
   if (!r.data.regenerate) return { files: r.data.train, format: r.data.format as DatasetFormat };
   const o = regenerateOptions(r, () => {});
-  if (!fs.existsSync(o.out) || !readProgress(o.out)?.complete) throw new RegenerateError(`${o.out}: the regenerated training data is not finished; run specforge capture --regenerate first`);
+  if (!fs.existsSync(o.out) || !readProgress(o.out)?.complete)
+    throw new RegenerateError(`${o.out}: the regenerated training data is not finished; run specforge capture --regenerate first`);
   return { files: [o.out], format: 'sharegpt' };
 }
 

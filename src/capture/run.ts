@@ -50,10 +50,19 @@ export async function runRank(ctx: RankContext): Promise<void> {
     const splits = [{ label: 'train', files: train.files, format: train.format, limit: r.capture.limit }];
     if (r.data.eval) splits.push({ label: 'eval', files: r.data.eval, format: r.data.format as never, limit: null });
     for (const s of splits) {
-      const res = await captureSplit(model, tok, { ...common, files: s.files, format: s.format as never, storeDir: path.join(r.data.store, s.label), limit: s.limit, label: s.label });
+      const res = await captureSplit(model, tok, {
+        ...common,
+        files: s.files,
+        format: s.format as never,
+        storeDir: path.join(r.data.store, s.label),
+        limit: s.limit,
+        label: s.label,
+      });
       log(
         `${s.label}: ${res.samples} samples in ${res.storeDir}` +
-          (res.captured > 0 ? `; captured ${res.captured} samples, ${res.tokens} tokens in ${res.seconds.toFixed(1)} s (${(res.tokens / res.seconds).toFixed(0)} tok/s${worldSize > 1 ? ` on ${worldSize} workers` : ''})` : '') +
+          (res.captured > 0
+            ? `; captured ${res.captured} samples, ${res.tokens} tokens in ${res.seconds.toFixed(1)} s (${(res.tokens / res.seconds).toFixed(0)} tok/s${worldSize > 1 ? ` on ${worldSize} workers` : ''})`
+            : '') +
           `; ${(res.bytes / 2 ** 20).toFixed(1)} MiB, ${(res.bytes / Math.max(1, res.storeTokens)).toFixed(0)} bytes/token` +
           (res.invalidLines ? `; ${res.invalidLines} invalid lines skipped` : ''),
       );
@@ -70,7 +79,9 @@ export async function runRank(ctx: RankContext): Promise<void> {
           eosIds: model.config.eosTokenIds,
           limit: s.limit,
         });
-        log(`draft vocabulary: ${vocab.used.length} of ${vocab.vocabSize} tokens cover ${(100 * vocab.coverage).toFixed(2)}% of assistant tokens${cached ? ' (cached)' : ''}`);
+        log(
+          `draft vocabulary: ${vocab.used.length} of ${vocab.vocabSize} tokens cover ${(100 * vocab.coverage).toFixed(2)}% of assistant tokens${cached ? ' (cached)' : ''}`,
+        );
       }
     }
   } finally {

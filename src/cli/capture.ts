@@ -15,10 +15,18 @@ export const captureCommand: CommandModule<object, Args> = {
         .option('recipe', { type: 'string', demandOption: true, describe: 'recipe YAML (see recipes/)' })
         .option('limit', { type: 'number', describe: 'capture at most this many training samples (overrides capture.limit)' })
         .option('workers', { type: 'number', describe: 'ranks capturing disjoint shards side by side (overrides parallel.workers)' })
-        .option('regenerate', { type: 'boolean', describe: "the target rewrites the training data's assistant turns first, and capture reads its answers (sets data.regenerate)" }),
+        .option('regenerate', {
+          type: 'boolean',
+          describe: "the target rewrites the training data's assistant turns first, and capture reads its answers (sets data.regenerate)",
+        }),
     ) as never,
   handler: async (args) => {
-    const r = loadRecipe(args.recipe, { 'runtime.backend': args.backend, 'capture.limit': args.limit, 'data.regenerate': args.regenerate || undefined, 'parallel.workers': args.workers });
+    const r = loadRecipe(args.recipe, {
+      'runtime.backend': args.backend,
+      'capture.limit': args.limit,
+      'data.regenerate': args.regenerate || undefined,
+      'parallel.workers': args.workers,
+    });
     await initBackend(r.runtime.backend as never, console.log);
     await runCapture(r, console.log);
   },

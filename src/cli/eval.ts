@@ -27,20 +27,39 @@ export const evalCommand: CommandModule<object, Args> = {
       y
         .option('recipe', { type: 'string', demandOption: true, describe: 'recipe YAML (see recipes/)' })
         .option('checkpoint', { type: 'string', describe: 'draft checkpoint folder (default: the newest step-* of the recipe run)' })
-        .option('draft-onnx', { type: 'string', describe: 'an exported ONNX draft folder (export-onnx --format onnx), run by ONNX Runtime instead of a checkpoint' })
-        .option('draft-steps', { type: 'number', describe: 'chain drafting: draft tokens per verify pass (overrides eval.draft_steps; a chain even where the recipe sets a tree)' })
+        .option('draft-onnx', {
+          type: 'string',
+          describe: 'an exported ONNX draft folder (export-onnx --format onnx), run by ONNX Runtime instead of a checkpoint',
+        })
+        .option('draft-steps', {
+          type: 'number',
+          describe: 'chain drafting: draft tokens per verify pass (overrides eval.draft_steps; a chain even where the recipe sets a tree)',
+        })
         .option('tree', { type: 'string', describe: "dynamic tree 'topk,depth,tokens' (overrides eval.tree; 'none' for a chain)" })
         .option('temperature', { type: 'number', describe: '0 = greedy; > 0 = speculative sampling (overrides eval.temperature)' })
         .option('top-p', { type: 'number', describe: 'nucleus sampling cut (overrides eval.top_p)' })
         .option('max-new-tokens', { type: 'number', describe: 'tokens per prompt (overrides eval.max_new_tokens)' })
         .option('limit', { type: 'number', describe: 'at most this many prompts (overrides eval.limit)' })
-        .option('input', { type: 'string', describe: 'prompts: MT-bench question JSONL (first turn) or GSM8K JSONL (question) instead of data.eval' })
+        .option('input', {
+          type: 'string',
+          describe: 'prompts: MT-bench question JSONL (first turn) or GSM8K JSONL (question) instead of data.eval',
+        })
         .option('out', { type: 'string', describe: 'output folder for report.json and acceptance.svg (default <run dir>/eval)' })
-        .option('specexit', { type: 'boolean', describe: 'also decode with the SpecExit exit policy and compare reasoning tokens and accuracy (overrides eval.specexit)' }),
+        .option('specexit', {
+          type: 'boolean',
+          describe: 'also decode with the SpecExit exit policy and compare reasoning tokens and accuracy (overrides eval.specexit)',
+        }),
     ) as never,
   handler: async (args) => {
     // --tree none (or --draft-steps without --tree) asks for a chain even where the recipe sets a tree.
-    const tree = args.tree === undefined ? (args['draft-steps'] !== undefined ? null : undefined) : /^(none|off|chain)$/i.test(args.tree) ? null : args.tree;
+    const tree =
+      args.tree === undefined
+        ? args['draft-steps'] !== undefined
+          ? null
+          : undefined
+        : /^(none|off|chain)$/i.test(args.tree)
+          ? null
+          : args.tree;
     const r = loadRecipe(args.recipe, {
       'runtime.backend': args.backend,
       'eval.draft_steps': args['draft-steps'],

@@ -64,7 +64,12 @@ export const trainCommand: CommandModule<object, Args> = {
       },
     })) as TrainResult;
     bar?.stop();
-    console.log(`trained to step ${result.steps} in ${(result.seconds / 60).toFixed(1)} min (${result.tokensPerSecond.toFixed(0)} tok/s); checkpoint ${result.lastCheckpoint}`);
-    if (result.eval) console.log(`held-out: acc ${result.eval.acc.map((a) => a.toFixed(3)).join(' ')}; simulated acceptance length ${result.eval.tau.toFixed(3)} (${result.eval.samples} samples)`);
+    console.log(
+      `trained to step ${result.steps} in ${(result.seconds / 60).toFixed(1)} min (${result.tokensPerSecond.toFixed(0)} tok/s); checkpoint ${result.lastCheckpoint}`,
+    );
+    if (result.eval)
+      console.log(
+        `held-out: acc ${result.eval.acc.map((a) => a.toFixed(3)).join(' ')}; simulated acceptance length ${result.eval.tau.toFixed(3)} (${result.eval.samples} samples)`,
+      );
   },
 };

@@ -15,7 +15,6 @@ export interface Tokenized {
   lossMask: number[];
 }
 
-
 /**
  * ChatML (`<|im_start|>role\n content <|im_end|>\n`), the format of Qwen and of the shipped tiny target:
  * the same as tokenizeConversation(messages, tok, { template: 'chatml' }) (no default system message).

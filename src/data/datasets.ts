@@ -61,7 +61,8 @@ function withoutKeys(obj: Obj, keys: string[]): Obj {
 }
 
 function checkConversation(messages: Message[], where: string, field: string): Message[] {
-  if (messages.length === 0) throw new DatasetError(`${where}: "${field}" is an empty conversation; expected at least one user and one assistant message`);
+  if (messages.length === 0)
+    throw new DatasetError(`${where}: "${field}" is an empty conversation; expected at least one user and one assistant message`);
   if (!messages.some((m) => m.role === 'assistant')) {
     throw new DatasetError(`${where}: "${field}" has no assistant message; expected at least one (nothing to train on)`);
   }
@@ -70,11 +71,13 @@ function checkConversation(messages: Message[], where: string, field: string): M
 
 function parseShareGpt(obj: Obj, where: string): Conversation {
   const conv = obj.conversations;
-  if (!Array.isArray(conv)) throw new DatasetError(`${where}: "conversations" is ${show(conv)}; expected a list of {from, value} (sharegpt)`);
+  if (!Array.isArray(conv))
+    throw new DatasetError(`${where}: "conversations" is ${show(conv)}; expected a list of {from, value} (sharegpt)`);
   const messages = conv.map((m, i): Message => {
     if (!isObj(m)) throw new DatasetError(`${where}: conversations[${i}] is ${show(m)}; expected an object {from, value}`);
     const role = typeof m.from === 'string' ? SHAREGPT_FROM[m.from] : undefined;
-    if (!role) throw new DatasetError(`${where}: conversations[${i}].from is ${show(m.from)}; expected human, gpt or system (or user, assistant)`);
+    if (!role)
+      throw new DatasetError(`${where}: conversations[${i}].from is ${show(m.from)}; expected human, gpt or system (or user, assistant)`);
     if (typeof m.value !== 'string') throw new DatasetError(`${where}: conversations[${i}].value is ${show(m.value)}; expected a string`);
     return { role, content: m.value };
   });
@@ -113,7 +116,8 @@ function parseOpenAi(obj: Obj, where: string): Conversation {
 
 function parseGsm8k(obj: Obj, where: string): Conversation {
   for (const k of ['question', 'answer']) {
-    if (typeof obj[k] !== 'string') throw new DatasetError(`${where}: "${k}" is ${show(obj[k])}; expected a string (gsm8k: question, answer)`);
+    if (typeof obj[k] !== 'string')
+      throw new DatasetError(`${where}: "${k}" is ${show(obj[k])}; expected a string (gsm8k: question, answer)`);
   }
   const messages: Message[] = [
     { role: 'user', content: obj.question as string },
@@ -127,7 +131,8 @@ export function detectFormat(obj: Obj, where: string): Exclude<DatasetFormat, 'a
   if (Array.isArray(obj.messages)) return 'openai';
   if (Array.isArray(obj.conversations)) {
     const first = obj.conversations[0];
-    if (first === undefined) throw new DatasetError(`${where}: "conversations" is an empty conversation; expected at least one user and one assistant message`);
+    if (first === undefined)
+      throw new DatasetError(`${where}: "conversations" is an empty conversation; expected at least one user and one assistant message`);
     if (isObj(first) && 'from' in first) return 'sharegpt';
     if (isObj(first) && 'role' in first) return 'openai';
     throw new DatasetError(`${where}: conversations[0] is ${show(first)}; expected {from, value} (sharegpt) or {role, content} (openai)`);
@@ -185,14 +190,13 @@ export async function* jsonlLines(file: string): AsyncGenerator<{ line: string; 
  * (file:line and what was expected) from the generator, or with skipInvalid is skipped and counted.
  * `stats` fills in as the generator is consumed; stopping early (break, limit) closes the file.
  */
-export function readConversations(
-  file: string,
-  opts: ReadOptions = {},
-): { conversations: AsyncGenerator<Conversation>; stats: ReadStats } {
+export function readConversations(file: string, opts: ReadOptions = {}): { conversations: AsyncGenerator<Conversation>; stats: ReadStats } {
   const format = opts.format ?? 'auto';
-  if (!DATASET_FORMATS.includes(format)) throw new DatasetError(`unknown dataset format ${show(format)}; expected one of ${DATASET_FORMATS.join(', ')}`);
+  if (!DATASET_FORMATS.includes(format))
+    throw new DatasetError(`unknown dataset format ${show(format)}; expected one of ${DATASET_FORMATS.join(', ')}`);
   const limit = opts.limit;
-  if (limit !== undefined && !(Number.isInteger(limit) && limit >= 0)) throw new DatasetError(`limit is ${limit}; expected a non-negative integer`);
+  if (limit !== undefined && !(Number.isInteger(limit) && limit >= 0))
+    throw new DatasetError(`limit is ${limit}; expected a non-negative integer`);
   const stats: ReadStats = { read: 0, skipped: 0, firstErrors: [] };
 
   async function* conversations(): AsyncGenerator<Conversation> {

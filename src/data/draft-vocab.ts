@@ -51,7 +51,8 @@ export class TokenCounter {
       if (m === 0) continue;
       if (m !== 1) throw new DraftVocabError(`loss mask value ${m} at position ${i} (expected 0 or 1)`);
       const t = ids[i];
-      if (!Number.isInteger(t) || t < 0 || t >= V) throw new DraftVocabError(`token id ${t} at position ${i} is outside the vocabulary [0, ${V})`);
+      if (!Number.isInteger(t) || t < 0 || t >= V)
+        throw new DraftVocabError(`token id ${t} at position ${i} is outside the vocabulary [0, ${V})`);
       n++;
     }
     for (let i = 0; i < ids.length; i++) if (lossMask[i] === 1) this.counts[ids[i]]++;
@@ -64,7 +65,8 @@ export function buildDraftVocab(counter: TokenCounter, draftVocabSize: number, f
   const counts = counter.counts;
   const V = counts.length;
   const Vd = draftVocabSize;
-  if (!Number.isInteger(Vd) || Vd < 1 || Vd > V) throw new DraftVocabError(`draft vocab size ${Vd} must be an integer in [1, ${V}] (the target vocab size)`);
+  if (!Number.isInteger(Vd) || Vd < 1 || Vd > V)
+    throw new DraftVocabError(`draft vocab size ${Vd} must be an integer in [1, ${V}] (the target vocab size)`);
   const forced = new Set<number>();
   for (const f of forcedIds) {
     if (!Number.isInteger(f) || f < 0 || f >= V) throw new DraftVocabError(`forced token id ${f} is outside the vocabulary [0, ${V})`);
@@ -135,7 +137,8 @@ function inconsistency(v: DraftVocab): string | null {
     const t = i + Number(v.d2t[i]);
     if (t !== v.used[i]) return `d2t[${i}] = ${v.d2t[i]} maps to ${t}, used[${i}] is ${v.used[i]}`;
     if (!Number.isInteger(t) || t < 0 || t >= V) return `d2t[${i}] = ${v.d2t[i]} maps draft id ${i} to target id ${t}, outside [0, ${V})`;
-    if (i > 0 && t <= v.used[i - 1]) return `d2t maps draft ids ${i - 1} and ${i} to target ids ${v.used[i - 1]} and ${t}, not strictly ascending`;
+    if (i > 0 && t <= v.used[i - 1])
+      return `d2t maps draft ids ${i - 1} and ${i} to target ids ${v.used[i - 1]} and ${t}, not strictly ascending`;
     if (v.t2d[t] !== 1) return `d2t maps draft id ${i} to target id ${t}, but t2d[${t}] is ${v.t2d[t]}`;
   }
   let ones = 0;
@@ -170,7 +173,10 @@ export function loadDraftVocab(file: string): DraftVocab {
     throw new DraftVocabError(`${file}: not a valid draft vocab: ${msg}`);
   };
   const f = new SafetensorsFile(file); // its own errors name the file
-  for (const [name, dtype] of [['d2t', 'I64'], ['t2d', 'BOOL']] as const) {
+  for (const [name, dtype] of [
+    ['d2t', 'I64'],
+    ['t2d', 'BOOL'],
+  ] as const) {
     if (!f.has(name)) fail(`no tensor '${name}'`);
     const info = f.info(name);
     if (info.dtype !== dtype || info.shape.length !== 1) fail(`tensor '${name}' is ${info.dtype} [${info.shape}], expected ${dtype} [n]`);
@@ -179,12 +185,15 @@ export function loadDraftVocab(file: string): DraftVocab {
   const t2d = f.read('t2d').data as Uint8Array;
   const coverage = Number(f.metadata.coverage);
   const maskedTokens = Number(f.metadata.masked_tokens);
-  if (f.metadata.coverage === undefined || !Number.isFinite(coverage)) fail(`metadata coverage ${JSON.stringify(f.metadata.coverage)} is not a number`);
-  if (f.metadata.masked_tokens === undefined || !Number.isFinite(maskedTokens)) fail(`metadata masked_tokens ${JSON.stringify(f.metadata.masked_tokens)} is not a number`);
+  if (f.metadata.coverage === undefined || !Number.isFinite(coverage))
+    fail(`metadata coverage ${JSON.stringify(f.metadata.coverage)} is not a number`);
+  if (f.metadata.masked_tokens === undefined || !Number.isFinite(maskedTokens))
+    fail(`metadata masked_tokens ${JSON.stringify(f.metadata.masked_tokens)} is not a number`);
   const used = new Int32Array(d2t.length);
   for (let i = 0; i < d2t.length; i++) {
     const t = i + Number(d2t[i]);
-    if (!Number.isInteger(t) || t < 0 || t >= t2d.length) fail(`d2t[${i}] = ${d2t[i]} maps draft id ${i} to target id ${t}, outside [0, ${t2d.length})`);
+    if (!Number.isInteger(t) || t < 0 || t >= t2d.length)
+      fail(`d2t[${i}] = ${d2t[i]} maps draft id ${i} to target id ${t}, outside [0, ${t2d.length})`);
     used[i] = t;
   }
   const v: DraftVocab = { used, d2t, t2d, coverage, maskedTokens, vocabSize: t2d.length };

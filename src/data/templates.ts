@@ -69,7 +69,9 @@ function checkTemplateName(template: unknown): asserts template is TemplateName 
 function requireSpecials(tok: Tokenizer, template: TemplateName, tokens: string[]): void {
   for (const t of tokens) {
     if (tok.tokenToId(t) === undefined) {
-      throw new TemplateError(`${tok.dir}: the ${template} chat template needs the token ${t}, which this tokenizer lacks; is it the right template?`);
+      throw new TemplateError(
+        `${tok.dir}: the ${template} chat template needs the token ${t}, which this tokenizer lacks; is it the right template?`,
+      );
     }
   }
 }
@@ -208,7 +210,8 @@ function tokenizerSegments(tok: Tokenizer, messages: Message[], addGenerationPro
 export function renderSegments(messages: Message[], tok: Tokenizer, opts: Omit<TokenizeOptions, 'maxLength'>): Segment[] {
   checkTemplateName(opts.template);
   let msgs = messages;
-  if (opts.defaultSystem !== undefined && !msgs.some((m) => m.role === 'system')) msgs = [{ role: 'system', content: opts.defaultSystem }, ...msgs];
+  if (opts.defaultSystem !== undefined && !msgs.some((m) => m.role === 'system'))
+    msgs = [{ role: 'system', content: opts.defaultSystem }, ...msgs];
   const gen = opts.addGenerationPrompt ?? false;
   if (opts.template === 'tokenizer') return tokenizerSegments(tok, msgs, gen);
   requireSpecials(tok, opts.template, BUILTIN_SPECIALS[opts.template].specials);

@@ -33,7 +33,10 @@ export class SyncOrtSession {
     this.flag = new Int32Array(sab);
     const { port1, port2 } = new MessageChannel();
     this.port = port1;
-    this.worker = new Worker(new URL('./ort-worker.mjs', import.meta.url), { workerData: { modelFile, flag: sab, port: port2, threads }, transferList: [port2] });
+    this.worker = new Worker(new URL('./ort-worker.mjs', import.meta.url), {
+      workerData: { modelFile, flag: sab, port: port2, threads },
+      transferList: [port2],
+    });
     this.worker.unref();
     const ready = this.wait() as { inputs: string[]; outputs: string[] };
     this.inputNames = ready.inputs;
@@ -42,7 +45,8 @@ export class SyncOrtSession {
 
   private wait(): Record<string, unknown> {
     // A worker that died cannot answer: give up after a bound far above any draft step rather than hang.
-    if (Atomics.wait(this.flag, 0, 0, WAIT_LIMIT_MS) === 'timed-out') throw new Error(`ONNX Runtime worker: no reply within ${WAIT_LIMIT_MS / 1000} s`);
+    if (Atomics.wait(this.flag, 0, 0, WAIT_LIMIT_MS) === 'timed-out')
+      throw new Error(`ONNX Runtime worker: no reply within ${WAIT_LIMIT_MS / 1000} s`);
     Atomics.store(this.flag, 0, 0);
     const m = receiveMessageOnPort(this.port);
     if (!m) throw new Error('ONNX Runtime worker: woke without a reply');
@@ -65,9 +69,11 @@ export class SyncOrtSession {
 /** Reads <dir>/draft.json, checking that it is an export of this project and that model.onnx is there. */
 export function readOnnxDraftInfo(dir: string): OnnxDraftInfo {
   const file = path.join(dir, 'draft.json');
-  if (!fs.existsSync(file)) throw new Error(`${dir}: not an exported ONNX draft (needs draft.json and model.onnx; see specforge export-onnx --format onnx)`);
+  if (!fs.existsSync(file))
+    throw new Error(`${dir}: not an exported ONNX draft (needs draft.json and model.onnx; see specforge export-onnx --format onnx)`);
   const info = JSON.parse(fs.readFileSync(file, 'utf8')) as OnnxDraftInfo;
-  if (info.format !== 'specforge-eagle3-onnx') throw new Error(`${file}: format is ${JSON.stringify(info.format)}; expected "specforge-eagle3-onnx"`);
+  if (info.format !== 'specforge-eagle3-onnx')
+    throw new Error(`${file}: format is ${JSON.stringify(info.format)}; expected "specforge-eagle3-onnx"`);
   if (!fs.existsSync(path.join(dir, info.model))) throw new Error(`${path.join(dir, info.model)}: missing`);
   return info;
 }
@@ -101,14 +107,26 @@ export class OnnxDrafter implements Drafter {
     this.featureLayers = [...this.info.aux_layer_ids];
     if (this.info.embedding === 'input') {
       if (!embeddings) throw new Error(`${dir}: exported without an embedding table; give the target's`);
-      if (embeddings.shape[1] !== this.info.hidden_size) throw new Error(`embedding table is ${embeddings.shape[1]} wide; the draft's hidden size is ${this.info.hidden_size}`);
+      if (embeddings.shape[1] !== this.info.hidden_size)
+        throw new Error(`embedding table is ${embeddings.shape[1]} wide; the draft's hidden size is ${this.info.hidden_size}`);
       this.embed = embeddings.dataSync() as Float32Array;
     } else this.embed = null;
     this.session = new SyncOrtSession(path.join(dir, this.info.model), threads);
   }
 
   /** One graph run: B rows of T tokens (Ta from aux features, the rest from hiddens), past of P slots. */
-  private step(x: { B: number; aux: Float32Array; Ta: number; hidden: Float32Array; Th: number; ids: number[]; positions: number[]; pastK: Float32Array; pastV: Float32Array; P: number }): Outputs {
+  private step(x: {
+    B: number;
+    aux: Float32Array;
+    Ta: number;
+    hidden: Float32Array;
+    Th: number;
+    ids: number[];
+    positions: number[];
+    pastK: Float32Array;
+    pastV: Float32Array;
+    P: number;
+  }): Outputs {
     const i = this.info;
     const T = x.Ta + x.Th;
     const F = i.aux_layer_ids.length * i.target_hidden_size;
@@ -144,7 +162,18 @@ export class OnnxDrafter implements Drafter {
     }
     this.nodes.clear();
     const C = this.contextLength;
-    const out = this.step({ B: 1, aux: features.dataSync() as Float32Array, Ta: n, hidden: new Float32Array(0), Th: 0, ids: nextIds, positions: nextIds.map((_, j) => C + j), pastK: this.ctxK, pastV: this.ctxV, P: C });
+    const out = this.step({
+      B: 1,
+      aux: features.dataSync() as Float32Array,
+      Ta: n,
+      hidden: new Float32Array(0),
+      Th: 0,
+      ids: nextIds,
+      positions: nextIds.map((_, j) => C + j),
+      pastK: this.ctxK,
+      pastV: this.ctxV,
+      P: C,
+    });
     this.ctxK = out.present_key.data as Float32Array;
     this.ctxV = out.present_value.data as Float32Array;
     this.contextLength = C + n;
@@ -152,7 +181,13 @@ export class OnnxDrafter implements Drafter {
     const Vd = i.draft_vocab_size;
     const hid = out.next_hidden.data as Float32Array;
     const logits = out.logits.data as Float32Array;
-    this.nodes.set('', { k: new Float32Array(0), v: new Float32Array(0), out: hid.slice((n - 1) * H), logits: logits.slice((n - 1) * Vd), depth: 0 });
+    this.nodes.set('', {
+      k: new Float32Array(0),
+      v: new Float32Array(0),
+      out: hid.slice((n - 1) * H),
+      logits: logits.slice((n - 1) * Vd),
+      depth: 0,
+    });
   }
 
   expand(paths: number[][]): DraftLogits[] {
@@ -196,7 +231,18 @@ export class OnnxDrafter implements Drafter {
       }
       hidden.set(this.nodes.get(p.slice(0, -1).join(','))!.out, b * H);
     });
-    const out = this.step({ B, aux: new Float32Array(0), Ta: 0, hidden, Th: 1, ids: group.map((p) => p[d - 1]), positions: group.map(() => C - 1 + d), pastK, pastV, P });
+    const out = this.step({
+      B,
+      aux: new Float32Array(0),
+      Ta: 0,
+      hidden,
+      Th: 1,
+      ids: group.map((p) => p[d - 1]),
+      positions: group.map(() => C - 1 + d),
+      pastK,
+      pastV,
+      P,
+    });
     const presentK = out.present_key.data as Float32Array;
     const presentV = out.present_value.data as Float32Array;
     const hid = out.next_hidden.data as Float32Array;
@@ -215,11 +261,23 @@ export class OnnxDrafter implements Drafter {
 
   /** SpecExit signals of target features [1, n, F], from the graph's specexit_signals output. */
   signals(features: tf.Tensor3D): ExitSignals[] {
-    if (!this.info.specexit) throw new Error('this ONNX draft has no SpecExit signal heads (export a draft trained with training.specexit: true)');
+    if (!this.info.specexit)
+      throw new Error('this ONNX draft has no SpecExit signal heads (export a draft trained with training.specexit: true)');
     const n = features.shape[1];
     const none = new Float32Array(0);
     // The signals depend on the aux features only; token ids and positions are placeholders here.
-    const out = this.step({ B: 1, aux: features.dataSync() as Float32Array, Ta: n, hidden: none, Th: 0, ids: new Array(n).fill(0), positions: Array.from({ length: n }, (_, j) => j), pastK: none, pastV: none, P: 0 });
+    const out = this.step({
+      B: 1,
+      aux: features.dataSync() as Float32Array,
+      Ta: n,
+      hidden: none,
+      Th: 0,
+      ids: new Array(n).fill(0),
+      positions: Array.from({ length: n }, (_, j) => j),
+      pastK: none,
+      pastV: none,
+      P: 0,
+    });
     const s = out.specexit_signals.data as Float32Array;
     return Array.from({ length: n }, (_, j) => ({ confidence: s[3 * j], progress: s[3 * j + 1], remaining: s[3 * j + 2] }));
   }

@@ -18,7 +18,12 @@ const errorText = (e) => (e instanceof Error ? e.message : String(e));
 
 let session = null;
 try {
-  session = await ort.InferenceSession.create(modelFile, { intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' });
+  session = await ort.InferenceSession.create(modelFile, {
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+    graphOptimizationLevel: 'all',
+  });
   reply({ ok: true, inputs: session.inputNames, outputs: session.outputNames });
 } catch (e) {
   reply({ ok: false, error: `${modelFile}: ${errorText(e)}` });

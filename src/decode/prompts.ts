@@ -42,11 +42,13 @@ export function parsePromptLine(line: string, where: string): EvalPrompt {
   const category = typeof obj.category === 'string' ? obj.category : null;
   if ('turns' in obj) {
     const turns = obj.turns;
-    if (!Array.isArray(turns) || typeof turns[0] !== 'string' || !turns[0]) throw new DatasetError(`${where}: "turns" is ${JSON.stringify(turns)}; expected a list of strings (MT-bench)`);
+    if (!Array.isArray(turns) || typeof turns[0] !== 'string' || !turns[0])
+      throw new DatasetError(`${where}: "turns" is ${JSON.stringify(turns)}; expected a list of strings (MT-bench)`);
     return { id: id('question_id'), category, messages: [{ role: 'user', content: turns[0] }] };
   }
   if ('question' in obj && !('conversations' in obj) && !('messages' in obj)) {
-    if (typeof obj.question !== 'string' || !obj.question) throw new DatasetError(`${where}: "question" is ${JSON.stringify(obj.question)}; expected a non-empty string (GSM8K)`);
+    if (typeof obj.question !== 'string' || !obj.question)
+      throw new DatasetError(`${where}: "question" is ${JSON.stringify(obj.question)}; expected a non-empty string (GSM8K)`);
     return { id: id('id'), category, messages: [{ role: 'user', content: obj.question }] };
   }
   let conv: ReturnType<typeof parseConversationLine>;
@@ -54,7 +56,9 @@ export function parsePromptLine(line: string, where: string): EvalPrompt {
     conv = parseConversationLine(line, 'auto', where);
   } catch (e) {
     if (e instanceof DatasetError && /cannot tell the format/.test(e.message)) {
-      throw new DatasetError(`${where}: expected an MT-bench question ("turns"), a GSM8K record ("question") or a conversation ("conversations" / "messages"); got keys ${JSON.stringify(Object.keys(obj))}`);
+      throw new DatasetError(
+        `${where}: expected an MT-bench question ("turns"), a GSM8K record ("question") or a conversation ("conversations" / "messages"); got keys ${JSON.stringify(Object.keys(obj))}`,
+      );
     }
     throw e;
   }
@@ -75,14 +79,23 @@ export async function readPromptFile(file: string, limit: number | null): Promis
 }
 
 /** Prompts of the recipe's held-out conversations (data.eval), in file order. */
-export async function readRecipePrompts(files: string[], opts: { format: DatasetFormat; skipInvalid: boolean; limit: number | null }): Promise<EvalPrompt[]> {
+export async function readRecipePrompts(
+  files: string[],
+  opts: { format: DatasetFormat; skipInvalid: boolean; limit: number | null },
+): Promise<EvalPrompt[]> {
   const out: EvalPrompt[] = [];
   for (const file of files) {
     for await (const c of readConversations(file, { format: opts.format, skipInvalid: opts.skipInvalid }).conversations) {
       if (opts.limit !== null && out.length >= opts.limit) return out;
       const messages = promptTurns(c.messages);
       const reply = c.messages[messages?.length ?? 0];
-      if (messages) out.push({ id: c.id, category: typeof c.extra.category === 'string' ? c.extra.category : null, messages, ...(reply?.role === 'assistant' ? { reference: reply.content } : {}) });
+      if (messages)
+        out.push({
+          id: c.id,
+          category: typeof c.extra.category === 'string' ? c.extra.category : null,
+          messages,
+          ...(reply?.role === 'assistant' ? { reference: reply.content } : {}),
+        });
     }
   }
   return out;

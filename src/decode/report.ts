@@ -150,16 +150,43 @@ const fixed = (x: number | null, digits: number) => (x === null ? '-' : x.toFixe
 /** A plain-text summary for the terminal. */
 export function reportTable(r: EvalReport): string {
   const lines: string[] = [];
-  lines.push(`prompts ${r.prompts}   generated tokens ${r.generatedTokens}   verify passes ${r.verifyPasses}   tau ${fixed(r.tau, 3)} tokens/pass`);
+  lines.push(
+    `prompts ${r.prompts}   generated tokens ${r.generatedTokens}   verify passes ${r.verifyPasses}   tau ${fixed(r.tau, 3)} tokens/pass`,
+  );
   const cols = r.positions;
   if (cols.length) {
     const w = Math.max(6, ...cols.map((c) => String(c.drafted).length + 1));
     const row = (label: string, cells: string[]) => label.padEnd(12) + cells.map((c) => c.padStart(w)).join('');
-    lines.push(row('position', cols.map((c) => String(c.position))));
-    lines.push(row('drafted', cols.map((c) => String(c.drafted))));
-    lines.push(row('accepted', cols.map((c) => String(c.accepted))));
-    lines.push(row('rate', cols.map((c) => fixed(c.rate, 3))));
-    lines.push(row('given prev', cols.map((c) => fixed(c.conditional, 3))));
+    lines.push(
+      row(
+        'position',
+        cols.map((c) => String(c.position)),
+      ),
+    );
+    lines.push(
+      row(
+        'drafted',
+        cols.map((c) => String(c.drafted)),
+      ),
+    );
+    lines.push(
+      row(
+        'accepted',
+        cols.map((c) => String(c.accepted)),
+      ),
+    );
+    lines.push(
+      row(
+        'rate',
+        cols.map((c) => fixed(c.rate, 3)),
+      ),
+    );
+    lines.push(
+      row(
+        'given prev',
+        cols.map((c) => fixed(c.conditional, 3)),
+      ),
+    );
   }
   lines.push(`accept lengths: ${r.acceptLengthHistogram.map((n, i) => `${i}:${n}`).join(' ')}`);
   const s = r.speculative;
@@ -168,7 +195,8 @@ export function reportTable(r: EvalReport): string {
   );
   lines.push(`plain       ${fixed(r.plain.tokensPerSecond, 1)} tok/s (${r.plain.tokens} tokens, ${r.plain.seconds.toFixed(2)} s)`);
   lines.push(`speedup     ${fixed(r.speedup, 2)}x`);
-  if (r.identicalToPlain) lines.push(`greedy outputs identical to plain decoding: ${r.identicalToPlain.identical}/${r.identicalToPlain.of}`);
+  if (r.identicalToPlain)
+    lines.push(`greedy outputs identical to plain decoding: ${r.identicalToPlain.identical}/${r.identicalToPlain.of}`);
   return lines.join('\n');
 }
 
@@ -186,19 +214,25 @@ export function acceptanceSvg(r: EvalReport, title = 'Acceptance rate per draft 
   const height = top + plotH + bottom;
   const y = (v: number) => top + plotH * (1 - v);
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`);
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
+  );
   out.push(`<rect x="0" y="0" width="${width}" height="${height}" fill="#ffffff"/>`);
   const subtitle = `tau ${fixed(r.tau, 2)} tokens per verify pass, ${r.verifyPasses} passes, ${r.prompts} prompts`;
   out.push(`<text x="12" y="20" font-size="14" font-weight="bold">${escapeXml(title)}</text>`);
   out.push(`<text x="12" y="37" fill="#555555">${escapeXml(subtitle)}</text>`);
   for (const v of [0, 0.25, 0.5, 0.75, 1]) {
-    out.push(`<line x1="${left}" y1="${y(v)}" x2="${left + plotW}" y2="${y(v)}" stroke="${v === 0 ? '#333333' : '#dddddd'}" stroke-width="1"/>`);
+    out.push(
+      `<line x1="${left}" y1="${y(v)}" x2="${left + plotW}" y2="${y(v)}" stroke="${v === 0 ? '#333333' : '#dddddd'}" stroke-width="1"/>`,
+    );
     out.push(`<text x="${left - 6}" y="${y(v) + 4}" text-anchor="end">${v.toFixed(2)}</text>`);
   }
   r.positions.forEach((p, i) => {
     const x = left + (plotW - n * (barW + gap) + gap) / 2 + i * (barW + gap);
     const rate = p.rate ?? 0;
-    out.push(`<rect class="bar" x="${x}" y="${y(rate).toFixed(1)}" width="${barW}" height="${(plotH * rate).toFixed(1)}" fill="#4878d0"><title>position ${p.position}: ${p.accepted}/${p.drafted}</title></rect>`);
+    out.push(
+      `<rect class="bar" x="${x}" y="${y(rate).toFixed(1)}" width="${barW}" height="${(plotH * rate).toFixed(1)}" fill="#4878d0"><title>position ${p.position}: ${p.accepted}/${p.drafted}</title></rect>`,
+    );
     out.push(`<text x="${x + barW / 2}" y="${(y(rate) - 4).toFixed(1)}" text-anchor="middle" font-size="10">${fixed(p.rate, 2)}</text>`);
     out.push(`<text x="${x + barW / 2}" y="${top + plotH + 16}" text-anchor="middle">${p.position}</text>`);
   });

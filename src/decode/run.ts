@@ -49,9 +49,23 @@ export interface DecodeSettings {
  * Decodes every prompt speculatively and plainly (greedy, KV cache), alternating so that both see the same
  * machine state; one short warm-up of each first (kernels, allocations), not counted.
  */
-export function evaluatePrompts(target: TargetModel, drafter: Drafter, prompts: TokenizedPrompt[], s: DecodeSettings, onPrompt: (i: number, r: PromptRecord) => void = () => {}): PromptRecord[] {
+export function evaluatePrompts(
+  target: TargetModel,
+  drafter: Drafter,
+  prompts: TokenizedPrompt[],
+  s: DecodeSettings,
+  onPrompt: (i: number, r: PromptRecord) => void = () => {},
+): PromptRecord[] {
   const spec = (ids: number[], maxNewTokens: number, seed: number) =>
-    speculativeDecode(target, drafter, ids, { maxNewTokens, stopIds: s.stopIds, draftSteps: s.draftSteps, tree: s.tree, temperature: s.temperature, topP: s.topP, rng: new Rng(seed) } satisfies SpecOptions);
+    speculativeDecode(target, drafter, ids, {
+      maxNewTokens,
+      stopIds: s.stopIds,
+      draftSteps: s.draftSteps,
+      tree: s.tree,
+      temperature: s.temperature,
+      topP: s.topP,
+      rng: new Rng(seed),
+    } satisfies SpecOptions);
   const plain = (ids: number[], maxNewTokens: number) => {
     const t0 = performance.now();
     const tokens = generate(target, [ids], { maxNewTokens, stopIds: s.stopIds })[0];
@@ -63,7 +77,13 @@ export function evaluatePrompts(target: TargetModel, drafter: Drafter, prompts: 
     plain(prompts[0].ids, warm);
   }
   return prompts.map((p, i) => {
-    const record: PromptRecord = { id: p.id, category: p.category, promptTokens: p.ids.length, spec: spec(p.ids, s.maxNewTokens, s.seed + i), plain: plain(p.ids, s.maxNewTokens) };
+    const record: PromptRecord = {
+      id: p.id,
+      category: p.category,
+      promptTokens: p.ids.length,
+      spec: spec(p.ids, s.maxNewTokens, s.seed + i),
+      plain: plain(p.ids, s.maxNewTokens),
+    };
     onPrompt(i, record);
     return record;
   });
@@ -84,7 +104,8 @@ export async function runEval(r: Recipe, o: EvalJobOptions = {}): Promise<{ repo
   const runDir = runDirOf(r);
   const onnxDir = o.draftOnnx ? path.resolve(o.draftOnnx) : null;
   const checkpoint = onnxDir ?? (o.checkpoint ? path.resolve(o.checkpoint) : listCheckpoints(runDir).pop());
-  if (!checkpoint) throw new Error(`no checkpoint under ${runDir}: train first (specforge train --recipe ${path.basename(r.file)}) or pass --checkpoint`);
+  if (!checkpoint)
+    throw new Error(`no checkpoint under ${runDir}: train first (specforge train --recipe ${path.basename(r.file)}) or pass --checkpoint`);
   const template = r.data.template as TemplateName;
 
   const tok = loadTokenizer(r.model.target);
@@ -98,17 +119,26 @@ export async function runEval(r: Recipe, o: EvalJobOptions = {}): Promise<{ repo
     if (onnxDir) {
       drafter = new OnnxDrafter(onnxDir, target.embeddings());
       const i = drafter.info;
-      dc = { vocabSize: i.vocab_size, targetHiddenSize: i.target_hidden_size, hiddenSize: i.hidden_size, auxLayerIds: i.aux_layer_ids, specExit: i.specexit };
+      dc = {
+        vocabSize: i.vocab_size,
+        targetHiddenSize: i.target_hidden_size,
+        hiddenSize: i.hidden_size,
+        auxLayerIds: i.aux_layer_ids,
+        specExit: i.specexit,
+      };
     } else {
       loaded = loadDraftCheckpoint(checkpoint);
       dc = { ...loaded.config, specExit: Boolean(loaded.config.specExit) };
     }
     if (dc.vocabSize !== tc.vocabSize || dc.targetHiddenSize !== tc.hiddenSize) {
-      throw new Error(`${checkpoint}: a draft for a target with vocabulary ${dc.vocabSize} and hidden size ${dc.targetHiddenSize}; ${r.model.target} has ${tc.vocabSize} and ${tc.hiddenSize}`);
+      throw new Error(
+        `${checkpoint}: a draft for a target with vocabulary ${dc.vocabSize} and hidden size ${dc.targetHiddenSize}; ${r.model.target} has ${tc.vocabSize} and ${tc.hiddenSize}`,
+      );
     }
     const badLayer = dc.auxLayerIds.find((l) => !(Number.isInteger(l) && l >= 0 && l < tc.numLayers));
     if (badLayer !== undefined) throw new Error(`${checkpoint}: aux layer ${badLayer} outside the target's ${tc.numLayers} layers`);
-    if (dc.hiddenSize !== tc.hiddenSize) throw new Error(`${checkpoint}: draft hidden size ${dc.hiddenSize} differs from the target embedding width ${tc.hiddenSize}`);
+    if (dc.hiddenSize !== tc.hiddenSize)
+      throw new Error(`${checkpoint}: draft hidden size ${dc.hiddenSize} differs from the target embedding width ${tc.hiddenSize}`);
     if (loaded) drafter = new Eagle3Drafter(loaded.draft, target.embeddings(), loaded.used);
 
     let prompts: EvalPrompt[];
@@ -120,17 +150,39 @@ export async function runEval(r: Recipe, o: EvalJobOptions = {}): Promise<{ repo
     if (!prompts.length) throw new Error(`no prompts in ${o.input ?? r.data.eval!.join(', ')}`);
     const tokenized = tokenizePrompts(prompts, tok, template);
     const stopIds = [...new Set([...endOfTurnIds(tok, template), ...tc.eosTokenIds])];
-    const settings: DecodeSettings = { draftSteps: e.draft_steps, tree, temperature: e.temperature, topP: e.top_p, maxNewTokens: e.max_new_tokens, stopIds, seed: r.runtime.seed };
+    const settings: DecodeSettings = {
+      draftSteps: e.draft_steps,
+      tree,
+      temperature: e.temperature,
+      topP: e.top_p,
+      maxNewTokens: e.max_new_tokens,
+      stopIds,
+      seed: r.runtime.seed,
+    };
     const mode = tree ? `tree topk ${tree.topk}, depth ${tree.depth}, ${tree.tokens} tokens` : `chain of ${e.draft_steps}`;
-    log(`eval: ${tokenized.length} prompts, ${mode}, temperature ${e.temperature}${e.temperature > 0 && e.top_p < 1 ? `, top-p ${e.top_p}` : ''}, up to ${e.max_new_tokens} new tokens; draft ${checkpoint}`);
+    log(
+      `eval: ${tokenized.length} prompts, ${mode}, temperature ${e.temperature}${e.temperature > 0 && e.top_p < 1 ? `, top-p ${e.top_p}` : ''}, up to ${e.max_new_tokens} new tokens; draft ${checkpoint}`,
+    );
 
     const active = drafter!;
     const records = evaluatePrompts(target, active, tokenized, settings, (i, rec) => {
       rec.text = tok.decode(rec.spec.tokens);
       const s = rec.spec;
-      log(`[${i + 1}/${tokenized.length}] ${rec.id}: ${s.tokens.length} tokens, ${s.verifyPasses} passes, tau ${s.tau === null ? '-' : s.tau.toFixed(2)}; ${(s.tokens.length / s.seconds).toFixed(1)} tok/s speculative, ${(rec.plain.tokens.length / rec.plain.seconds).toFixed(1)} tok/s plain`);
+      log(
+        `[${i + 1}/${tokenized.length}] ${rec.id}: ${s.tokens.length} tokens, ${s.verifyPasses} passes, tau ${s.tau === null ? '-' : s.tau.toFixed(2)}; ${(s.tokens.length / s.seconds).toFixed(1)} tok/s speculative, ${(rec.plain.tokens.length / rec.plain.seconds).toFixed(1)} tok/s plain`,
+      );
     });
-    const specexit = e.specexit ? specExitComparison(target, active, tokenized, records, settings, { tok, extractor: r.data.answer_extractor as AnswerExtractor, alpha: e.exit_alpha, thresholds: e.exit_thresholds, checkpoint, hasHeads: dc.specExit, log }) : null;
+    const specexit = e.specexit
+      ? specExitComparison(target, active, tokenized, records, settings, {
+          tok,
+          extractor: r.data.answer_extractor as AnswerExtractor,
+          alpha: e.exit_alpha,
+          thresholds: e.exit_thresholds,
+          checkpoint,
+          hasHeads: dc.specExit,
+          log,
+        })
+      : null;
     const report: EvalReport & { specexit?: SpecExitSummary } = buildReport(records, {
       mode: tree ? 'tree' : 'chain',
       draftSteps: tree ? null : e.draft_steps,
@@ -154,8 +206,13 @@ export async function runEval(r: Recipe, o: EvalJobOptions = {}): Promise<{ repo
     fs.writeFileSync(path.join(outDir, 'acceptance.svg'), acceptanceSvg(report, `Acceptance per draft position (${mode})`));
     log(reportTable(report));
     if (specexit) {
-      log(`SpecExit on ${specexit.prompts} prompts: ${specexit.exits} early exits; reasoning tokens per answer ${specexit.reasoningTokens.full.toFixed(1)} -> ${specexit.reasoningTokens.exit.toFixed(1)} (${(100 * specexit.reasoningSaved).toFixed(1)}% saved)`);
-      if (specexit.accuracy) log(`answer accuracy ${(100 * specexit.accuracy.full).toFixed(1)}% without exit, ${(100 * specexit.accuracy.exit).toFixed(1)}% with exit (${specexit.accuracy.of} prompts with a reference answer)`);
+      log(
+        `SpecExit on ${specexit.prompts} prompts: ${specexit.exits} early exits; reasoning tokens per answer ${specexit.reasoningTokens.full.toFixed(1)} -> ${specexit.reasoningTokens.exit.toFixed(1)} (${(100 * specexit.reasoningSaved).toFixed(1)}% saved)`,
+      );
+      if (specexit.accuracy)
+        log(
+          `answer accuracy ${(100 * specexit.accuracy.full).toFixed(1)}% without exit, ${(100 * specexit.accuracy.exit).toFixed(1)}% with exit (${specexit.accuracy.of} prompts with a reference answer)`,
+        );
     }
     log(`wrote ${path.join(outDir, 'report.json')} and acceptance.svg`);
     return { report, outDir };
@@ -188,13 +245,22 @@ function specExitComparison(
   prompts: TokenizedPrompt[],
   records: PromptRecord[],
   s: DecodeSettings,
-  o: { tok: Tokenizer; extractor: AnswerExtractor; alpha: number; thresholds: number[]; checkpoint: string; hasHeads: boolean; log: (m: string) => void },
+  o: {
+    tok: Tokenizer;
+    extractor: AnswerExtractor;
+    alpha: number;
+    thresholds: number[];
+    checkpoint: string;
+    hasHeads: boolean;
+    log: (m: string) => void;
+  },
 ): SpecExitSummary {
   if (!o.hasHeads) throw new Error(`${o.checkpoint}: this draft has no SpecExit signal heads; train it with training.specexit: true`);
   const think = o.tok.requireId('<think>');
   const endThink = o.tok.requireId('</think>');
   const split = o.tok.encode('\n\n');
-  if (split.length !== 1) throw new Error(`the tokenizer encodes a paragraph break as ${split.length} tokens; SpecExit needs a single step-split token`);
+  if (split.length !== 1)
+    throw new Error(`the tokenizer encodes a paragraph break as ${split.length} tokens; SpecExit needs a single step-split token`);
   const [confidence, progress, remaining] = o.thresholds;
   const reasoning = (tokens: number[]) => (tokens.includes(endThink) ? tokens.indexOf(endThink) + 1 : tokens.length);
   const answerOf = (tokens: number[]) => extractAnswer(o.tok.decode(tokens), o.extractor);
@@ -207,7 +273,15 @@ function specExitComparison(
   let passes = 0;
   let verifyTokens = 0;
   prompts.forEach((p, i) => {
-    const policy = new ExitPolicy({ alpha: o.alpha, minConfidence: confidence, minProgress: progress, maxRemaining: remaining, splitIds: split, thinkId: think, endThinkId: endThink });
+    const policy = new ExitPolicy({
+      alpha: o.alpha,
+      minConfidence: confidence,
+      minProgress: progress,
+      maxRemaining: remaining,
+      splitIds: split,
+      thinkId: think,
+      endThinkId: endThink,
+    });
     const r = speculativeDecode(target, drafter, p.ids, {
       maxNewTokens: s.maxNewTokens,
       stopIds: s.stopIds,
@@ -229,7 +303,9 @@ function specExitComparison(
       if (answerOf(records[i].spec.tokens) === reference) right++;
       if (answerOf(r.tokens) === reference) rightExit++;
     }
-    o.log(`[specexit ${i + 1}/${prompts.length}] ${p.id}: ${r.exits ? 'exit' : 'no exit'}, reasoning ${reasoning(records[i].spec.tokens)} -> ${reasoning(r.tokens)} tokens`);
+    o.log(
+      `[specexit ${i + 1}/${prompts.length}] ${p.id}: ${r.exits ? 'exit' : 'no exit'}, reasoning ${reasoning(records[i].spec.tokens)} -> ${reasoning(r.tokens)} tokens`,
+    );
   });
   const n = Math.max(1, prompts.length);
   return {

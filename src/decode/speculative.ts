@@ -124,7 +124,8 @@ export interface SpecResult {
 export function parseTreeShape(s: string): TreeShape {
   const parts = s.split(',').map((x) => x.trim());
   const nums = parts.map(Number);
-  if (parts.length !== 3 || !nums.every((x) => Number.isInteger(x) && x >= 1)) throw new Error(`tree "${s}": expected "topk,depth,tokens", three positive integers (e.g. "8,5,48")`);
+  if (parts.length !== 3 || !nums.every((x) => Number.isInteger(x) && x >= 1))
+    throw new Error(`tree "${s}": expected "topk,depth,tokens", three positive integers (e.g. "8,5,48")`);
   return { topk: nums[0], depth: nums[1], tokens: nums[2] };
 }
 
@@ -399,11 +400,14 @@ export function speculativeDecode(target: TargetModel, drafter: Drafter, prompt:
   const rng = opts.rng;
   if (!greedy && !rng) throw new Error('speculative sampling needs an rng');
   if (!prompt.length) throw new Error('speculative decoding: empty prompt');
-  if (!(Number.isInteger(opts.maxNewTokens) && opts.maxNewTokens >= 1)) throw new Error(`maxNewTokens is ${opts.maxNewTokens}; expected a positive integer`);
+  if (!(Number.isInteger(opts.maxNewTokens) && opts.maxNewTokens >= 1))
+    throw new Error(`maxNewTokens is ${opts.maxNewTokens}; expected a positive integer`);
   const tree = opts.tree ?? null;
   const k = opts.draftSteps ?? 7;
   if (!tree && !(Number.isInteger(k) && k >= 1)) throw new Error(`draftSteps is ${k}; expected a positive integer`);
-  if (tree) for (const [key, v] of Object.entries(tree)) if (!(Number.isInteger(v) && v >= 1)) throw new Error(`tree ${key} is ${v}; expected a positive integer`);
+  if (tree)
+    for (const [key, v] of Object.entries(tree))
+      if (!(Number.isInteger(v) && v >= 1)) throw new Error(`tree ${key} is ${v}; expected a positive integer`);
   const maxDepth = tree ? tree.depth : k;
   const V = target.config.vocabSize;
   const layers = [...drafter.featureLayers];
@@ -483,7 +487,10 @@ export function speculativeDecode(target: TargetModel, drafter: Drafter, prompt:
       const base = committed - 1; // slots in the target cache
       const ids = [pending, ...draft.tokens];
       const positionIds = [base, ...draft.depths.map((d) => base + d)];
-      const out = target.forward({ ids: [ids], positionIds: [positionIds], ...(draft.chain ? {} : { treeMask: treeMask(draft) }) }, { layers, cache });
+      const out = target.forward(
+        { ids: [ids], positionIds: [positionIds], ...(draft.chain ? {} : { treeMask: treeMask(draft) }) },
+        { layers, cache },
+      );
       let verdict: Verdict;
       let nextFeatures: tf.Tensor3D | null = null;
       let done: boolean;
@@ -503,7 +510,11 @@ export function speculativeDecode(target: TargetModel, drafter: Drafter, prompt:
           const policy = opts.exit.policy;
           const acceptedTokens = path.map((i) => draft.tokens[i]);
           if (policy.isThinking && path.length) {
-            const feats = featuresOf(out, layers, path.map((i) => i + 1));
+            const feats = featuresOf(
+              out,
+              layers,
+              path.map((i) => i + 1),
+            );
             const signals = feats ? opts.exit.signals(feats) : [];
             feats?.dispose();
             const d = policy.step(acceptedTokens, signals);
@@ -583,8 +594,10 @@ export class Eagle3Drafter implements Drafter {
     private readonly embed: tf.Tensor2D,
     readonly used: Int32Array,
   ) {
-    if (used.length !== draft.config.draftVocabSize) throw new Error(`draft vocabulary map has ${used.length} ids; the draft has ${draft.config.draftVocabSize}`);
-    if (embed.shape[1] !== draft.config.hiddenSize) throw new Error(`embedding table is ${embed.shape[1]} wide; the draft's hidden size is ${draft.config.hiddenSize}`);
+    if (used.length !== draft.config.draftVocabSize)
+      throw new Error(`draft vocabulary map has ${used.length} ids; the draft has ${draft.config.draftVocabSize}`);
+    if (embed.shape[1] !== draft.config.hiddenSize)
+      throw new Error(`embedding table is ${embed.shape[1]} wide; the draft's hidden size is ${draft.config.hiddenSize}`);
     this.featureLayers = [...draft.config.auxLayerIds];
   }
 
@@ -603,7 +616,9 @@ export class Eagle3Drafter implements Drafter {
     const c = this.draft.config;
     const n = nextIds.length;
     if (features?.shape[0] !== 1 || features.shape[1] !== n || features.shape[2] !== c.auxLayerIds.length * c.targetHiddenSize) {
-      throw new Error(`EAGLE-3 drafter: features must be [1, ${n}, ${c.auxLayerIds.length * c.targetHiddenSize}], got ${features ? `[${features.shape}]` : 'none'}`);
+      throw new Error(
+        `EAGLE-3 drafter: features must be [1, ${n}, ${c.auxLayerIds.length * c.targetHiddenSize}], got ${features ? `[${features.shape}]` : 'none'}`,
+      );
     }
     this.clearNodes();
     this.cache.truncate(this.contextLength);
@@ -637,7 +652,13 @@ export class Eagle3Drafter implements Drafter {
         row[S + i] = 1;
         return row;
       });
-      const hidden = m === 1 ? todo[0].parent.out : (tf.concat(todo.map((t) => t.parent.out), 1) as tf.Tensor3D);
+      const hidden =
+        m === 1
+          ? todo[0].parent.out
+          : (tf.concat(
+              todo.map((t) => t.parent.out),
+              1,
+            ) as tf.Tensor3D);
       const { out, logits } = draftDecode(this.draft, this.embed, this.cache, {
         ids: todo.map((t) => t.path[t.path.length - 1]),
         hidden,
@@ -647,7 +668,9 @@ export class Eagle3Drafter implements Drafter {
       const data = logits.dataSync() as Float32Array;
       const Vd = this.draft.config.draftVocabSize;
       const outs = m === 1 ? [tf.clone(out)] : tf.split(out, m, 1);
-      todo.forEach((t, i) => this.nodes.set(t.key, { slots: [...t.parent.slots, S + i], out: outs[i] as tf.Tensor3D, logits: data.slice(i * Vd, (i + 1) * Vd) }));
+      todo.forEach((t, i) =>
+        this.nodes.set(t.key, { slots: [...t.parent.slots, S + i], out: outs[i] as tf.Tensor3D, logits: data.slice(i * Vd, (i + 1) * Vd) }),
+      );
       tf.dispose([out, logits, ...(m === 1 ? [] : [hidden])]);
     }
     return paths.map((p) => ({ vocab: this.used, logits: this.nodes.get(p.join(','))!.logits }));
@@ -657,7 +680,11 @@ export class Eagle3Drafter implements Drafter {
   signals(features: tf.Tensor3D): ExitSignals[] {
     const z = tf.tidy(() => this.draft.signalLogits(features)).dataSync() as Float32Array;
     const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
-    return Array.from({ length: z.length / 3 }, (_, i) => ({ confidence: sigmoid(z[3 * i]), progress: sigmoid(z[3 * i + 1]), remaining: Math.exp(z[3 * i + 2]) }));
+    return Array.from({ length: z.length / 3 }, (_, i) => ({
+      confidence: sigmoid(z[3 * i]),
+      progress: sigmoid(z[3 * i + 1]),
+      remaining: Math.exp(z[3 * i + 2]),
+    }));
   }
 
   dispose(): void {

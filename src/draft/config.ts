@@ -52,7 +52,13 @@ export function draftParameterCount(c: DraftConfig): number {
 function ropeScalingJson(r: RopeScaling | null): Record<string, unknown> | null {
   if (!r) return null;
   if (r.type === 'linear') return { rope_type: 'linear', factor: r.factor };
-  return { rope_type: 'llama3', factor: r.factor, low_freq_factor: r.lowFreqFactor, high_freq_factor: r.highFreqFactor, original_max_position_embeddings: r.originalMaxPositionEmbeddings };
+  return {
+    rope_type: 'llama3',
+    factor: r.factor,
+    low_freq_factor: r.lowFreqFactor,
+    high_freq_factor: r.highFreqFactor,
+    original_max_position_embeddings: r.originalMaxPositionEmbeddings,
+  };
 }
 
 /** config.json in the layout SGLang's and vLLM's EAGLE-3 loaders read. */

@@ -61,7 +61,8 @@ export class Eagle3Draft {
     for (const [name, shape] of draftTensorShapes(config)) {
       const data = weights.get(name);
       if (!data) throw new Error(`draft weights: missing '${name}' (shape [${shape}])`);
-      if (data.length !== shape.reduce((a, b) => a * b, 1)) throw new Error(`draft weights: '${name}' has ${data.length} values, expected shape [${shape}]`);
+      if (data.length !== shape.reduce((a, b) => a * b, 1))
+        throw new Error(`draft weights: '${name}' has ${data.length} values, expected shape [${shape}]`);
       const t = tf.tidy(() => (shape.length === 2 ? tf.transpose(tf.tensor2d(data, shape as [number, number])) : tf.tensor1d(data)));
       this.params.set(name, tf.variable(t, true, `draft${id}/${name}`));
       t.dispose();
@@ -78,7 +79,10 @@ export class Eagle3Draft {
       if (shape.length === 1) w.set(name, new Float32Array(shape[0]).fill(1));
       else {
         const bound = 1 / Math.sqrt(shape[1]);
-        w.set(name, Float32Array.from({ length: shape[0] * shape[1] }, () => (2 * rng.next() - 1) * bound));
+        w.set(
+          name,
+          Float32Array.from({ length: shape[0] * shape[1] }, () => (2 * rng.next() - 1) * bound),
+        );
       }
     }
     return new Eagle3Draft(config, w);
@@ -112,14 +116,25 @@ export class Eagle3Draft {
   qkv(embeds: tf.Tensor3D, hidden: tf.Tensor3D, cos: tf.Tensor4D, sin: tf.Tensor4D): { q: tf.Tensor4D; k: tf.Tensor4D; v: tf.Tensor4D } {
     const c = this.config;
     const [B, T] = embeds.shape;
-    const x = tf.concat([rmsNorm(embeds, this.p('midlayer.input_layernorm.weight') as tf.Tensor1D, c.rmsNormEps), rmsNorm(hidden, this.p('midlayer.hidden_norm.weight') as tf.Tensor1D, c.rmsNormEps)], -1);
-    const heads = (name: string, n: number) => tf.transpose(linear(x, this.p(name) as tf.Tensor2D).reshape([B, T, n, c.headDim]), [0, 2, 1, 3]) as tf.Tensor4D;
+    const x = tf.concat(
+      [
+        rmsNorm(embeds, this.p('midlayer.input_layernorm.weight') as tf.Tensor1D, c.rmsNormEps),
+        rmsNorm(hidden, this.p('midlayer.hidden_norm.weight') as tf.Tensor1D, c.rmsNormEps),
+      ],
+      -1,
+    );
+    const heads = (name: string, n: number) =>
+      tf.transpose(linear(x, this.p(name) as tf.Tensor2D).reshape([B, T, n, c.headDim]), [0, 2, 1, 3]) as tf.Tensor4D;
     const rope = (t: tf.Tensor4D) => {
       const half = c.headDim / 2;
       const [a, b] = tf.split(t, [half, half], 3);
       return tf.add(tf.mul(t, cos), tf.mul(tf.concat([tf.neg(b), a], 3), sin)) as tf.Tensor4D;
     };
-    return { q: rope(heads('midlayer.self_attn.q_proj.weight', c.numHeads)), k: rope(heads('midlayer.self_attn.k_proj.weight', c.numKvHeads)), v: heads('midlayer.self_attn.v_proj.weight', c.numKvHeads) };
+    return {
+      q: rope(heads('midlayer.self_attn.q_proj.weight', c.numHeads)),
+      k: rope(heads('midlayer.self_attn.k_proj.weight', c.numKvHeads)),
+      v: heads('midlayer.self_attn.v_proj.weight', c.numKvHeads),
+    };
   }
 
   /** Everything after attention: o_proj, residual on the hidden input, MLP, residual. Returns the pre-norm output. */
@@ -127,7 +142,13 @@ export class Eagle3Draft {
     const c = this.config;
     const r = tf.add(hidden, linear(attn, this.p('midlayer.self_attn.o_proj.weight') as tf.Tensor2D)) as tf.Tensor3D;
     const y = rmsNorm(r, this.p('midlayer.post_attention_layernorm.weight') as tf.Tensor1D, c.rmsNormEps);
-    const mlp = linear(tf.mul(silu(linear(y, this.p('midlayer.mlp.gate_proj.weight') as tf.Tensor2D)), linear(y, this.p('midlayer.mlp.up_proj.weight') as tf.Tensor2D)), this.p('midlayer.mlp.down_proj.weight') as tf.Tensor2D);
+    const mlp = linear(
+      tf.mul(
+        silu(linear(y, this.p('midlayer.mlp.gate_proj.weight') as tf.Tensor2D)),
+        linear(y, this.p('midlayer.mlp.up_proj.weight') as tf.Tensor2D),
+      ),
+      this.p('midlayer.mlp.down_proj.weight') as tf.Tensor2D,
+    );
     return tf.add(r, mlp) as tf.Tensor3D;
   }
 
@@ -236,7 +257,12 @@ export interface DraftDecodeInput {
  * token's cached key is step 0's when its hidden came from fc(aux), and a later step's otherwise; the
  * visibility mask reproduces TTT's causal-plus-diagonal pattern along a draft chain or tree.
  */
-export function draftDecode(draft: Eagle3Draft, embedTable: tf.Tensor2D, cache: DraftKVCache, x: DraftDecodeInput): { out: tf.Tensor3D; logits: tf.Tensor3D } {
+export function draftDecode(
+  draft: Eagle3Draft,
+  embedTable: tf.Tensor2D,
+  cache: DraftKVCache,
+  x: DraftDecodeInput,
+): { out: tf.Tensor3D; logits: tf.Tensor3D } {
   const n = x.ids.length;
   const S = cache.length;
   const bias = new Float32Array(n * (S + n)).fill(MASKED_BIAS);

@@ -20,7 +20,8 @@ export interface LoadedDraft {
 export function loadDraftCheckpoint(dir: string): LoadedDraft {
   const configFile = path.join(dir, 'config.json');
   const modelFile = path.join(dir, 'model.safetensors');
-  if (!fs.existsSync(configFile) || !fs.existsSync(modelFile)) throw new DraftLoadError(`${dir}: not a draft checkpoint (needs config.json and model.safetensors)`);
+  if (!fs.existsSync(configFile) || !fs.existsSync(modelFile))
+    throw new DraftLoadError(`${dir}: not a draft checkpoint (needs config.json and model.safetensors)`);
   const raw = JSON.parse(fs.readFileSync(configFile, 'utf8'));
   if (!Array.isArray(raw.architectures) || raw.architectures[0] !== 'LlamaForCausalLMEagle3') {
     throw new DraftLoadError(`${configFile}: architectures is ${JSON.stringify(raw.architectures)}; expected ["LlamaForCausalLMEagle3"]`);
@@ -52,13 +53,17 @@ export function loadDraftCheckpoint(dir: string): LoadedDraft {
     const src = isServingTensor(name) ? f : signals!;
     if (!src.has(name)) throw new DraftLoadError(`${src.path}: missing tensor '${name}' (shape [${shape}])`);
     const t = src.read(name);
-    if (t.shape.join() !== shape.join()) throw new DraftLoadError(`${src.path}: '${name}' has shape [${t.shape}], config.json implies [${shape}]`);
+    if (t.shape.join() !== shape.join())
+      throw new DraftLoadError(`${src.path}: '${name}' has shape [${t.shape}], config.json implies [${shape}]`);
     weights.set(name, t.data as Float32Array);
   }
   for (const name of ['d2t', 't2d']) if (!f.has(name)) throw new DraftLoadError(`${modelFile}: missing tensor '${name}'`);
   const d2t = f.read('d2t').data as BigInt64Array;
   const t2d = f.read('t2d').data as Uint8Array;
-  if (d2t.length !== config.draftVocabSize || t2d.length !== config.vocabSize) throw new DraftLoadError(`${modelFile}: d2t [${d2t.length}] / t2d [${t2d.length}] do not match draft_vocab_size ${config.draftVocabSize} / vocab_size ${config.vocabSize}`);
+  if (d2t.length !== config.draftVocabSize || t2d.length !== config.vocabSize)
+    throw new DraftLoadError(
+      `${modelFile}: d2t [${d2t.length}] / t2d [${t2d.length}] do not match draft_vocab_size ${config.draftVocabSize} / vocab_size ${config.vocabSize}`,
+    );
   const used = Int32Array.from(d2t, (o, i) => i + Number(o));
   return { draft: new Eagle3Draft(config, weights), config, used, t2d };
 }

@@ -22,7 +22,15 @@
 // row whose past holds the context and its ancestors.
 import { ropeInverseFrequencies } from '../io/hf-config.ts';
 import type { DraftConfig } from '../draft/config.ts';
-import { type AttributeValue, DataType, type DataTypeId, type ModelProto, type NodeProto, type TensorProto, type ValueInfo } from './onnx-proto.ts';
+import {
+  type AttributeValue,
+  DataType,
+  type DataTypeId,
+  type ModelProto,
+  type NodeProto,
+  type TensorProto,
+  type ValueInfo,
+} from './onnx-proto.ts';
 
 export const ONNX_OPSET = 17;
 /** IR version 8 goes with opset 17. */
@@ -43,7 +51,14 @@ export interface DraftGraphOptions {
 export function draftGraphNames(c: DraftConfig, o: DraftGraphOptions): { inputs: string[]; outputs: string[] } {
   return {
     inputs: ['aux_hidden_states', 'hidden_states', o.embed ? 'input_ids' : 'inputs_embeds', 'position_ids', 'past_key', 'past_value'],
-    outputs: ['logits', 'next_hidden', 'present_key', 'present_value', ...(c.specExit ? ['specexit_signals'] : []), ...((o.topk ?? 0) > 0 ? ['topk_token_ids'] : [])],
+    outputs: [
+      'logits',
+      'next_hidden',
+      'present_key',
+      'present_value',
+      ...(c.specExit ? ['specexit_signals'] : []),
+      ...((o.topk ?? 0) > 0 ? ['topk_token_ids'] : []),
+    ],
   };
 }
 
@@ -102,7 +117,12 @@ class GraphBuilder {
   }
 
   i64(name: string, values: number[]): string {
-    return this.init(name, DataType.INT64, [values.length], BigInt64Array.from(values, (v) => BigInt(v)));
+    return this.init(
+      name,
+      DataType.INT64,
+      [values.length],
+      BigInt64Array.from(values, (v) => BigInt(v)),
+    );
   }
 }
 
@@ -110,7 +130,12 @@ class GraphBuilder {
  * The ModelProto of one draft step. `weights`: SGLang names in PyTorch layout ([out, in]) as
  * Eagle3Draft.exportWeights gives them; `used`: target id of each draft id (i + d2t[i]).
  */
-export function buildDraftModel(c: DraftConfig, weights: Map<string, { shape: number[]; data: Float32Array }>, used: Int32Array, o: DraftGraphOptions = {}): ModelProto {
+export function buildDraftModel(
+  c: DraftConfig,
+  weights: Map<string, { shape: number[]; data: Float32Array }>,
+  used: Int32Array,
+  o: DraftGraphOptions = {},
+): ModelProto {
   const g = new GraphBuilder();
   const H = c.hiddenSize;
   const F = c.auxLayerIds.length * c.targetHiddenSize;
@@ -125,7 +150,10 @@ export function buildDraftModel(c: DraftConfig, weights: Map<string, { shape: nu
     if (!t) throw new Error(`ONNX export: the draft has no '${name}'`);
     return t;
   };
-  if (w('fc.weight').shape[1] !== F) throw new Error(`ONNX export: fc.weight is [${w('fc.weight').shape}]; ${c.auxLayerIds.length} aux layers of ${c.targetHiddenSize} need ${F} inputs`);
+  if (w('fc.weight').shape[1] !== F)
+    throw new Error(
+      `ONNX export: fc.weight is [${w('fc.weight').shape}]; ${c.auxLayerIds.length} aux layers of ${c.targetHiddenSize} need ${F} inputs`,
+    );
 
   // Linear layers: the weight as [in, out] for MatMul; int8 keeps one scale per output channel and
   // dequantizes in the graph (DequantizeLinear along axis 1), so the file holds one byte per weight.
@@ -136,7 +164,9 @@ export function buildDraftModel(c: DraftConfig, weights: Map<string, { shape: nu
     const { q, scale } = quantizeRows(data, out, inp);
     const qT = new Int8Array(q.length);
     for (let r = 0; r < out; r++) for (let j = 0; j < inp; j++) qT[j * out + r] = q[r * inp + j];
-    const deq = g.o('DequantizeLinear', [g.init(`${name}.int8`, DataType.INT8, [inp, out], qT), g.f32(`${name}.scale`, [out], scale)], { axis: 1 });
+    const deq = g.o('DequantizeLinear', [g.init(`${name}.int8`, DataType.INT8, [inp, out], qT), g.f32(`${name}.scale`, [out], scale)], {
+      axis: 1,
+    });
     return g.o('MatMul', [x, deq]);
   };
   const rms = (x: string, name: string): string => {
@@ -158,13 +188,19 @@ export function buildDraftModel(c: DraftConfig, weights: Map<string, { shape: nu
     // Per-row int8 table: gather the rows and their scales, widen, scale.
     const { q, scale } = quantizeRows(o.embed, c.vocabSize, H);
     const rowsQ = g.o('Gather', [g.init('embed_tokens.weight.int8', DataType.INT8, [c.vocabSize, H], q), 'input_ids'], { axis: 0 });
-    const rowScale = g.o('Unsqueeze', [g.o('Gather', [g.f32('embed_tokens.weight.scale', [c.vocabSize], scale), 'input_ids'], { axis: 0 }), axes(-1)]);
+    const rowScale = g.o('Unsqueeze', [
+      g.o('Gather', [g.f32('embed_tokens.weight.scale', [c.vocabSize], scale), 'input_ids'], { axis: 0 }),
+      axes(-1),
+    ]);
     embeds = g.o('Mul', [g.o('Cast', [rowsQ], { to: DataType.FLOAT }), rowScale]);
   }
 
   // RoPE tables from the positions, [batch, seq, 1, hd] (rotate_half layout: the two halves repeat).
   const invFreq = ropeInverseFrequencies(c);
-  const angle = g.o('Mul', [g.o('Unsqueeze', [g.o('Cast', ['position_ids'], { to: DataType.FLOAT }), axes(-1)]), g.f32('rope_inv_freq', [invFreq.length], invFreq)]);
+  const angle = g.o('Mul', [
+    g.o('Unsqueeze', [g.o('Cast', ['position_ids'], { to: DataType.FLOAT }), axes(-1)]),
+    g.f32('rope_inv_freq', [invFreq.length], invFreq),
+  ]);
   const table = (fn: 'Cos' | 'Sin') => {
     const half = g.o(fn, [angle]);
     return g.o('Unsqueeze', [g.o('Concat', [half, half], { axis: -1 }), axes(2)]);
@@ -230,14 +266,39 @@ export function buildDraftModel(c: DraftConfig, weights: Map<string, { shape: nu
   if (topk > 0) {
     if (topk > c.draftVocabSize) throw new Error(`ONNX export: topk ${topk} exceeds the draft vocabulary (${c.draftVocabSize})`);
     const [, idx] = g.op('TopK', [logitsRaw, g.i64('topk_k', [topk])], { axis: -1, largest: 1, sorted: 1 }, 2);
-    g.named('topk_token_ids', 'Gather', [g.init('draft_to_target', DataType.INT64, [used.length], BigInt64Array.from(used, (t) => BigInt(t))), idx], { axis: 0 });
+    g.named(
+      'topk_token_ids',
+      'Gather',
+      [
+        g.init(
+          'draft_to_target',
+          DataType.INT64,
+          [used.length],
+          BigInt64Array.from(used, (t) => BigInt(t)),
+        ),
+        idx,
+      ],
+      { axis: 0 },
+    );
   }
 
   const f = DataType.FLOAT;
   const inputs: ValueInfo[] = [
-    { name: 'aux_hidden_states', elemType: f, shape: ['batch', 'aux_seq', F], doc: 'target features (concatenated aux layers) of the first aux_seq tokens' },
-    { name: 'hidden_states', elemType: f, shape: ['batch', 'hidden_seq', H], doc: 'previous draft outputs (next_hidden) of the remaining tokens' },
-    o.embed ? { name: 'input_ids', elemType: DataType.INT64, shape: ['batch', 'seq'], doc: 'target token ids, seq = aux_seq + hidden_seq' } : { name: 'inputs_embeds', elemType: f, shape: ['batch', 'seq', H], doc: "the target's input embeddings of the tokens" },
+    {
+      name: 'aux_hidden_states',
+      elemType: f,
+      shape: ['batch', 'aux_seq', F],
+      doc: 'target features (concatenated aux layers) of the first aux_seq tokens',
+    },
+    {
+      name: 'hidden_states',
+      elemType: f,
+      shape: ['batch', 'hidden_seq', H],
+      doc: 'previous draft outputs (next_hidden) of the remaining tokens',
+    },
+    o.embed
+      ? { name: 'input_ids', elemType: DataType.INT64, shape: ['batch', 'seq'], doc: 'target token ids, seq = aux_seq + hidden_seq' }
+      : { name: 'inputs_embeds', elemType: f, shape: ['batch', 'seq', H], doc: "the target's input embeddings of the tokens" },
     { name: 'position_ids', elemType: DataType.INT64, shape: ['batch', 'seq'] },
     { name: 'past_key', elemType: f, shape: ['batch', kvH, 'past_seq', hd] },
     { name: 'past_value', elemType: f, shape: ['batch', kvH, 'past_seq', hd] },

@@ -28,7 +28,8 @@ export function readTargetEmbedding(target: string, c: DraftConfig): Float32Arra
   }
   if (!ck.has(name)) throw new Error(`${target}: no tensor '${name}' (the target's input embedding)`);
   const t = ck.read(name);
-  if (t.shape.join() !== [c.vocabSize, c.hiddenSize].join()) throw new Error(`${target}: '${name}' is [${t.shape}]; the draft needs [${c.vocabSize}, ${c.hiddenSize}] (vocab_size, hidden_size)`);
+  if (t.shape.join() !== [c.vocabSize, c.hiddenSize].join())
+    throw new Error(`${target}: '${name}' is [${t.shape}]; the draft needs [${c.vocabSize}, ${c.hiddenSize}] (vocab_size, hidden_size)`);
   return t.data as Float32Array;
 }
 

@@ -15,7 +15,8 @@ export type ServingFormat = 'sglang' | 'specexit';
 export function writeServingFolder(checkpoint: string, out: string, format: ServingFormat, dtype: 'F32' | 'BF16' = 'BF16'): string[] {
   const { draft, config } = loadDraftCheckpoint(checkpoint);
   try {
-    if (format === 'specexit' && !config.specExit) throw new Error(`${checkpoint}: this draft has no SpecExit signal heads (train with training.specexit: true)`);
+    if (format === 'specexit' && !config.specExit)
+      throw new Error(`${checkpoint}: this draft has no SpecExit signal heads (train with training.specexit: true)`);
     const weights = draft.exportWeights();
     const src = new SafetensorsFile(path.join(checkpoint, 'model.safetensors'));
     const tensors = new Map<string, StoredTensor>();

@@ -67,7 +67,8 @@ export function parseModelConfig(raw: Json, source = 'config.json'): ModelConfig
       if (dflt === undefined) return fail(`missing field "${key}" (a positive integer), required for ${architecture}`);
       return dflt;
     }
-    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) return fail(`field "${key}" is ${JSON.stringify(v)}; expected a positive integer`);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0)
+      return fail(`field "${key}" is ${JSON.stringify(v)}; expected a positive integer`);
     return v;
   };
   const num = (key: string, dflt: number): number => {
@@ -90,18 +91,22 @@ export function parseModelConfig(raw: Json, source = 'config.json'): ModelConfig
   const numHeads = int('num_attention_heads');
   const numKvHeads = int('num_key_value_heads', numHeads);
   if (numHeads % numKvHeads !== 0) fail(`num_attention_heads (${numHeads}) is not a multiple of num_key_value_heads (${numKvHeads})`);
-  if (raw.head_dim == null && hiddenSize % numHeads !== 0) fail(`hidden_size (${hiddenSize}) is not a multiple of num_attention_heads (${numHeads}) and no "head_dim" is given`);
+  if (raw.head_dim == null && hiddenSize % numHeads !== 0)
+    fail(`hidden_size (${hiddenSize}) is not a multiple of num_attention_heads (${numHeads}) and no "head_dim" is given`);
   const headDim = int('head_dim', hiddenSize / numHeads);
   if (headDim % 2 !== 0) fail(`head_dim ${headDim} must be even for RoPE`);
   const numLayers = int('num_hidden_layers');
 
   const isMiniCPM = architecture === 'MiniCPMForCausalLM';
   const attentionBias = bool('attention_bias', false);
-  const family = { LlamaForCausalLM: 'llama', Qwen2ForCausalLM: 'qwen2', Qwen3ForCausalLM: 'qwen3', MiniCPMForCausalLM: 'minicpm' }[architecture];
+  const family = { LlamaForCausalLM: 'llama', Qwen2ForCausalLM: 'qwen2', Qwen3ForCausalLM: 'qwen3', MiniCPMForCausalLM: 'minicpm' }[
+    architecture
+  ];
 
   const eos = raw.eos_token_id;
   const eosTokenIds = eos == null ? [] : Array.isArray(eos) ? (eos as number[]) : [eos as number];
-  if (!eosTokenIds.every((e) => Number.isInteger(e))) fail(`field "eos_token_id" is ${JSON.stringify(eos)}; expected an integer or a list of integers`);
+  if (!eosTokenIds.every((e) => Number.isInteger(e)))
+    fail(`field "eos_token_id" is ${JSON.stringify(eos)}; expected an integer or a list of integers`);
 
   return {
     architecture,
@@ -204,7 +209,8 @@ export function ropeInverseFrequencies(c: Pick<ModelConfig, 'headDim' | 'ropeThe
     const highWavelen = rs.originalMaxPositionEmbeddings / rs.highFreqFactor;
     for (let i = 0; i < half; i++) {
       const wavelen = (2 * Math.PI) / inv[i];
-      if (wavelen > lowWavelen) inv[i] /= rs.factor; // long wavelengths: fully interpolated
+      if (wavelen > lowWavelen)
+        inv[i] /= rs.factor; // long wavelengths: fully interpolated
       else if (wavelen >= highWavelen) {
         // the band between: blend interpolated and original frequencies
         const smooth = (rs.originalMaxPositionEmbeddings / wavelen - rs.lowFreqFactor) / (rs.highFreqFactor - rs.lowFreqFactor);

@@ -98,7 +98,8 @@ export class SafetensorsFile {
       for (let i = 1; i < sorted.length; i++) {
         const [prevName, prev] = sorted[i - 1];
         const [name, cur] = sorted[i];
-        if (cur.begin < prev.end) fail(`tensor '${name}': data_offsets [${cur.begin}, ${cur.end}] overlap tensor '${prevName}' [${prev.begin}, ${prev.end}]`);
+        if (cur.begin < prev.end)
+          fail(`tensor '${name}': data_offsets [${cur.begin}, ${cur.end}] overlap tensor '${prevName}' [${prev.begin}, ${prev.end}]`);
       }
     } finally {
       fs.closeSync(fd);
@@ -180,7 +181,8 @@ export interface TensorToWrite {
 
 function encode(file: string, name: string, t: TensorToWrite): Buffer {
   const n = numel(t.shape);
-  if (t.data.length !== n) throw new SafetensorsError(`${file}: tensor '${name}': ${t.data.length} values for shape [${t.shape}] (${n} expected)`);
+  if (t.data.length !== n)
+    throw new SafetensorsError(`${file}: tensor '${name}': ${t.data.length} values for shape [${t.shape}] (${n} expected)`);
   switch (t.dtype) {
     case 'F32':
       return Buffer.from(Float32Array.from(t.data as ArrayLike<number>).buffer);
@@ -203,7 +205,11 @@ function encode(file: string, name: string, t: TensorToWrite): Buffer {
 }
 
 /** Writes a safetensors file atomically (temporary name, then rename). Tensors are laid out in name order. */
-export function writeSafetensors(file: string, tensors: Record<string, TensorToWrite> | Map<string, TensorToWrite>, metadata?: Record<string, string>): void {
+export function writeSafetensors(
+  file: string,
+  tensors: Record<string, TensorToWrite> | Map<string, TensorToWrite>,
+  metadata?: Record<string, string>,
+): void {
   const entries = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors);
   entries.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
   const header: Record<string, unknown> = {};
@@ -261,7 +267,8 @@ export class Checkpoint {
       } catch (e) {
         throw new SafetensorsError(`${index}: not valid JSON (${(e as Error).message})`);
       }
-      if (!weightMap || typeof weightMap !== 'object') throw new SafetensorsError(`${index}: missing "weight_map" (tensor name -> shard file)`);
+      if (!weightMap || typeof weightMap !== 'object')
+        throw new SafetensorsError(`${index}: missing "weight_map" (tensor name -> shard file)`);
       const shards = new Map<string, SafetensorsFile>();
       for (const [name, shard] of Object.entries(weightMap)) {
         if (!shards.has(shard)) shards.set(shard, new SafetensorsFile(path.join(dir, shard)));
@@ -304,7 +311,12 @@ export class Checkpoint {
  * Writes tensors as a sharded checkpoint (model-0000i-of-0000n.safetensors plus the index) when they
  * exceed `maxShardBytes`, else as one model.safetensors.
  */
-export function writeCheckpoint(dir: string, tensors: Map<string, TensorToWrite>, maxShardBytes = 5 * 2 ** 30, metadata: Record<string, string> = { format: 'pt' }): string[] {
+export function writeCheckpoint(
+  dir: string,
+  tensors: Map<string, TensorToWrite>,
+  maxShardBytes = 5 * 2 ** 30,
+  metadata: Record<string, string> = { format: 'pt' },
+): string[] {
   const names = [...tensors.keys()].sort();
   const shards: string[][] = [[]];
   let cur = 0;

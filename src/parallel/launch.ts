@@ -19,7 +19,11 @@ export type RankMessage =
   | { type: 'error'; message: string; stack?: string };
 
 export class RankError extends Error {
-  constructor(readonly rank: number, message: string, readonly rankStack?: string) {
+  constructor(
+    readonly rank: number,
+    message: string,
+    readonly rankStack?: string,
+  ) {
     super(`rank ${rank}: ${message}`);
   }
 }
@@ -63,7 +67,9 @@ export async function launchRanks(opts: LaunchOptions): Promise<unknown> {
       }, 50);
     };
     for (let rank = 0; rank < opts.worldSize; rank++) {
-      const w = new Worker(bootstrap, { workerData: { module: opts.module, rank, worldSize: opts.worldSize, shared, payload: opts.payload } });
+      const w = new Worker(bootstrap, {
+        workerData: { module: opts.module, rank, worldSize: opts.worldSize, shared, payload: opts.payload },
+      });
       workers.push(w);
       w.on('message', (m: RankMessage) => {
         if (m.type === 'progress' && rank === 0) opts.onProgress?.(m.done, m.fields);

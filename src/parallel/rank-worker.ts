@@ -3,7 +3,13 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { SharedMemoryCollective, type SharedBuffers } from './collective.ts';
 import type { RankContext, RankMessage } from './launch.ts';
 
-const { module, rank, worldSize, shared, payload } = workerData as { module: string; rank: number; worldSize: number; shared: SharedBuffers; payload: unknown };
+const { module, rank, worldSize, shared, payload } = workerData as {
+  module: string;
+  rank: number;
+  worldSize: number;
+  shared: SharedBuffers;
+  payload: unknown;
+};
 const post = (m: RankMessage) => parentPort!.postMessage(m);
 const ctx: RankContext = {
   collective: new SharedMemoryCollective(shared, rank, worldSize),

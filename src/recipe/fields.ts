@@ -26,7 +26,8 @@ export function checkValue(spec: FieldSpec, v: unknown): string | null {
   if (v === null) return spec.nullable ? null : 'may not be null';
   const describe = (x: unknown) => JSON.stringify(x);
   const num = (x: unknown, int: boolean): string | null => {
-    if (typeof x !== 'number' || !Number.isFinite(x) || (int && !Number.isInteger(x))) return `expected ${int ? 'an integer' : 'a number'}, got ${describe(x)}`;
+    if (typeof x !== 'number' || !Number.isFinite(x) || (int && !Number.isInteger(x)))
+      return `expected ${int ? 'an integer' : 'a number'}, got ${describe(x)}`;
     if (spec.min !== undefined && x < spec.min) return `must be >= ${spec.min}, got ${x}`;
     if (spec.max !== undefined && x > spec.max) return `must be <= ${spec.max}, got ${x}`;
     return null;
@@ -56,7 +57,8 @@ export function checkValue(spec: FieldSpec, v: unknown): string | null {
     }
     case 'path[]':
       if (typeof v === 'string' && v.length > 0) return null; // one path is a list of one
-      if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === 'string' && x.length > 0)) return `expected a path or a non-empty list of paths, got ${describe(v)}`;
+      if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === 'string' && x.length > 0))
+        return `expected a path or a non-empty list of paths, got ${describe(v)}`;
       return null;
   }
 }

@@ -7,7 +7,15 @@ import { checkValue, type FieldSpec } from './fields.ts';
 import { RECIPE_SPEC } from './schema.ts';
 
 type Spec = typeof RECIPE_SPEC;
-type ValueOf<F> = F extends { type: 'integer[]' | 'number[]' } ? number[] : F extends { type: 'path[]' } ? string[] : F extends { type: 'boolean' } ? boolean : F extends { type: 'number' | 'integer' } ? number : string;
+type ValueOf<F> = F extends { type: 'integer[]' | 'number[]' }
+  ? number[]
+  : F extends { type: 'path[]' }
+    ? string[]
+    : F extends { type: 'boolean' }
+      ? boolean
+      : F extends { type: 'number' | 'integer' }
+        ? number
+        : string;
 type FieldValue<F> = F extends { nullable: true } ? ValueOf<F> | null : ValueOf<F>;
 export type Recipe = { [S in keyof Spec]: { [K in keyof Spec[S]]: FieldValue<Spec[S][K]> } } & { file: string };
 
@@ -31,19 +39,23 @@ export function loadRecipe(file: string, overrides: Record<string, unknown> = {}
     return range ? `${file}:${lines.linePos(range[0]).line}` : file;
   };
   const root = doc.contents;
-  if (root !== null && !isMap(root)) throw new RecipeError(`${where(root)}: a recipe is a mapping of sections (${Object.keys(RECIPE_SPEC).join(', ')})`);
+  if (root !== null && !isMap(root))
+    throw new RecipeError(`${where(root)}: a recipe is a mapping of sections (${Object.keys(RECIPE_SPEC).join(', ')})`);
   const dir = path.dirname(path.resolve(file));
   const out: Record<string, Record<string, unknown>> = {};
   const given = new Map<string, Map<string, unknown>>();
   for (const item of root?.items ?? []) {
     const section = String(isScalar(item.key) ? item.key.value : item.key);
-    if (!(section in RECIPE_SPEC)) throw new RecipeError(`${where(item.key)}: unknown section '${section}'; expected one of ${Object.keys(RECIPE_SPEC).join(', ')}`);
-    if (item.value !== null && !isMap(item.value)) throw new RecipeError(`${where(item.value)}: section '${section}' must be a mapping of fields`);
+    if (!(section in RECIPE_SPEC))
+      throw new RecipeError(`${where(item.key)}: unknown section '${section}'; expected one of ${Object.keys(RECIPE_SPEC).join(', ')}`);
+    if (item.value !== null && !isMap(item.value))
+      throw new RecipeError(`${where(item.value)}: section '${section}' must be a mapping of fields`);
     const fields = new Map<string, unknown>();
     for (const f of (item.value as { items?: { key: unknown; value: unknown }[] } | null)?.items ?? []) {
       const key = String(isScalar(f.key) ? f.key.value : f.key);
       const spec = (RECIPE_SPEC as Record<string, Record<string, FieldSpec>>)[section];
-      if (!(key in spec)) throw new RecipeError(`${where(f.key)}: unknown field '${section}.${key}'; ${section} takes ${Object.keys(spec).join(', ')}`);
+      if (!(key in spec))
+        throw new RecipeError(`${where(f.key)}: unknown field '${section}.${key}'; ${section} takes ${Object.keys(spec).join(', ')}`);
       fields.set(key, f.value);
     }
     given.set(section, fields);
@@ -59,7 +71,11 @@ export function loadRecipe(file: string, overrides: Record<string, unknown> = {}
         value = overrides[name];
         loc = `${file} (overridden by the command line)`;
       } else if (node !== undefined) {
-        value = (node as { toJSON?: () => unknown })?.toJSON ? (node as { toJSON: () => unknown }).toJSON() : isScalar(node) ? node.value : node;
+        value = (node as { toJSON?: () => unknown })?.toJSON
+          ? (node as { toJSON: () => unknown }).toJSON()
+          : isScalar(node)
+            ? node.value
+            : node;
         loc = where(node);
       } else if (fs_.required) {
         throw new RecipeError(`${file}: missing field '${name}': ${fs_.doc}`);
@@ -69,7 +85,8 @@ export function loadRecipe(file: string, overrides: Record<string, unknown> = {}
       const err = checkValue(fs_, value);
       if (err) throw new RecipeError(`${loc}: field '${name}': ${err}`);
       if (fs_.type === 'path' && typeof value === 'string') value = path.resolve(dir, value);
-      if (fs_.type === 'path[]' && value !== null) value = (Array.isArray(value) ? value : [value]).map((p) => path.resolve(dir, p as string));
+      if (fs_.type === 'path[]' && value !== null)
+        value = (Array.isArray(value) ? value : [value]).map((p) => path.resolve(dir, p as string));
       out[section][key] = value;
     }
   }

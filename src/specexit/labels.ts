@@ -24,7 +24,12 @@ export interface SpecExitLabels {
  * `answerPositions[k]` the first position of span k stating the answer (-1: never). `hasAnswer[k]` tells
  * whether span k's reply had an extractable answer at all (when not, confidence is masked).
  */
-export function specExitLabels(T: number, spans: ArrayLike<number>, answerPositions: ArrayLike<number>, hasAnswer: (k: number) => boolean): SpecExitLabels {
+export function specExitLabels(
+  T: number,
+  spans: ArrayLike<number>,
+  answerPositions: ArrayLike<number>,
+  hasAnswer: (k: number) => boolean,
+): SpecExitLabels {
   const out: SpecExitLabels = {
     progress: new Float32Array(T),
     logRemaining: new Float32Array(T),

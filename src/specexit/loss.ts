@@ -58,7 +58,8 @@ export function signalLosses(z: tf.Tensor3D, batch: SignalBatch, divisors?: [num
     const [mc, mp, mr] = tf.split(batch.masks, 3, -1);
     // max(z, 0) - z*y + log(1 + exp(-|z|)): stable binary cross-entropy on logits.
     const bce = (x: tf.Tensor, y: tf.Tensor) => tf.add(tf.sub(tf.relu(x), tf.mul(x, y)), tf.log1p(tf.exp(tf.neg(tf.abs(x)))));
-    const mean = (v: tf.Tensor, m: tf.Tensor, k: number) => tf.div(tf.sum(tf.mul(v, m)), divisors ? divisors[k] : tf.maximum(tf.sum(m), 1)) as tf.Scalar;
+    const mean = (v: tf.Tensor, m: tf.Tensor, k: number) =>
+      tf.div(tf.sum(tf.mul(v, m)), divisors ? divisors[k] : tf.maximum(tf.sum(m), 1)) as tf.Scalar;
     return [mean(bce(zc, yc), mc, 0), mean(bce(zp, yp), mp, 1), mean(tf.square(tf.sub(zr, yr)), mr, 2)];
   });
 }
@@ -83,7 +84,12 @@ export class SignalMetrics {
   }
 
   /** Confidence AUC (Mann-Whitney, ties counted half) and accuracy at 0.5; progress MAE; remaining MAE in tokens. */
-  result(): { confidence_auc: number | null; confidence_accuracy: number | null; progress_mae: number | null; remaining_mae_tokens: number | null } {
+  result(): {
+    confidence_auc: number | null;
+    confidence_accuracy: number | null;
+    progress_mae: number | null;
+    remaining_mae_tokens: number | null;
+  } {
     const pos = this.conf.filter((c) => c.y === 1).map((c) => c.p);
     const neg = this.conf.filter((c) => c.y === 0).map((c) => c.p);
     let auc: number | null = null;
@@ -100,6 +106,11 @@ export class SignalMetrics {
       auc = (rankSum - (pos.length * (pos.length + 1)) / 2) / (pos.length * neg.length);
     }
     const acc = this.conf.length ? this.conf.filter((c) => (c.p > 0.5 ? 1 : 0) === c.y).length / this.conf.length : null;
-    return { confidence_auc: auc, confidence_accuracy: acc, progress_mae: this.n ? this.progErr / this.n : null, remaining_mae_tokens: this.n ? this.remainErr / this.n : null };
+    return {
+      confidence_auc: auc,
+      confidence_accuracy: acc,
+      progress_mae: this.n ? this.progErr / this.n : null,
+      remaining_mae_tokens: this.n ? this.remainErr / this.n : null,
+    };
   }
 }

@@ -21,9 +21,16 @@ export interface ExitPolicyOptions {
   endThinkId: number;
 }
 
-export const DEFAULT_EXIT: Omit<ExitPolicyOptions, 'splitIds' | 'thinkId' | 'endThinkId'> = { alpha: 0.1, minConfidence: 0.8, minProgress: 0.3, maxRemaining: 200 };
+export const DEFAULT_EXIT: Omit<ExitPolicyOptions, 'splitIds' | 'thinkId' | 'endThinkId'> = {
+  alpha: 0.1,
+  minConfidence: 0.8,
+  minProgress: 0.3,
+  maxRemaining: 200,
+};
 
-export type ExitDecision = { exit: false; smoothed: ExitSignals | null } | { exit: true; smoothed: ExitSignals; keep: number; emit: number };
+export type ExitDecision =
+  | { exit: false; smoothed: ExitSignals | null }
+  | { exit: true; smoothed: ExitSignals; keep: number; emit: number };
 
 export class ExitPolicy {
   private smoothed: ExitSignals | null = null;
@@ -57,13 +64,24 @@ export class ExitPolicy {
       const x = { confidence: mean((s) => s.confidence), progress: mean((s) => s.progress), remaining: mean((s) => s.remaining) };
       const a = this.o.alpha;
       this.smoothed = this.smoothed
-        ? { confidence: a * x.confidence + (1 - a) * this.smoothed.confidence, progress: a * x.progress + (1 - a) * this.smoothed.progress, remaining: a * x.remaining + (1 - a) * this.smoothed.remaining }
+        ? {
+            confidence: a * x.confidence + (1 - a) * this.smoothed.confidence,
+            progress: a * x.progress + (1 - a) * this.smoothed.progress,
+            remaining: a * x.remaining + (1 - a) * this.smoothed.remaining,
+          }
         : x;
     }
     const lastSplit = accepted.reduce((at, t, i) => (this.o.splitIds.includes(t) ? i : at), -1);
     const s = this.smoothed;
     const stillThinking = wasThinking && !accepted.includes(this.o.endThinkId);
-    if (s && stillThinking && lastSplit >= 0 && s.confidence > this.o.minConfidence && s.progress > this.o.minProgress && s.remaining < this.o.maxRemaining) {
+    if (
+      s &&
+      stillThinking &&
+      lastSplit >= 0 &&
+      s.confidence > this.o.minConfidence &&
+      s.progress > this.o.minProgress &&
+      s.remaining < this.o.maxRemaining
+    ) {
       this.exits++;
       this.thinking = false;
       return { exit: true, smoothed: s, keep: lastSplit + 1, emit: this.o.endThinkId };

@@ -164,8 +164,7 @@ export function validateManifest(raw: unknown, file: string): StoreManifest {
   const total_tokens = int(m, 'total_tokens');
   if (total_samples !== samples)
     throw new StoreError(`${file}: field total_samples is ${total_samples}, but the shards hold ${samples} samples`);
-  if (total_tokens !== tokens)
-    throw new StoreError(`${file}: field total_tokens is ${total_tokens}, but the shards hold ${tokens} tokens`);
+  if (total_tokens !== tokens) throw new StoreError(`${file}: field total_tokens is ${total_tokens}, but the shards hold ${tokens} tokens`);
   if (typeof m.complete !== 'boolean') fail('complete', 'a boolean', m.complete);
   return {
     schema_version,
@@ -189,7 +188,9 @@ function show(v: unknown): string {
 }
 
 function mismatches(pairs: [string, unknown, unknown][]): string[] {
-  return pairs.filter(([, a, b]) => JSON.stringify(a) !== JSON.stringify(b)).map(([k, a, b]) => `${k}: store has ${show(a)}, expected ${show(b)}`);
+  return pairs
+    .filter(([, a, b]) => JSON.stringify(a) !== JSON.stringify(b))
+    .map(([k, a, b]) => `${k}: store has ${show(a)}, expected ${show(b)}`);
 }
 
 /** Throws if the store was not captured for this recipe (other target, tokenizer, template, aux layers or length). */

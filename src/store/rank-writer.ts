@@ -57,7 +57,10 @@ export class RankStoreWriter {
       if (rank !== 0) throw new StoreError(`${manifestPath}: missing (rank 0 creates it before the other ranks start)`);
       if (fs.existsSync(dir)) {
         const foreign = fs.readdirSync(dir).filter((f) => !f.endsWith('.tmp'));
-        if (foreign.length) throw new StoreError(`${dir}: not empty and has no ${MANIFEST_FILE}; refusing to create a store there (found ${foreign.slice(0, 3).join(', ')})`);
+        if (foreign.length)
+          throw new StoreError(
+            `${dir}: not empty and has no ${MANIFEST_FILE}; refusing to create a store there (found ${foreign.slice(0, 3).join(', ')})`,
+          );
       }
       fs.mkdirSync(dir, { recursive: true });
       removeTemps(dir);
@@ -65,9 +68,15 @@ export class RankStoreWriter {
       return new RankStoreWriter(dir, rank, fresh, recordBatchBytes);
     }
     const existing = readManifest(dir);
-    if (existing.complete) throw new StoreError(`${manifestPath}: the store is already complete (${existing.total_samples} samples); delete it or write elsewhere`);
+    if (existing.complete)
+      throw new StoreError(
+        `${manifestPath}: the store is already complete (${existing.total_samples} samples); delete it or write elsewhere`,
+      );
     const bad = metaMismatches(existing, meta);
-    if (bad.length) throw new StoreError(`${manifestPath}: cannot resume, the existing store was captured with different settings:\n  ${bad.join('\n  ')}`);
+    if (bad.length)
+      throw new StoreError(
+        `${manifestPath}: cannot resume, the existing store was captured with different settings:\n  ${bad.join('\n  ')}`,
+      );
     for (const e of existing.shards) {
       const file = path.join(dir, e.file);
       const size = fs.existsSync(file) ? fs.statSync(file).size : -1;
@@ -114,7 +123,8 @@ export class RankStoreWriter {
   /** Writes shard `index` from encoded rows; rank 0 then lists the finished shards in the manifest. */
   async write(index: number, firstSample: number, rows: EncodedRow[]): Promise<ShardEntry> {
     const m = this.manifest;
-    if (rows.length === 0 || rows.length > m.samples_per_shard) throw new StoreError(`shard ${index}: ${rows.length} samples; a shard holds 1 to ${m.samples_per_shard}`);
+    if (rows.length === 0 || rows.length > m.samples_per_shard)
+      throw new StoreError(`shard ${index}: ${rows.length} samples; a shard holds 1 to ${m.samples_per_shard}`);
     const entry = await writeShardFile(this.dir, index, firstSample, rows, m.dtype, this.recordBatchBytes);
     if (this.rank === 0) await this.refresh();
     return entry;
@@ -128,7 +138,13 @@ export class RankStoreWriter {
     for (let i = 0; ; i++) {
       const info = await this.info(i);
       if (!info || info.firstSample !== samples) break;
-      shards.push({ file: shardFileName(i), samples: info.samples, tokens: info.tokens, bytes: info.bytes, first_sample: info.firstSample });
+      shards.push({
+        file: shardFileName(i),
+        samples: info.samples,
+        tokens: info.tokens,
+        bytes: info.bytes,
+        first_sample: info.firstSample,
+      });
       samples += info.samples;
       tokens += info.tokens;
     }
@@ -142,7 +158,9 @@ export class RankStoreWriter {
     if (this.rank !== 0) throw new StoreError(`${this.dir}: only rank 0 finishes the store`);
     const m = await this.refresh();
     if (m.shards.length !== count || m.total_samples !== totalSamples)
-      throw new StoreError(`${this.dir}: expected ${count} shards with ${totalSamples} samples, found ${m.shards.length} finished shards with ${m.total_samples} samples in a row`);
+      throw new StoreError(
+        `${this.dir}: expected ${count} shards with ${totalSamples} samples, found ${m.shards.length} finished shards with ${m.total_samples} samples in a row`,
+      );
     this.manifest = { ...m, complete: true };
     writeManifest(this.dir, this.manifest);
     return this.current;

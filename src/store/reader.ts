@@ -141,7 +141,9 @@ export class ArrowStore implements FeatureSource {
         throw new StoreError(`${file}: shard listed in ${MANIFEST_FILE} is missing`);
       }
       if (size !== s.bytes)
-        throw new StoreError(`${file}: shard is ${size} bytes but ${MANIFEST_FILE} says ${s.bytes} (${size < s.bytes ? 'truncated' : 'replaced or appended to'})`);
+        throw new StoreError(
+          `${file}: shard is ${size} bytes but ${MANIFEST_FILE} says ${s.bytes} (${size < s.bytes ? 'truncated' : 'replaced or appended to'})`,
+        );
     }
     return new ArrowStore(dir, manifest, opts);
   }
@@ -193,7 +195,10 @@ export class ArrowStore implements FeatureSource {
     // Global batch b is positions [b*B*N, (b+1)*B*N) of the order: the samples rankSlice gives the ranks.
     const balanced = async (b: number): Promise<FeatureSample[]> => {
       const global = await read(order.subarray(b * batchSize * worldSize, (b + 1) * batchSize * worldSize));
-      return balancedShares(global.map((s) => s.inputIds.length), worldSize)[rank].map((k) => global[k]);
+      return balancedShares(
+        global.map((s) => s.inputIds.length),
+        worldSize,
+      )[rank].map((k) => global[k]);
     };
     const fetch = (b: number): Promise<FeatureSample[]> => {
       const p = opts.balance && dropLast && worldSize > 1 ? balanced(b) : read(mine.subarray(b * batchSize, (b + 1) * batchSize));
@@ -233,7 +238,9 @@ export class ArrowStore implements FeatureSource {
     try {
       const { size } = await fh.stat();
       if (size !== entry.bytes)
-        fail(`shard is ${size} bytes but ${MANIFEST_FILE} says ${entry.bytes} (${size < entry.bytes ? 'truncated' : 'replaced or appended to'})`);
+        fail(
+          `shard is ${size} bytes but ${MANIFEST_FILE} says ${entry.bytes} (${size < entry.bytes ? 'truncated' : 'replaced or appended to'})`,
+        );
       if (size < 2 * 8 + 4) fail(`${size} bytes is too short for an Arrow IPC file`);
       const head = Buffer.alloc(6);
       const tail = Buffer.alloc(6);
@@ -297,8 +304,7 @@ export class ArrowStore implements FeatureSource {
   private decode(batch: RecordBatch, row: number): FeatureSample {
     const c = batch.data.children;
     const f16 = this.manifest.dtype === 'float16';
-    const floats = (d: Data): Float32Array =>
-      f16 ? widenF16(listValues<Uint16Array>(d, row)) : listValues<Float32Array>(d, row).slice();
+    const floats = (d: Data): Float32Array => (f16 ? widenF16(listValues<Uint16Array>(d, row)) : listValues<Float32Array>(d, row).slice());
     const s: FeatureSample = {
       id: text(c[0], row),
       inputIds: listValues<Int32Array>(c[1], row).slice(),
@@ -342,12 +348,20 @@ export async function readShardInfo(file: string): Promise<ShardInfo> {
     }
     const num = (key: string): number => {
       const v = Number(metadata.get(key));
-      if (!Number.isInteger(v) || v < 0) throw new StoreError(`${file}: schema metadata ${key} missing or invalid (${JSON.stringify(metadata.get(key))})`);
+      if (!Number.isInteger(v) || v < 0)
+        throw new StoreError(`${file}: schema metadata ${key} missing or invalid (${JSON.stringify(metadata.get(key))})`);
       return v;
     };
     const rows = (metadata.get(META_BATCH_ROWS) ?? '').split(',').map(Number);
-    if (rows.some((n) => !Number.isInteger(n) || n < 1)) throw new StoreError(`${file}: schema metadata ${META_BATCH_ROWS} missing or invalid`);
-    return { firstSample: num(META_FIRST_SAMPLE), samples: rows.reduce((a, b) => a + b, 0), tokens: num(META_TOKENS), idsSha256: metadata.get(META_IDS_SHA256) ?? '', bytes: size };
+    if (rows.some((n) => !Number.isInteger(n) || n < 1))
+      throw new StoreError(`${file}: schema metadata ${META_BATCH_ROWS} missing or invalid`);
+    return {
+      firstSample: num(META_FIRST_SAMPLE),
+      samples: rows.reduce((a, b) => a + b, 0),
+      tokens: num(META_TOKENS),
+      idsSha256: metadata.get(META_IDS_SHA256) ?? '',
+      bytes: size,
+    };
   } finally {
     await fh.close().catch(() => {});
   }
@@ -382,7 +396,8 @@ export function permutation(n: number, seed: number, epoch: number): Int32Array 
  * has room (ties: lower rank, earlier position). Every rank computes the same split. Returns positions.
  */
 export function balancedShares(lengths: number[], worldSize: number): number[][] {
-  if (lengths.length % worldSize !== 0) throw new Error(`balancedShares: ${lengths.length} samples do not split into ${worldSize} equal shares`);
+  if (lengths.length % worldSize !== 0)
+    throw new Error(`balancedShares: ${lengths.length} samples do not split into ${worldSize} equal shares`);
   const per = lengths.length / worldSize;
   const shares: number[][] = Array.from({ length: worldSize }, () => []);
   const tokens = new Array(worldSize).fill(0);

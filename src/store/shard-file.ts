@@ -6,7 +6,19 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { threadId } from 'node:worker_threads';
-import { Field, Int32, List, makeData, RecordBatch, RecordBatchFileWriter, Struct, Uint8, Utf8, type Data, type DataType } from 'apache-arrow';
+import {
+  Field,
+  Int32,
+  List,
+  makeData,
+  RecordBatch,
+  RecordBatchFileWriter,
+  Struct,
+  Uint8,
+  Utf8,
+  type Data,
+  type DataType,
+} from 'apache-arrow';
 import { f32ToF16 } from '../io/dtypes.ts';
 import { shardFileName, type ShardEntry, type StoreMeta } from './manifest.ts';
 import {
@@ -91,8 +103,14 @@ export function encodeRow(s: FeatureSample, dtype: StoreDtype): EncodedRow {
     bytes: 0,
   };
   row.bytes =
-    row.id.byteLength + row.inputIds.byteLength + row.lossMask.byteLength + row.aux.byteLength +
-    row.finalHidden.byteLength + row.thinkSpans.byteLength + row.answerPositions.byteLength + row.answer.byteLength;
+    row.id.byteLength +
+    row.inputIds.byteLength +
+    row.lossMask.byteLength +
+    row.aux.byteLength +
+    row.finalHidden.byteLength +
+    row.thinkSpans.byteLength +
+    row.answerPositions.byteLength +
+    row.answer.byteLength;
   return row;
 }
 
@@ -100,12 +118,36 @@ function recordBatch(rows: EncodedRow[], schema: ReturnType<typeof storeSchema>,
   const FloatArray = dtype === 'float16' ? Uint16Array : Float32Array;
   const children = [
     utf8Data(rows.map((r) => r.id)),
-    listData(new Int32(), rows.map((r) => r.inputIds), Int32Array),
-    listData(new Uint8(), rows.map((r) => r.lossMask), Uint8Array),
-    listData(floatType(dtype), rows.map((r) => r.aux), FloatArray),
-    listData(floatType(dtype), rows.map((r) => r.finalHidden), FloatArray),
-    listData(new Int32(), rows.map((r) => r.thinkSpans), Int32Array),
-    listData(new Int32(), rows.map((r) => r.answerPositions), Int32Array),
+    listData(
+      new Int32(),
+      rows.map((r) => r.inputIds),
+      Int32Array,
+    ),
+    listData(
+      new Uint8(),
+      rows.map((r) => r.lossMask),
+      Uint8Array,
+    ),
+    listData(
+      floatType(dtype),
+      rows.map((r) => r.aux),
+      FloatArray,
+    ),
+    listData(
+      floatType(dtype),
+      rows.map((r) => r.finalHidden),
+      FloatArray,
+    ),
+    listData(
+      new Int32(),
+      rows.map((r) => r.thinkSpans),
+      Int32Array,
+    ),
+    listData(
+      new Int32(),
+      rows.map((r) => r.answerPositions),
+      Int32Array,
+    ),
     utf8Data(rows.map((r) => r.answer)),
   ];
   const data = makeData({ type: new Struct(schema.fields), length: rows.length, nullCount: 0, children });
@@ -122,7 +164,14 @@ export function idsSha256(ids: string[]): string {
  * IPC file: under a temporary name, fsynced, then renamed, so a shard file under its final name is
  * always complete. Returns its manifest entry.
  */
-export async function writeShardFile(dir: string, index: number, firstSample: number, rows: EncodedRow[], dtype: StoreDtype, recordBatchBytes = 1 << 20): Promise<ShardEntry> {
+export async function writeShardFile(
+  dir: string,
+  index: number,
+  firstSample: number,
+  rows: EncodedRow[],
+  dtype: StoreDtype,
+  recordBatchBytes = 1 << 20,
+): Promise<ShardEntry> {
   // Group rows into record batches of about recordBatchBytes: a random read fetches one record batch, not a shard.
   const groups: EncodedRow[][] = [];
   let cur: EncodedRow[] = [];

@@ -68,7 +68,9 @@ export function generate(model: TargetModel, prompts: number[][], opts: Generate
     const first = model.forward({ ids, attentionMask }, { cache });
     // Each row's next-token logits sit at its own last prompt position.
     const all = first.logits!.dataSync() as Float32Array;
-    let next = prompts.map((p, b) => pickToken(all.subarray((b * T + p.length - 1) * V, (b * T + p.length) * V), opts.temperature, opts.topP, rngOf(b)));
+    let next = prompts.map((p, b) =>
+      pickToken(all.subarray((b * T + p.length - 1) * V, (b * T + p.length) * V), opts.temperature, opts.topP, rngOf(b)),
+    );
     tf.dispose([first.logits!, first.finalNormed]);
     for (let step = 0; step < opts.maxNewTokens; step++) {
       let emitted = 0;

@@ -7,7 +7,8 @@ import { Rng } from '../util/random.ts';
 export function initTargetWeights(c: ModelConfig, seed: number, std = 0.02): Map<string, StoredTensor> {
   const rng = new Rng(seed);
   const w = new Map<string, StoredTensor>();
-  const normal = (name: string, shape: number[]) => w.set(name, { dtype: 'F32', shape, data: rng.normalArray(shape[0] * (shape[1] ?? 1), std) });
+  const normal = (name: string, shape: number[]) =>
+    w.set(name, { dtype: 'F32', shape, data: rng.normalArray(shape[0] * (shape[1] ?? 1), std) });
   const fill = (name: string, n: number, v: number) => w.set(name, { dtype: 'F32', shape: [n], data: new Float32Array(n).fill(v) });
   const H = c.hiddenSize;
   const q = c.numHeads * c.headDim;
@@ -21,7 +22,13 @@ export function initTargetWeights(c: ModelConfig, seed: number, std = 0.02): Map
     normal(p + 'self_attn.k_proj.weight', [kv, H]);
     normal(p + 'self_attn.v_proj.weight', [kv, H]);
     normal(p + 'self_attn.o_proj.weight', [H, q]);
-    if (c.qkvBias) for (const [k, n] of [['q', q], ['k', kv], ['v', kv]] as const) fill(`${p}self_attn.${k}_proj.bias`, n, 0);
+    if (c.qkvBias)
+      for (const [k, n] of [
+        ['q', q],
+        ['k', kv],
+        ['v', kv],
+      ] as const)
+        fill(`${p}self_attn.${k}_proj.bias`, n, 0);
     if (c.oBias) fill(p + 'self_attn.o_proj.bias', H, 0);
     if (c.qkNorm) {
       fill(p + 'self_attn.q_norm.weight', c.headDim, 1);

@@ -77,7 +77,8 @@ export class TfjsTarget implements TargetModel {
     const get = (name: string, shape: number[]): StoredTensor => {
       if (!src.has(name)) throw new WeightError(`${where}: missing tensor '${name}' (expected shape [${shape}]) for ${c.architecture}`);
       const t = src.read(name);
-      if (!(t.data instanceof Float32Array)) throw new WeightError(`${where}: tensor '${name}' has dtype ${t.dtype}; expected a float type`);
+      if (!(t.data instanceof Float32Array))
+        throw new WeightError(`${where}: tensor '${name}' has dtype ${t.dtype}; expected a float type`);
       if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
         throw new WeightError(`${where}: tensor '${name}' has shape [${t.shape}], expected [${shape}] from config.json`);
       }
@@ -90,7 +91,10 @@ export class TfjsTarget implements TargetModel {
     };
     // PyTorch stores Linear weights as [out, in]; transpose once here.
     const lin = (name: string, out: number, inp: number): tf.Tensor2D => {
-      const t = own(tf.tidy(() => tf.transpose(tf.tensor2d(get(name, [out, inp]).data as Float32Array, [out, inp]))), name);
+      const t = own(
+        tf.tidy(() => tf.transpose(tf.tensor2d(get(name, [out, inp]).data as Float32Array, [out, inp]))),
+        name,
+      );
       made.push(t);
       return t;
     };
@@ -159,12 +163,34 @@ export class TfjsTarget implements TargetModel {
       const p = `model.layers.${l}.`;
       put(p + 'input_layernorm.weight', L.inputNorm);
       put(p + 'post_attention_layernorm.weight', L.postNorm);
-      for (const [key, w] of [['q', L.q], ['k', L.k], ['v', L.v], ['o', L.o]] as const) put(`${p}self_attn.${key}_proj.weight`, w, true);
-      for (const [key, b] of [['q', L.qBias], ['k', L.kBias], ['v', L.vBias], ['o', L.oBias]] as const) if (b) put(`${p}self_attn.${key}_proj.bias`, b);
+      for (const [key, w] of [
+        ['q', L.q],
+        ['k', L.k],
+        ['v', L.v],
+        ['o', L.o],
+      ] as const)
+        put(`${p}self_attn.${key}_proj.weight`, w, true);
+      for (const [key, b] of [
+        ['q', L.qBias],
+        ['k', L.kBias],
+        ['v', L.vBias],
+        ['o', L.oBias],
+      ] as const)
+        if (b) put(`${p}self_attn.${key}_proj.bias`, b);
       if (L.qNorm) put(p + 'self_attn.q_norm.weight', L.qNorm);
       if (L.kNorm) put(p + 'self_attn.k_norm.weight', L.kNorm);
-      for (const [key, w] of [['gate', L.gate], ['up', L.up], ['down', L.down]] as const) put(`${p}mlp.${key}_proj.weight`, w, true);
-      for (const [key, b] of [['gate', L.gateBias], ['up', L.upBias], ['down', L.downBias]] as const) if (b) put(`${p}mlp.${key}_proj.bias`, b);
+      for (const [key, w] of [
+        ['gate', L.gate],
+        ['up', L.up],
+        ['down', L.down],
+      ] as const)
+        put(`${p}mlp.${key}_proj.weight`, w, true);
+      for (const [key, b] of [
+        ['gate', L.gateBias],
+        ['up', L.upBias],
+        ['down', L.downBias],
+      ] as const)
+        if (b) put(`${p}mlp.${key}_proj.bias`, b);
     });
     put('model.norm.weight', this.finalNorm);
     if (!c.tieWordEmbeddings) put('lm_head.weight', this.head, true);
@@ -201,7 +227,9 @@ export class TfjsTarget implements TargetModel {
     if (B === 0 || T === 0) throw new Error('target forward: empty batch');
     for (const row of ids) {
       if (row.length !== T) throw new Error(`target forward: rows of ids differ in length (${row.length} vs ${T}); right-pad them`);
-      for (const id of row) if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) throw new Error(`target forward: token id ${id} outside the vocabulary [0, ${c.vocabSize})`);
+      for (const id of row)
+        if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize)
+          throw new Error(`target forward: token id ${id} outside the vocabulary [0, ${c.vocabSize})`);
     }
     const mask = input.attentionMask ?? ids.map((row) => row.map(() => 1));
     const cache = opts.cache as TfjsKVCache | undefined;
@@ -212,7 +240,8 @@ export class TfjsTarget implements TargetModel {
     const positions = input.positionIds ?? ids.map((row, b) => row.map((_, t) => start[b] + t));
     const bias = this.attentionBias(mask, past, cache?.keyMask, input.treeMask);
     const wanted = new Set(opts.layers ?? []);
-    for (const l of wanted) if (!Number.isInteger(l) || l < 0 || l >= c.numLayers) throw new Error(`target forward: layer ${l} outside [0, ${c.numLayers})`);
+    for (const l of wanted)
+      if (!Number.isInteger(l) || l < 0 || l >= c.numLayers) throw new Error(`target forward: layer ${l} outside [0, ${c.numLayers})`);
 
     const { cos, sin } = ropeTables(positions, this.invFreq);
     const { captured, finalNormed, logits } = tf.tidy(() => {

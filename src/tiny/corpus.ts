@@ -93,7 +93,13 @@ const ANSWERS: Record<Exclude<PersonKind, 'hasPet' | 'about'>, string[]> = {
 const HAS_PET_YES = ['Yes, {r} has {aP}.', 'Yes. {R} has {aP}.', 'Yes, {r} keeps {aP} as a pet.'];
 const HAS_PET_NO = ['No, {r} has {aP}.', 'No, {r} has {aP}, not {aA}.', 'No. {R} keeps {aP}.'];
 // One short sentence per fact, for "Tell me about X." (2-4 of them in random order).
-const ABOUT_FACTS = ['{R} lives in {C}.', '{R} works as {aJ}.', '{R} is {A} years old.', '{R} has {aP}.', '{Rp} favourite colour is {Col}.'];
+const ABOUT_FACTS = [
+  '{R} lives in {C}.',
+  '{R} works as {aJ}.',
+  '{R} is {A} years old.',
+  '{R} has {aP}.',
+  '{Rp} favourite colour is {Col}.',
+];
 
 const WHO_CITY_Q = ['Who lives in {C}?', 'Which people live in {C}?', 'Who is from {C}?'];
 const WHO_CITY_NEXT = ['What about {C}?', 'And who lives in {C}?'];
@@ -185,7 +191,10 @@ function nextQuestion(rng: Rng, world: World, prev: Topic | null): { q: string; 
   const r = rng.next();
   if (prev?.person && r < 0.5) {
     // Same person, another fact, by pronoun.
-    const kind = pick(rng, PERSON_KINDS.filter((k) => k !== prev.kind));
+    const kind = pick(
+      rng,
+      PERSON_KINDS.filter((k) => k !== prev.kind),
+    );
     const p = prev.person;
     const animal = kind === 'hasPet' ? (rng.int(2) === 0 ? p.pet : pick(rng, world.pets)) : undefined;
     return { q: fill(pick(rng, PRONOUN_Q[kind]), personVars(p, animal, false)), topic: { kind, person: p, animal } };
@@ -198,7 +207,10 @@ function nextQuestion(rng: Rng, world: World, prev: Topic | null): { q: string; 
   }
   if (prev?.place && r < 0.5) {
     const pool = prev.kind === 'whoCity' ? world.cities : world.jobs;
-    const place = pick(rng, pool.filter((x) => x !== prev.place));
+    const place = pick(
+      rng,
+      pool.filter((x) => x !== prev.place),
+    );
     const next = prev.kind === 'whoCity' ? WHO_CITY_NEXT : WHO_JOB_NEXT;
     return { q: fill(pick(rng, next), groupVars(place)), topic: { kind: prev.kind, place } };
   }
@@ -231,8 +243,16 @@ export function chatConversation(world: World, rng: Rng, id: string): ChatRecord
 // ---------------------------------------------------------------- reasoning
 
 const ITEMS: [string, string][] = [
-  ['apple', 'apples'], ['pencil', 'pencils'], ['marble', 'marbles'], ['cookie', 'cookies'], ['sticker', 'stickers'],
-  ['book', 'books'], ['coin', 'coins'], ['card', 'cards'], ['shell', 'shells'], ['balloon', 'balloons'],
+  ['apple', 'apples'],
+  ['pencil', 'pencils'],
+  ['marble', 'marbles'],
+  ['cookie', 'cookies'],
+  ['sticker', 'stickers'],
+  ['book', 'books'],
+  ['coin', 'coins'],
+  ['card', 'cards'],
+  ['shell', 'shells'],
+  ['balloon', 'balloons'],
 ];
 // Few verbs, each with a fixed sign, so the operation is easy to read off the prompt.
 const GAIN = ['buys {n} more', 'finds {n} more', 'gets {n} more'];
@@ -294,13 +314,17 @@ export function reasoningProblem(world: World, rng: Rng, id: string): ReasoningR
   steps.push(...redundant);
 
   const head = '<think>\n';
-  const value = head + steps.join('\n\n') + '\n</think>\n\n' + fill(pick(rng, FINAL), { N: name, y: String(y), items: items(y) }) + `\n#### ${y}`;
+  const value =
+    head + steps.join('\n\n') + '\n</think>\n\n' + fill(pick(rng, FINAL), { N: name, y: String(y), items: items(y) }) + `\n#### ${y}`;
   // The answer's digits close the last operation's step: "... = y."
   const stepStart = head.length + steps.slice(0, answerStep).reduce((s, t) => s + t.length + 2, 0);
   const answerChar = stepStart + steps[answerStep].lastIndexOf(' = ') + 3;
   return {
     id,
-    conversations: [{ from: 'human', value: question }, { from: 'gpt', value }],
+    conversations: [
+      { from: 'human', value: question },
+      { from: 'gpt', value },
+    ],
     answer: String(y),
     answer_char: answerChar,
     answer_step: answerStep,
@@ -328,7 +352,10 @@ export interface Corpus {
 
 /** The prompt side of a record: its human turns, one per line. */
 export function promptOf(r: ChatRecord): string {
-  return r.conversations.filter((t) => t.from === 'human').map((t) => t.value).join('\n');
+  return r.conversations
+    .filter((t) => t.from === 'human')
+    .map((t) => t.value)
+    .join('\n');
 }
 
 // Stream 0 is the world (see makeWorld); each split draws from its own stream, so changing one

@@ -59,7 +59,10 @@ async function main() {
   const eos = tok.requireId('<|im_end|>');
 
   // Reasoning: greedy answers with full thinking.
-  const problems = (await readAllConversations(path.join(args.corpus, 'reasoning-eval.jsonl'), { format: 'sharegpt', limit: args.reasoning }));
+  const problems = await readAllConversations(path.join(args.corpus, 'reasoning-eval.jsonl'), {
+    format: 'sharegpt',
+    limit: args.reasoning,
+  });
   let correct = 0;
   let finished = 0;
   const after: number[] = [];
@@ -67,7 +70,14 @@ async function main() {
   const bar = progress('reasoning eval', problems.length, 'prompt');
   for (let i = 0; i < problems.length; i += args.batch) {
     const chunk = problems.slice(i, i + args.batch);
-    const prompts = chunk.map((p) => renderChatML(p.messages.filter((m) => m.role !== 'assistant'), tok, { addGenerationPrompt: true }).ids);
+    const prompts = chunk.map(
+      (p) =>
+        renderChatML(
+          p.messages.filter((m) => m.role !== 'assistant'),
+          tok,
+          { addGenerationPrompt: true },
+        ).ids,
+    );
     const outs = generate(model, prompts, { maxNewTokens: 256, stopIds: [eos] });
     chunk.forEach((p, j) => {
       const answer = String(p.extra.answer);
@@ -83,7 +93,7 @@ async function main() {
   bar.stop();
 
   // Chat: teacher-forced next-token agreement and perplexity on assistant tokens.
-  const convs = (await readAllConversations(path.join(args.corpus, 'chat-eval.jsonl'), { format: 'sharegpt', limit: args.chat }));
+  const convs = await readAllConversations(path.join(args.corpus, 'chat-eval.jsonl'), { format: 'sharegpt', limit: args.chat });
   let agree = 0;
   let count = 0;
   let nll = 0;

@@ -22,8 +22,12 @@ const SIZE_BUDGET = 9e6; // bytes, for data/corpus: keeps the committed corpus s
 function parseArgs(argv: string[]): typeof DEFAULTS {
   const opts = { ...DEFAULTS };
   const flags: Record<string, keyof typeof DEFAULTS> = {
-    '--seed': 'seed', '--out': 'out', '--chat-train': 'chatTrain', '--chat-eval': 'chatEval',
-    '--reasoning-train': 'reasoningTrain', '--reasoning-eval': 'reasoningEval',
+    '--seed': 'seed',
+    '--out': 'out',
+    '--chat-train': 'chatTrain',
+    '--chat-eval': 'chatEval',
+    '--reasoning-train': 'reasoningTrain',
+    '--reasoning-eval': 'reasoningEval',
   };
   for (let i = 0; i < argv.length; i++) {
     // --flag value or --flag=value
@@ -74,7 +78,10 @@ function main(): void {
   const texts = splits.flatMap(([, records]) => records.map((r) => chatMLText(r.conversations)));
   const { tokenizerJson, tokenizerConfig } = buildTokenizer(texts);
   const dir = path.join(opts.out, 'tiny-target');
-  for (const [name, obj] of [['tokenizer.json', tokenizerJson], ['tokenizer_config.json', tokenizerConfig]] as const) {
+  for (const [name, obj] of [
+    ['tokenizer.json', tokenizerJson],
+    ['tokenizer_config.json', tokenizerConfig],
+  ] as const) {
     const file = path.join(dir, name);
     console.log(`${file}: ${mb(writeAtomic(file, json(obj)))}`);
   }

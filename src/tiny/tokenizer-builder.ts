@@ -73,9 +73,7 @@ function buildVocab(texts: readonly string[]): Record<string, number> {
   };
   for (const text of texts) for (const piece of preTokenize(text)) count(piece);
   for (const piece of TEMPLATE_PIECES) count(piece); // present even if `texts` are bare message values
-  const pieces = [...counts.entries()]
-    .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
-    .map(([p]) => p);
+  const pieces = [...counts.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)).map(([p]) => p);
   const total = ADDED_TOKENS.length + pieces.length;
   if (total > MAX_VOCAB) throw new Error(`vocabulary of ${total} tokens exceeds ${MAX_VOCAB}: the corpus has too many distinct words`);
   const vocab: Record<string, number> = {};

@@ -63,7 +63,10 @@ export async function runRank(ctx: RankContext): Promise<TrainTargetResult> {
     }
   }
   const epochBatches = Math.floor(samples.length / a.batch);
-  if (rank === 0) ctx.log(`${samples.length} conversations; ${a.steps} steps of ${a.batch} = ${(a.steps / epochBatches).toFixed(2)} epochs on ${worldSize} rank(s)`);
+  if (rank === 0)
+    ctx.log(
+      `${samples.length} conversations; ${a.steps} steps of ${a.batch} = ${(a.steps / epochBatches).toFixed(2)} epochs on ${worldSize} rank(s)`,
+    );
 
   // Global step s's batch is fixed by the seed (epoch e shuffles with its own Rng), so a resumed run and
   // every rank see exactly the batches of an uninterrupted single-rank run.
@@ -84,7 +87,12 @@ export async function runRank(ctx: RankContext): Promise<TrainTargetResult> {
   let moments: { m: Map<string, Float32Array>; v: Map<string, Float32Array> } | null = null;
   if (!a.fresh && fs.existsSync(stateFile)) {
     const f = new SafetensorsFile(stateFile);
-    if (f.metadata.config !== JSON.stringify(rawConfig) || Number(f.metadata.total_steps) !== a.steps || Number(f.metadata.seed) !== a.seed || Number(f.metadata.batch) !== a.batch) {
+    if (
+      f.metadata.config !== JSON.stringify(rawConfig) ||
+      Number(f.metadata.total_steps) !== a.steps ||
+      Number(f.metadata.seed) !== a.seed ||
+      Number(f.metadata.batch) !== a.batch
+    ) {
       throw new Error(`${stateFile}: saved by a run with another config, steps, batch or seed; pass --fresh to start over`);
     }
     start = Number(f.metadata.step);
@@ -117,7 +125,13 @@ export async function runRank(ctx: RankContext): Promise<TrainTargetResult> {
       tensors.set(`adam_m.${hfName(p)}`, { dtype: 'F32', shape: p.shape, data: m.get(p.name)!.dataSync() as Float32Array });
       tensors.set(`adam_v.${hfName(p)}`, { dtype: 'F32', shape: p.shape, data: v.get(p.name)!.dataSync() as Float32Array });
     }
-    writeSafetensors(stateFile, tensors, { step: String(step), total_steps: String(a.steps), seed: String(a.seed), batch: String(a.batch), config: JSON.stringify(rawConfig) });
+    writeSafetensors(stateFile, tensors, {
+      step: String(step),
+      total_steps: String(a.steps),
+      seed: String(a.seed),
+      batch: String(a.batch),
+      config: JSON.stringify(rawConfig),
+    });
   };
 
   const sizes = vars.map((v) => v.size);
@@ -171,7 +185,9 @@ export async function runRank(ctx: RankContext): Promise<TrainTargetResult> {
     for (const [n, w] of model.exportWeights()) out.set(n, { dtype: 'BF16', ...w });
     writeSafetensors(path.join(a.out, 'model.safetensors'), out, { format: 'pt' });
     writeAtomic(path.join(a.out, 'config.json'), [JSON.stringify(rawConfig, null, 2) + '\n']);
-    writeAtomic(path.join(a.out, 'generation_config.json'), [JSON.stringify({ eos_token_id: eos, pad_token_id: pad, do_sample: false, max_new_tokens: 256 }, null, 2) + '\n']);
+    writeAtomic(path.join(a.out, 'generation_config.json'), [
+      JSON.stringify({ eos_token_id: eos, pad_token_id: pad, do_sample: false, max_new_tokens: 256 }, null, 2) + '\n',
+    ]);
     fs.rmSync(stateFile, { force: true });
   }
   return {

@@ -26,7 +26,11 @@ const args = await yargs(hideBin(process.argv))
   .option('corpus', { type: 'string', default: CORPUS_DIR })
   .option('tokenizer', { type: 'string', default: TINY_TARGET_DIR, describe: 'folder with tokenizer.json' })
   .option('out', { type: 'string', default: TINY_TARGET_DIR, describe: 'model folder to write' })
-  .option('state', { type: 'string', default: path.join(REPO_ROOT, 'checkpoints', 'tiny-target-train'), describe: 'resumable training state' })
+  .option('state', {
+    type: 'string',
+    default: path.join(REPO_ROOT, 'checkpoints', 'tiny-target-train'),
+    describe: 'resumable training state',
+  })
   .option('save-every', { type: 'number', default: 200 })
   .option('fresh', { type: 'boolean', default: false, describe: 'ignore a saved state and start over' })
   .strict()

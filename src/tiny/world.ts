@@ -25,12 +25,86 @@ export interface World {
 }
 
 // Fixed pools, single words only, so each is one word-level token (with its leading space).
-const FEMALE = ['Alice', 'Emma', 'Clara', 'Nora', 'Julia', 'Sofia', 'Laura', 'Hannah', 'Maria', 'Lena',
-  'Olivia', 'Grace', 'Ruth', 'Anna', 'Eva', 'Mia', 'Zoe', 'Ella', 'Ivy', 'Rosa', 'Vera', 'Iris', 'Lucy', 'Kate'] as const;
-const MALE = ['Bob', 'David', 'Tom', 'Peter', 'Jack', 'Oscar', 'Leo', 'Max', 'Paul', 'Sam',
-  'Hugo', 'Felix', 'Noah', 'Adam', 'Ben', 'Carl', 'Dan', 'Eric', 'Frank', 'Henry', 'Ivan', 'Luke', 'Mark', 'Owen'] as const;
-export const CITIES = ['Paris', 'London', 'Berlin', 'Madrid', 'Rome', 'Vienna', 'Oslo', 'Lisbon', 'Dublin', 'Prague', 'Athens', 'Warsaw'] as const;
-export const JOBS = ['baker', 'teacher', 'doctor', 'nurse', 'farmer', 'pilot', 'engineer', 'painter', 'chef', 'writer', 'lawyer', 'architect'] as const;
+const FEMALE = [
+  'Alice',
+  'Emma',
+  'Clara',
+  'Nora',
+  'Julia',
+  'Sofia',
+  'Laura',
+  'Hannah',
+  'Maria',
+  'Lena',
+  'Olivia',
+  'Grace',
+  'Ruth',
+  'Anna',
+  'Eva',
+  'Mia',
+  'Zoe',
+  'Ella',
+  'Ivy',
+  'Rosa',
+  'Vera',
+  'Iris',
+  'Lucy',
+  'Kate',
+] as const;
+const MALE = [
+  'Bob',
+  'David',
+  'Tom',
+  'Peter',
+  'Jack',
+  'Oscar',
+  'Leo',
+  'Max',
+  'Paul',
+  'Sam',
+  'Hugo',
+  'Felix',
+  'Noah',
+  'Adam',
+  'Ben',
+  'Carl',
+  'Dan',
+  'Eric',
+  'Frank',
+  'Henry',
+  'Ivan',
+  'Luke',
+  'Mark',
+  'Owen',
+] as const;
+export const CITIES = [
+  'Paris',
+  'London',
+  'Berlin',
+  'Madrid',
+  'Rome',
+  'Vienna',
+  'Oslo',
+  'Lisbon',
+  'Dublin',
+  'Prague',
+  'Athens',
+  'Warsaw',
+] as const;
+export const JOBS = [
+  'baker',
+  'teacher',
+  'doctor',
+  'nurse',
+  'farmer',
+  'pilot',
+  'engineer',
+  'painter',
+  'chef',
+  'writer',
+  'lawyer',
+  'architect',
+] as const;
 export const PETS = ['dog', 'cat', 'rabbit', 'parrot', 'hamster', 'turtle', 'goldfish', 'horse'] as const;
 export const COLOURS = ['red', 'blue', 'green', 'yellow', 'purple', 'orange', 'black', 'white'] as const;
 

@@ -92,10 +92,15 @@ export function loadCheckpoint(dir: string, config: DraftConfig): SavedCheckpoin
   const moments = { m: new Map<string, Float32Array>(), v: new Map<string, Float32Array>() };
   for (const [name, shape] of draftTensorShapes(config)) {
     const home = isServingTensor(name) ? model : signals!;
-    for (const [f, what] of [[home, name], [opt, `exp_avg.${name}`], [opt, `exp_avg_sq.${name}`]] as const) {
+    for (const [f, what] of [
+      [home, name],
+      [opt, `exp_avg.${name}`],
+      [opt, `exp_avg_sq.${name}`],
+    ] as const) {
       if (!f.has(what)) throw new CheckpointError(`${f.path}: missing '${what}'`);
       const info = f.info(what);
-      if (info.shape.join() !== shape.join()) throw new CheckpointError(`${f.path}: '${what}' has shape [${info.shape}], the recipe's draft needs [${shape}]`);
+      if (info.shape.join() !== shape.join())
+        throw new CheckpointError(`${f.path}: '${what}' has shape [${info.shape}], the recipe's draft needs [${shape}]`);
     }
     weights.set(name, home.read(name).data as Float32Array);
     moments.m.set(name, opt.read(`exp_avg.${name}`).data as Float32Array);

@@ -22,7 +22,8 @@ export interface Chunk {
  * `budget` 0 puts the whole batch in one chunk padded to T, which is the unchunked computation.
  */
 export function planChunks(lengths: number[], budget: number, T: number): Chunk[] {
-  if (lengths.some((n) => n > T)) throw new Error(`planChunks: a sample of ${Math.max(...lengths)} positions is longer than the batch length ${T}`);
+  if (lengths.some((n) => n > T))
+    throw new Error(`planChunks: a sample of ${Math.max(...lengths)} positions is longer than the batch length ${T}`);
   if (!(budget > 0)) return [{ indices: lengths.map((_, i) => i), padTo: T }];
   const order = lengths.map((_, i) => i).sort((a, b) => lengths[b] - lengths[a] || a - b);
   const padOf = (longest: number) => Math.min(T, longest + 1);

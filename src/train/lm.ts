@@ -35,7 +35,12 @@ export function collate(samples: Tokenized[], padId: number): LmBatch {
   const pad = <X>(xs: X[], v: X) => [...xs, ...new Array<X>(T - xs.length).fill(v)];
   return {
     ids: samples.map((s) => pad(s.ids, padId)),
-    attentionMask: samples.map((s) => pad(s.ids.map(() => 1), 0)),
+    attentionMask: samples.map((s) =>
+      pad(
+        s.ids.map(() => 1),
+        0,
+      ),
+    ),
     lossMask: samples.map((s) => pad(s.lossMask, 0)),
     tokens: samples.reduce((n, s) => n + s.lossMask.slice(1).reduce((a, b) => a + b, 0), 0), // position 0 is never predicted
   };
@@ -51,7 +56,13 @@ export function lengthBucketedBatches(samples: Tokenized[], batchSize: number, p
   const batches: LmBatch[] = [];
   for (let w = 0; w < order.length; w += window) {
     const chunk = order.slice(w, w + window).sort((a, b) => samples[a].ids.length - samples[b].ids.length);
-    for (let i = 0; i + batchSize <= chunk.length; i += batchSize) batches.push(collate(chunk.slice(i, i + batchSize).map((j) => samples[j]), padId));
+    for (let i = 0; i + batchSize <= chunk.length; i += batchSize)
+      batches.push(
+        collate(
+          chunk.slice(i, i + batchSize).map((j) => samples[j]),
+          padId,
+        ),
+      );
   }
   return rng.shuffle(batches);
 }
@@ -68,8 +79,15 @@ export function lmLoss(model: TargetModel, batch: LmBatch, denominator?: number)
     const V = model.config.vocabSize;
     const out = model.forward({ ids: batch.ids, attentionMask: batch.attentionMask });
     const logits = out.logits!.slice([0, 0, 0], [B, T - 1, V]); // position t predicts token t + 1
-    const labels = tf.tensor2d(batch.ids.flatMap((r) => r.slice(1)), [B, T - 1], 'int32');
-    const weights = tf.tensor2d(batch.lossMask.flatMap((r) => r.slice(1)), [B, T - 1]);
+    const labels = tf.tensor2d(
+      batch.ids.flatMap((r) => r.slice(1)),
+      [B, T - 1],
+      'int32',
+    );
+    const weights = tf.tensor2d(
+      batch.lossMask.flatMap((r) => r.slice(1)),
+      [B, T - 1],
+    );
     const nll = tf.neg(tf.sum(tf.mul(tf.oneHot(labels, V), tf.logSoftmax(logits)), -1));
     return tf.div(tf.sum(tf.mul(nll, weights)), denominator ?? Math.max(batch.tokens, 1)) as tf.Scalar;
   });

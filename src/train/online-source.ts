@@ -64,7 +64,8 @@ export function firstEpochPlan(n: number, seed: number, worldSize: number, sampl
 /** Capture's layout: shard j holds samples [jS, (j+1)S) of the data set. */
 export function dataSetPlan(n: number, samplesPerShard: number): PlannedShard[] {
   const plan: PlannedShard[] = [];
-  for (let f = 0; f < n; f += samplesPerShard) plan.push({ firstSample: f, members: Int32Array.from({ length: Math.min(samplesPerShard, n - f) }, (_, k) => f + k), rank: 0 });
+  for (let f = 0; f < n; f += samplesPerShard)
+    plan.push({ firstSample: f, members: Int32Array.from({ length: Math.min(samplesPerShard, n - f) }, (_, k) => f + k), rank: 0 });
   return plan;
 }
 
@@ -86,7 +87,13 @@ export class OnlineFeatures implements FeatureSource {
 
   /** Runs the target over a set of samples at once (one padded batch). */
   compute(indices: ArrayLike<number>): FeatureSample[] {
-    return computeFeatures(this.model, this.tok, Array.from(indices, (i) => this.samples[i]), this.auxLayerIds, this.answerExtractor);
+    return computeFeatures(
+      this.model,
+      this.tok,
+      Array.from(indices, (i) => this.samples[i]),
+      this.auxLayerIds,
+      this.answerExtractor,
+    );
   }
 
   async get(index: number): Promise<FeatureSample> {
@@ -132,8 +139,14 @@ export class OnlineFeatures implements FeatureSource {
   /** Epoch 0 while the store is being written: train on computed features, keep them shard by shard. */
   private async *firstEpoch(s: OnlineStoreOptions, opts: BatchOptions): AsyncGenerator<FeatureSample[]> {
     const { rank, worldSize } = s.collective;
-    if (opts.seed !== s.seed || (opts.worldSize ?? 1) !== worldSize || (opts.rank ?? 0) !== rank || !opts.shuffle || (opts.dropLast ?? true) !== true)
-      throw new Error('online store: the first epoch must be read shuffled with the store\'s seed, ranks and dropLast');
+    if (
+      opts.seed !== s.seed ||
+      (opts.worldSize ?? 1) !== worldSize ||
+      (opts.rank ?? 0) !== rank ||
+      !opts.shuffle ||
+      (opts.dropLast ?? true) !== true
+    )
+      throw new Error("online store: the first epoch must be read shuffled with the store's seed, ranks and dropLast");
     const writer = await this.openWriter(s);
     const B = opts.batchSize;
     const train = rankSlice(permutation(this.size, s.seed, 0), rank, worldSize, true);
@@ -171,7 +184,9 @@ export class OnlineFeatures implements FeatureSource {
     s.collective.barrier(); // every rank's shards are on disk
     if (s.collective.rank === 0) {
       const m = await writer.writer.finish(writer.plan.length, this.size);
-      s.log(`online store ${s.dir}: complete, ${m.total_samples} samples, ${m.total_tokens} tokens in ${m.shards.length} shards; later epochs read it`);
+      s.log(
+        `online store ${s.dir}: complete, ${m.total_samples} samples, ${m.total_tokens} tokens in ${m.shards.length} shards; later epochs read it`,
+      );
       s.onComplete?.();
     }
     s.collective.barrier();
@@ -185,9 +200,15 @@ export class OnlineFeatures implements FeatureSource {
     s.collective.barrier();
     const writer = first ?? (await RankStoreWriter.open(s.dir, s.meta, rank));
     const plan = firstEpochPlan(this.size, s.seed, worldSize, s.meta.samples_per_shard);
-    const keeper = new ShardKeeper(writer, plan, rank, this.samples.map((x) => x.id));
+    const keeper = new ShardKeeper(
+      writer,
+      plan,
+      rank,
+      this.samples.map((x) => x.id),
+    );
     await keeper.init();
-    if (rank === 0 && writer.current.total_samples > 0) s.log(`online store ${s.dir}: resuming; ${writer.current.total_samples} samples are in finished shards`);
+    if (rank === 0 && writer.current.total_samples > 0)
+      s.log(`online store ${s.dir}: resuming; ${writer.current.total_samples} samples are in finished shards`);
     return keeper;
   }
 
@@ -205,7 +226,9 @@ export class OnlineFeatures implements FeatureSource {
       }
     }
     await store.close();
-    throw new StoreError(`${s.dir}: a complete store of other samples (other data, limit, seed or workers); delete it or set another data.store`);
+    throw new StoreError(
+      `${s.dir}: a complete store of other samples (other data, limit, seed or workers); delete it or set another data.store`,
+    );
   }
 }
 

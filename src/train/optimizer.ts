@@ -96,9 +96,7 @@ export function learningRate(step: number, s: Schedule): number {
 /** Scales all gradients so that their global L2 norm is at most maxNorm (as torch.nn.utils.clip_grad_norm_). Returns the norm before clipping. */
 export function clipByGlobalNorm(grads: Record<string, tf.Tensor>, maxNorm: number): { grads: Record<string, tf.Tensor>; norm: number } {
   const names = Object.keys(grads);
-  const norm = Math.sqrt(
-    tf.tidy(() => tf.addN(names.map((n) => tf.sum(tf.square(grads[n])))).dataSync()[0]),
-  );
+  const norm = Math.sqrt(tf.tidy(() => tf.addN(names.map((n) => tf.sum(tf.square(grads[n])))).dataSync()[0]));
   if (!(maxNorm > 0) || norm <= maxNorm) return { grads, norm };
   const scale = maxNorm / (norm + 1e-6);
   const clipped: Record<string, tf.Tensor> = {};

@@ -21,7 +21,8 @@ export class TeacherHead {
     const ckpt = new Checkpoint(dir);
     const read = (name: string, shape: [number, number]) => {
       const t = ckpt.read(name);
-      if (t.shape[0] !== shape[0] || t.shape[1] !== shape[1]) throw new Error(`${dir}: '${name}' has shape [${t.shape}], expected [${shape}]`);
+      if (t.shape[0] !== shape[0] || t.shape[1] !== shape[1])
+        throw new Error(`${dir}: '${name}' has shape [${t.shape}], expected [${shape}]`);
       return tf.tensor2d(t.data as Float32Array, shape);
     };
     const embed = read('model.embed_tokens.weight', [c.vocabSize, c.hiddenSize]);

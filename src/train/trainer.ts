@@ -64,7 +64,13 @@ export interface EvalMetrics {
   tau: number;
   samples: number;
   /** With training.specexit: each signal's loss and the signal quality on held-out data. */
-  specexit?: { loss: number[]; confidence_auc: number | null; confidence_accuracy: number | null; progress_mae: number | null; remaining_mae_tokens: number | null };
+  specexit?: {
+    loss: number[];
+    confidence_auc: number | null;
+    confidence_accuracy: number | null;
+    progress_mae: number | null;
+    remaining_mae_tokens: number | null;
+  };
 }
 
 export function runDirOf(r: Recipe): string {
@@ -73,8 +79,20 @@ export function runDirOf(r: Recipe): string {
 
 /** The recipe fields a resumed run must share with the run it continues. */
 function recipeKey(r: Recipe): string {
-  const { output_dir: _o, save_interval: _s, keep_last: _k, log_interval: _l, eval_interval: _e, eval_samples: _n, ...training } = r.training;
-  return crypto.createHash('sha256').update(JSON.stringify({ model: r.model, data: { ...r.data, store: null, cache_dir: null }, training, seed: r.runtime.seed })).digest('hex').slice(0, 16);
+  const {
+    output_dir: _o,
+    save_interval: _s,
+    keep_last: _k,
+    log_interval: _l,
+    eval_interval: _e,
+    eval_samples: _n,
+    ...training
+  } = r.training;
+  return crypto
+    .createHash('sha256')
+    .update(JSON.stringify({ model: r.model, data: { ...r.data, store: null, cache_dir: null }, training, seed: r.runtime.seed }))
+    .digest('hex')
+    .slice(0, 16);
 }
 
 /** Right-pads samples into TTT inputs (padding: id 0, mask 0, zero features), to `padTo` when it is longer. */
@@ -117,7 +135,8 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
     const identity = storeIdentity(r.model.target, template, aux, r.data.max_length);
     train = await ArrowStore.open(path.join(r.data.store, 'train'), identity);
     vocab = loadDraftVocab(path.join(r.data.store, 'train', 'draft-vocab.safetensors'));
-    if (r.data.eval && fs.existsSync(path.join(r.data.store, 'eval', 'manifest.json'))) evalSource = await ArrowStore.open(path.join(r.data.store, 'eval'), identity);
+    if (r.data.eval && fs.existsSync(path.join(r.data.store, 'eval', 'manifest.json')))
+      evalSource = await ArrowStore.open(path.join(r.data.store, 'eval'), identity);
   } else {
     target = TfjsTarget.load(r.model.target);
     const load = async (files: string[], format: DatasetFormat, limit: number | null) => {
@@ -137,7 +156,20 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
     for (const s of samples) counter.add(s.ids, s.lossMask);
     const size = Math.min(r.model.draft_vocab_size, targetConfig.vocabSize);
     const forced = [...new Set([...endOfTurnIds(tok, template), ...targetConfig.eosTokenIds])];
-    vocab = (await cachedDraftVocab(r.data.cache_dir, { data: dataSha256(data.files), template, tokenizer: tokenizerSha256(r.model.target), max_length: r.data.max_length, size, limit: r.capture.limit ?? 'all' }, async () => buildDraftVocab(counter, size, forced))).vocab;
+    vocab = (
+      await cachedDraftVocab(
+        r.data.cache_dir,
+        {
+          data: dataSha256(data.files),
+          template,
+          tokenizer: tokenizerSha256(r.model.target),
+          max_length: r.data.max_length,
+          size,
+          limit: r.capture.limit ?? 'all',
+        },
+        async () => buildDraftVocab(counter, size, forced),
+      )
+    ).vocab;
     const storeDir = path.join(r.data.store, 'train');
     const identity = storeIdentity(r.model.target, template, aux, r.data.max_length);
     const store: OnlineStoreOptions | null = t.online_store
@@ -154,7 +186,14 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
         }
       : null;
     train = new OnlineFeatures(target, tok, samples, aux, r.data.answer_extractor as never, store);
-    if (r.data.eval) evalSource = new OnlineFeatures(target, tok, await load(r.data.eval, r.data.format as DatasetFormat, t.eval_samples), aux, r.data.answer_extractor as never);
+    if (r.data.eval)
+      evalSource = new OnlineFeatures(
+        target,
+        tok,
+        await load(r.data.eval, r.data.format as DatasetFormat, t.eval_samples),
+        aux,
+        r.data.answer_extractor as never,
+      );
   }
   const draftConfig = draftConfigFor(targetConfig, aux, vocab.used.length, t.specexit);
   const vocabT = { used: vocab.used, t2d: vocab.t2d };
@@ -162,7 +201,10 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
   // Schedule.
   const microPerEpoch = Math.floor(Math.floor(train.size / worldSize) / t.batch_size);
   const stepsPerEpoch = Math.floor(microPerEpoch / t.accumulation_steps);
-  if (stepsPerEpoch < 1) throw new Error(`${r.file}: ${train.size} training samples make no full optimizer step of ${t.batch_size} x ${t.accumulation_steps} on ${worldSize} rank(s)`);
+  if (stepsPerEpoch < 1)
+    throw new Error(
+      `${r.file}: ${train.size} training samples make no full optimizer step of ${t.batch_size} x ${t.accumulation_steps} on ${worldSize} rank(s)`,
+    );
   const totalSteps = t.max_steps ?? stepsPerEpoch * t.num_epochs;
   const schedule = { lr: t.learning_rate, warmupSteps: Math.round(t.warmup_ratio * totalSteps), totalSteps };
 
@@ -176,7 +218,10 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
   if (job.resume === 'latest' && !resumeFrom) log(`no checkpoint in ${runDir} yet: starting fresh`);
   if (resumeFrom) {
     const saved = loadCheckpoint(resumeFrom, draftConfig);
-    if (saved.state.recipeKey !== key) throw new Error(`${resumeFrom}: written by a run with other model, data or training settings; resume it with its own recipe, or start a fresh run_id`);
+    if (saved.state.recipeKey !== key)
+      throw new Error(
+        `${resumeFrom}: written by a run with other model, data or training settings; resume it with its own recipe, or start a fresh run_id`,
+      );
     draft = new Eagle3Draft(draftConfig, saved.weights);
     const byVar = (m: Map<string, Float32Array>) => new Map([...draft.params].map(([n, v]) => [v.name, m.get(n)!]));
     opt.load({ step: saved.state.step, m: byVar(saved.moments.m), v: byVar(saved.moments.v) }, draft.variables());
@@ -265,7 +310,9 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
     if (worldSize > 1) ctx.collective.allReduceSum(shared);
     const T = Math.max(...shared.subarray(0, worldSize));
     // Each rank divides by its share of the global count, so that the mean over ranks is the global masked mean.
-    const divisors = t.specexit ? (Array.from(shared.subarray(worldSize), (n) => Math.max(n, 1) / worldSize) as [number, number, number]) : undefined;
+    const divisors = t.specexit
+      ? (Array.from(shared.subarray(worldSize), (n) => Math.max(n, 1) / worldSize) as [number, number, number])
+      : undefined;
     return { T, divisors };
   };
 
@@ -275,7 +322,13 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
    * normaliser and SpecExit divisors so that the chunks' results add up to the micro-batch's. `stats`
    * gathers [loss_i x L, correct_i x L, counted_i x L, signal losses x 3, tokens].
    */
-  const chunkGradients = (part: FeatureSample[], padTo: number, normaliser: number, divisors: [number, number, number] | undefined, stats: Float32Array) => {
+  const chunkGradients = (
+    part: FeatureSample[],
+    padTo: number,
+    normaliser: number,
+    divisors: [number, number, number] | undefined,
+    stats: Float32Array,
+  ) => {
     const batch = collateFeatures(part, head, aux.length * targetConfig.hiddenSize, targetConfig.hiddenSize, padTo);
     const teacher = prepareTeacher(batch, vocabT);
     const kept: tf.Scalar[] = [];
@@ -323,21 +376,43 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
   let micro = 0;
   const fault = injectedFault();
   while (state.step < totalSteps) {
-    for await (const samples of train.batches({ batchSize: t.batch_size, shuffle: true, seed: r.runtime.seed, epoch: state.epoch, rank, worldSize, startBatch: state.batchInEpoch, balance: true })) {
-      if (fault && fault.rank === rank && fault.step === state.step) throw new Error(`injected fault at step ${state.step} (SPECFORGE_INJECT_FAULT)`);
+    for await (const samples of train.batches({
+      batchSize: t.batch_size,
+      shuffle: true,
+      seed: r.runtime.seed,
+      epoch: state.epoch,
+      rank,
+      worldSize,
+      startBatch: state.batchInEpoch,
+      balance: true,
+    })) {
+      if (fault && fault.rank === rank && fault.step === state.step)
+        throw new Error(`injected fault at step ${state.step} (SPECFORGE_INJECT_FAULT)`);
       // Normalisers of the whole global batch: the TTT loss's B*T and the SpecExit losses' mask counts are
       // then those of a single rank holding the whole batch.
       const { T, divisors } = globalShape(samples);
       const stats = new Float32Array(3 * L + 4);
       stats[3 * L + 3] = samples.reduce((n, s) => n + s.inputIds.length, 0);
       let total = 0;
-      for (const chunk of planChunks(samples.map((s) => s.inputIds.length), t.chunk_tokens, T)) {
-        const part = chunkGradients(chunk.indices.map((i) => samples[i]), chunk.padTo, samples.length * T, divisors, stats);
+      for (const chunk of planChunks(
+        samples.map((s) => s.inputIds.length),
+        t.chunk_tokens,
+        T,
+      )) {
+        const part = chunkGradients(
+          chunk.indices.map((i) => samples[i]),
+          chunk.padTo,
+          samples.length * T,
+          divisors,
+          stats,
+        );
         total += part.total;
         accumulate(part.grads);
       }
       if (!Number.isFinite(total)) {
-        throw new Error(`step ${state.step}: the loss is ${total}; stopping (the last good checkpoint is ${lastCheckpoint ?? 'none'}). Lower training.learning_rate or check the data.`);
+        throw new Error(
+          `step ${state.step}: the loss is ${total}; stopping (the last good checkpoint is ${lastCheckpoint ?? 'none'}). Lower training.learning_rate or check the data.`,
+        );
       }
       // Metrics over the whole global batch: mean of the ranks' losses, summed accuracy and token counts.
       if (worldSize > 1) ctx.collective.allReduceSum(stats);
@@ -377,7 +452,12 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
       intSteps++;
 
       const accs = intCorrect.map((c, k) => (intCounted[k] ? c / intCounted[k] : 0));
-      ctx.progress(state.step, { total: totalSteps, loss: intLoss[0] / Math.max(intSteps, 1), acc0: accs[0], 'tok/s': Math.round(totalTokens / ((Date.now() - t0) / 1000)) });
+      ctx.progress(state.step, {
+        total: totalSteps,
+        loss: intLoss[0] / Math.max(intSteps, 1),
+        acc0: accs[0],
+        'tok/s': Math.round(totalTokens / ((Date.now() - t0) / 1000)),
+      });
       if (state.step % t.log_interval === 0 || state.step === totalSteps) {
         const secs = (Date.now() - intStart) / 1000;
         writeMetrics({
@@ -404,7 +484,9 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
         lastEval = await evaluate();
         if (lastEval) {
           writeMetrics({ split: 'eval', step: state.step, epoch: state.epoch, ...lastEval });
-          log(`eval @ step ${state.step}: acc ${lastEval.acc.map((a) => a.toFixed(3)).join(' ')}; simulated acceptance length ${lastEval.tau.toFixed(3)}`);
+          log(
+            `eval @ step ${state.step}: acc ${lastEval.acc.map((a) => a.toFixed(3)).join(' ')}; simulated acceptance length ${lastEval.tau.toFixed(3)}`,
+          );
         }
       }
       if (state.step % t.save_interval === 0 || state.step === totalSteps) {

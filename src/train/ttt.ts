@@ -82,7 +82,14 @@ export interface TttOptions {
  * at step 0), RoPE position t+i, attends causally to step 0's keys and diagonally to each later step's
  * key at the same position; loss_i = -(1/(B*T)) sum pmask_i * sum_v p_i log q_i.
  */
-export function tttForward(draft: Eagle3Draft, embedTable: tf.Tensor2D, aux: tf.Tensor3D, teacher: Teacher, tttLength: number, opts: TttOptions = {}): TttOutput {
+export function tttForward(
+  draft: Eagle3Draft,
+  embedTable: tf.Tensor2D,
+  aux: tf.Tensor3D,
+  teacher: Teacher,
+  tttLength: number,
+  opts: TttOptions = {},
+): TttOutput {
   const { stepWeight = 0.8, keepLogits = false } = opts;
   const B = teacher.ids.length;
   const T = teacher.ids[0].length;
@@ -107,7 +114,12 @@ export function tttForward(draft: Eagle3Draft, embedTable: tf.Tensor2D, aux: tf.
       const out = draft.finishLayer(hidden, tttAttention(q, kvs, causal));
       const logits = draft.logits(out);
       // Teacher rows t+i, padded past the end with the uniform distribution (masked there anyway).
-      const p = i === 0 ? teacher.probs : i >= T ? tf.fill([B, T, Vd], 1 / Vd) : tf.concat([teacher.probs.slice([0, i, 0], [B, T - i, Vd]), tf.fill([B, i, Vd], 1 / Vd)], 1);
+      const p =
+        i === 0
+          ? teacher.probs
+          : i >= T
+            ? tf.fill([B, T, Vd], 1 / Vd)
+            : tf.concat([teacher.probs.slice([0, i, 0], [B, T - i, Vd]), tf.fill([B, i, Vd], 1 / Vd)], 1);
       const pmask = tf.tensor2d(shiftLeft(teacher.positionMask, i).flat(), [B, T]).reshape([B, T, 1]);
       const loss = tf.div(tf.neg(tf.sum(tf.mul(pmask, tf.mul(p, tf.logSoftmax(logits))))), normaliser) as tf.Scalar;
       stepLosses.push(tf.keep(loss));

@@ -27,12 +27,17 @@ function duration(s: number): string {
  * @param unit  name of a unit, for the rate ("step/s")
  * @param start units already done (a resumed run), excluded from the rate
  */
-export function progress(label: string, total: number, unit: string, opts: { start?: number; everySeconds?: number; stream?: NodeJS.WriteStream } = {}): Progress {
+export function progress(
+  label: string,
+  total: number,
+  unit: string,
+  opts: { start?: number; everySeconds?: number; stream?: NodeJS.WriteStream } = {},
+): Progress {
   const stream = opts.stream ?? process.stderr;
   const start = opts.start ?? 0;
   const t0 = Date.now();
   // No rate (and so no ETA) until a second has passed: the first units may include start-up.
-  const rate = (done: number) => ((Date.now() - t0) < 1000 ? NaN : (done - start) / ((Date.now() - t0) / 1000));
+  const rate = (done: number) => (Date.now() - t0 < 1000 ? NaN : (done - start) / ((Date.now() - t0) / 1000));
   if (stream.isTTY) {
     const bar = new cliProgress.SingleBar(
       { format: `${label} [{bar}] {value}/{total} | {rate} ${unit}/s | ETA {eta_h} | {fields}`, stream, hideCursor: true, etaBuffer: 50 },
@@ -52,7 +57,9 @@ export function progress(label: string, total: number, unit: string, opts: { sta
   let lastDone = start;
   const line = (done: number, fields: Record<string, string | number>) => {
     const r = rate(done);
-    stream.write(`${label} ${done}/${total} (${((100 * done) / total).toFixed(1)}%)  ${Number.isNaN(r) ? '?' : r.toPrecision(3)} ${unit}/s  ETA ${duration((total - done) / r)}  ${format(fields)}\n`);
+    stream.write(
+      `${label} ${done}/${total} (${((100 * done) / total).toFixed(1)}%)  ${Number.isNaN(r) ? '?' : r.toPrecision(3)} ${unit}/s  ETA ${duration((total - done) / r)}  ${format(fields)}\n`,
+    );
   };
   let lastFields: Record<string, string | number> = {};
   return {

@@ -12,5 +12,8 @@ export async function runRank(ctx: RankContext): Promise<unknown> {
   const data = Float32Array.from({ length: p.n }, (_, i) => Math.sin(i * 0.37 + rank) * 10 ** ((i % 7) - 3));
   for (let round = 0; round < (p.mode === 'fail' ? 1000 : 3); round++) ctx.collective.allReduceSum(data);
   ctx.progress(1, { rank });
-  return Array.from(data.subarray(0, 8)).concat(data.length, Array.from(data).reduce((a, b) => a + b, 0));
+  return Array.from(data.subarray(0, 8)).concat(
+    data.length,
+    Array.from(data).reduce((a, b) => a + b, 0),
+  );
 }

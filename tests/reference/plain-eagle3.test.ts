@@ -4,12 +4,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 import { readSafetensorsPlain } from './plain-target.ts';
-import {
-  finiteDifference,
-  plainEagle3Forward,
-  type PlainEagle3Config,
-  type PlainEagle3Inputs,
-} from './plain-eagle3.ts';
+import { finiteDifference, plainEagle3Forward, type PlainEagle3Config, type PlainEagle3Inputs } from './plain-eagle3.ts';
 
 function fixturePath(file: string): string {
   return fileURLToPath(new URL(`../fixtures/golden/${file}`, import.meta.url));
@@ -113,12 +108,7 @@ test('plainEagle3Forward matches the golden EAGLE-3 TTT losses and accuracies', 
 
 test('finiteDifference of the reference matches the golden gradients', (t) => {
   const { cfg, inputs, weights, grads } = load();
-  const names = [
-    'fc.weight',
-    'midlayer.self_attn.q_proj.weight',
-    'lm_head.weight',
-    'midlayer.hidden_norm.weight',
-  ];
+  const names = ['fc.weight', 'midlayer.self_attn.q_proj.weight', 'lm_head.weight', 'midlayer.hidden_norm.weight'];
   let maxRel = 0;
   for (const name of names) {
     const g = grads.get(name);
@@ -133,10 +123,7 @@ test('finiteDifference of the reference matches the golden gradients', (t) => {
       const expected = g[index]!;
       const err = Math.abs(fd - expected);
       maxRel = Math.max(maxRel, err / Math.max(Math.abs(expected), 1e-12));
-      assert.ok(
-        err <= 1e-4 * Math.abs(expected) + 1e-6,
-        `${name}[${index}]: finite difference ${fd} vs golden ${expected}`,
-      );
+      assert.ok(err <= 1e-4 * Math.abs(expected) + 1e-6, `${name}[${index}]: finite difference ${fd} vs golden ${expected}`);
     }
   }
   t.diagnostic(`max relative gradient error ${maxRel.toExponential(2)}`);

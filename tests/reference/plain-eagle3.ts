@@ -117,13 +117,7 @@ function shiftLeft(rows: number[][]): number[][] {
  * position positions[r]. For i < headDim/2 the pair (x[i], x[i + headDim/2]) is rotated by
  * angle = position * theta^(-2i/headDim).
  */
-function applyRope(
-  x: Float64Array,
-  positions: number[],
-  numHeads: number,
-  headDim: number,
-  theta: number,
-): void {
+function applyRope(x: Float64Array, positions: number[], numHeads: number, headDim: number, theta: number): void {
   const half = headDim / 2;
   for (let r = 0; r < positions.length; r++) {
     const pos = positions[r]!;
@@ -393,11 +387,7 @@ function forward(cfg: PlainEagle3Config, w: Map<string, WeightArray>, x: PlainEa
  * One EAGLE-3 TTT forward. `w` holds the draft weights under their SGLang names (without any
  * prefix): fc.weight, midlayer.*, norm.weight, lm_head.weight. The embedding comes from `x.embed`.
  */
-export function plainEagle3Forward(
-  cfg: PlainEagle3Config,
-  w: Map<string, Float32Array>,
-  x: PlainEagle3Inputs,
-): PlainEagle3Result {
+export function plainEagle3Forward(cfg: PlainEagle3Config, w: Map<string, Float32Array>, x: PlainEagle3Inputs): PlainEagle3Result {
   return forward(cfg, w, x);
 }
 

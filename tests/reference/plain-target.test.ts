@@ -11,10 +11,7 @@ function fixturePath(arch: string, file: string): string {
   return fileURLToPath(new URL(`../fixtures/golden/targets/${arch}/${file}`, import.meta.url));
 }
 
-function floatTensor(
-  map: ReturnType<typeof readSafetensorsPlain>,
-  name: string,
-): { data: Float32Array; shape: number[] } {
+function floatTensor(map: ReturnType<typeof readSafetensorsPlain>, name: string): { data: Float32Array; shape: number[] } {
   const t = map.get(name);
   assert.ok(t, `missing tensor ${name}`);
   assert.ok(t.data instanceof Float32Array, `${name} is ${t.dtype}, expected a float tensor`);

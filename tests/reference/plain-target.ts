@@ -136,11 +136,7 @@ function toFloat32(x: Float64Array): Float32Array {
 
 const SUPPORTED = ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'Qwen3ForCausalLM', 'MiniCPMForCausalLM'];
 
-export function plainForward(
-  config: Record<string, any>,
-  weights: Map<string, PlainTensor>,
-  ids: number[],
-): PlainForwardResult {
+export function plainForward(config: Record<string, any>, weights: Map<string, PlainTensor>, ids: number[]): PlainForwardResult {
   const arch: string = config.architectures?.[0];
   if (!SUPPORTED.includes(arch)) throw new Error(`plainForward: unsupported architecture ${arch}`);
   const isQwen2 = arch === 'Qwen2ForCausalLM';
