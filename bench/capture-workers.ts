@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { initBackend } from '../src/backend/backend.ts';
+import { type BackendName, initBackend } from '../src/backend/backend.ts';
 import { runCapture } from '../src/capture/run.ts';
 import { loadRecipe } from '../src/recipe/recipe.ts';
 import { readManifest } from '../src/store/manifest.ts';
@@ -17,7 +17,7 @@ const samples = Number(arg('samples', '1024'));
 const workers = arg('workers', '1,2').split(',').map(Number);
 const runs = Number(arg('runs', '1'));
 const target = arg('target', TINY_TARGET_DIR);
-const backend = await initBackend(arg('backend', 'auto') as never);
+const backend = await initBackend(arg('backend', 'auto') as BackendName);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 console.log(`target ${target}, ${samples} reasoning conversations, batch 16, shards of 128, float16, backend ${backend}`);

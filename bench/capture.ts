@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { initBackend } from '../src/backend/backend.ts';
+import { type BackendName, initBackend } from '../src/backend/backend.ts';
 import { captureSplit } from '../src/capture/capture.ts';
 import { loadTokenizer } from '../src/io/tokenizer.ts';
 import { ArrowStore } from '../src/store/reader.ts';
@@ -15,7 +15,7 @@ const arg = (name: string, dflt: string) =>
   process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1] : dflt;
 const samples = Number(arg('samples', '256'));
 const runs = Number(arg('runs', '3'));
-const backend = await initBackend(arg('backend', 'auto') as never);
+const backend = await initBackend(arg('backend', 'auto') as BackendName);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 const tok = loadTokenizer(TINY_TARGET_DIR);

@@ -54,7 +54,7 @@ const ref = new Eagle3Drafter(loaded.draft, target.embeddings(), loaded.used);
 const onnx = { f32: new OnnxDrafter(dirs.f32), int8: new OnnxDrafter(dirs.int8) };
 const tok = loadTokenizer(r.model.target);
 const prompts = tokenizePrompts(
-  await readRecipePrompts(r.data.eval!, { format: r.data.format as never, skipInvalid: r.data.skip_invalid, limit }),
+  await readRecipePrompts(r.data.eval!, { format: r.data.format, skipInvalid: r.data.skip_invalid, limit }),
   tok,
   r.data.template as TemplateName,
 );

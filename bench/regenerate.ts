@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { initBackend } from '../src/backend/backend.ts';
+import { type BackendName, initBackend } from '../src/backend/backend.ts';
 import { regenerate } from '../src/capture/regenerate.ts';
 import { loadTokenizer } from '../src/io/tokenizer.ts';
 import { TfjsTarget } from '../src/target/tfjs-target.ts';
@@ -15,7 +15,7 @@ const arg = (name: string, dflt: string) =>
 const samples = Number(arg('samples', '64'));
 const batches = arg('batch', '1,16,32').split(',').map(Number);
 const target = arg('target', TINY_TARGET_DIR);
-const backend = await initBackend(arg('backend', 'auto') as never);
+const backend = await initBackend(arg('backend', 'auto') as BackendName);
 const tok = loadTokenizer(target);
 const model = TfjsTarget.load(target);
 

@@ -58,7 +58,7 @@ if (process.argv.includes('--child')) {
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-train-'));
 const r = loadRecipe(recipe, overridesFor(work));
-await initBackend(r.runtime.backend as never);
+await initBackend(r.runtime.backend);
 await runCapture({ ...r, data: { ...r.data, eval: null } }, () => {});
 
 const rates = new Map<number, number[]>();

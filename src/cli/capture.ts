@@ -27,7 +27,7 @@ export const captureCommand: CommandModule<object, Args> = {
       'data.regenerate': args.regenerate || undefined,
       'parallel.workers': args.workers,
     });
-    await initBackend(r.runtime.backend as never, console.log);
+    await initBackend(r.runtime.backend, console.log);
     await runCapture(r, console.log);
   },
 };

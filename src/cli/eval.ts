@@ -70,7 +70,7 @@ export const evalCommand: CommandModule<object, Args> = {
       'eval.limit': args.limit,
       'eval.specexit': args.specexit,
     });
-    await initBackend(r.runtime.backend as never, console.log);
+    await initBackend(r.runtime.backend, console.log);
     await runEval(r, { checkpoint: args.checkpoint, draftOnnx: args['draft-onnx'], input: args.input, out: args.out, log: console.log });
   },
 };

@@ -7,7 +7,10 @@ import { checkValue, type FieldSpec } from './fields.ts';
 import { RECIPE_SPEC } from './schema.ts';
 
 type Spec = typeof RECIPE_SPEC;
-type ValueOf<F> = F extends { type: 'integer[]' | 'number[]' }
+// Enum fields are typed as their literal values, so callers need no casts.
+type ValueOf<F> = F extends { type: 'enum'; values: readonly (infer V)[] }
+  ? V
+  : F extends { type: 'integer[]' | 'number[]' }
   ? number[]
   : F extends { type: 'path[]' }
     ? string[]
