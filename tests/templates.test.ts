@@ -7,12 +7,13 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { Tokenizer, loadTokenizer } from '../src/io/tokenizer.ts';
-import { type Message, renderChatML } from '../src/data/chat.ts';
+import type { Message } from '../src/data/chat.ts';
 import {
   QWEN25_DEFAULT_SYSTEM,
   TemplateError,
   type TemplateName,
   endOfTurnIds,
+  renderChatML,
   renderConversation,
   tokenizeConversation,
 } from '../src/data/templates.ts';

@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/backend.ts';
 import { parseModelConfig } from '../src/io/hf-config.ts';
 import { TfjsTarget } from '../src/target/tfjs-target.ts';
-import { collate, lengthBucketedBatches, lmLoss, shardBatch } from '../src/train/lm.ts';
+import { collate, lengthBucketedBatches, lmLoss, shardBatch } from '../src/tiny/lm.ts';
 import { AdamW, clipByGlobalNorm, learningRate } from '../src/train/optimizer.ts';
 import { Rng } from '../src/util/random.ts';
 import { mapSource, randomWeights } from './helpers.ts';

@@ -258,3 +258,13 @@ export function endOfTurnIds(tok: Tokenizer, template: TemplateName): number[] {
   if (template !== 'tokenizer') requireSpecials(tok, template, tokens);
   return tokens.map((t) => tok.requireId(t));
 }
+
+/**
+ * ChatML (`<|im_start|>role\n content <|im_end|>\n`), the format of Qwen and of the shipped tiny target:
+ * the same as tokenizeConversation(messages, tok, { template: 'chatml' }) (no default system message).
+ * Runs of equal mask are encoded separately, so a mask boundary never falls inside a token.
+ */
+export function renderChatML(messages: Message[], tok: Tokenizer, opts: { addGenerationPrompt?: boolean } = {}): Tokenized {
+  const { ids, lossMask } = tokenizeConversation(messages, tok, { template: 'chatml', addGenerationPrompt: opts.addGenerationPrompt });
+  return { ids, lossMask };
+}

@@ -11,14 +11,14 @@ type Spec = typeof RECIPE_SPEC;
 type ValueOf<F> = F extends { type: 'enum'; values: readonly (infer V)[] }
   ? V
   : F extends { type: 'integer[]' | 'number[]' }
-  ? number[]
-  : F extends { type: 'path[]' }
-    ? string[]
-    : F extends { type: 'boolean' }
-      ? boolean
-      : F extends { type: 'number' | 'integer' }
-        ? number
-        : string;
+    ? number[]
+    : F extends { type: 'path[]' }
+      ? string[]
+      : F extends { type: 'boolean' }
+        ? boolean
+        : F extends { type: 'number' | 'integer' }
+          ? number
+          : string;
 type FieldValue<F> = F extends { nullable: true } ? ValueOf<F> | null : ValueOf<F>;
 export type Recipe = { [S in keyof Spec]: { [K in keyof Spec[S]]: FieldValue<Spec[S][K]> } } & { file: string };
 

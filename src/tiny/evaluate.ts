@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { BACKENDS, type BackendName, initBackend } from '../backend/backend.ts';
-import { renderChatML } from '../data/chat.ts';
+import { renderChatML } from '../data/templates.ts';
 import { readAllConversations } from '../data/datasets.ts';
 import { writeAtomic } from '../io/safetensors.ts';
 import { type Tokenizer, loadTokenizer } from '../io/tokenizer.ts';
