@@ -1,5 +1,5 @@
 // A small declarative schema for recipe files: each field's type, default and one-line doc. The same
-// table validates recipes (errors name file:line and the field) and generates the README reference.
+// table validates recipes (errors name file:line and the field) and generates the reference in docs/recipes.md.
 
 export type FieldType = 'string' | 'path' | 'number' | 'integer' | 'boolean' | 'enum' | 'integer[]' | 'number[]' | 'path[]';
 

@@ -1,4 +1,4 @@
-// Prints the recipe reference table that the README carries (npm run recipe:reference).
+// Prints the recipe reference table that docs/recipes.md carries (npm run recipe:reference).
 import { recipeReference } from './recipe.ts';
 
 console.log(recipeReference());

@@ -96,7 +96,7 @@ export function loadRecipe(file: string, overrides: Record<string, unknown> = {}
   return { ...out, file: path.resolve(file) } as unknown as Recipe;
 }
 
-/** The recipe reference as a Markdown table (the README's "Recipe reference" is this output). */
+/** The recipe reference as a Markdown table (docs/recipes.md carries this output; a test keeps it in sync). */
 export function recipeReference(): string {
   const rows = ['| field | type | default | meaning |', '|---|---|---|---|'];
   for (const [section, spec] of Object.entries(RECIPE_SPEC as Record<string, Record<string, FieldSpec>>)) {

@@ -1,5 +1,5 @@
 // The recipe: YAML with sections close to SpecForge's configuration, so its users feel at home.
-// Each issue that adds a stage adds its section here; the README's recipe reference is generated from it.
+// Each issue that adds a stage adds its section here; the recipe reference in docs/recipes.md is generated from it.
 import type { RecipeSpec } from './fields.ts';
 
 export const RECIPE_SPEC = {
