@@ -16,15 +16,15 @@ import {
   parseTreeShape,
   type SpecOptions,
   speculativeDecode,
-  tokenDistribution,
 } from '../src/decode/speculative.ts';
 import { draftConfigFor } from '../src/draft/config.ts';
 import { Eagle3Draft } from '../src/draft/eagle3.ts';
 import { type ModelConfig, parseModelConfig } from '../src/io/hf-config.ts';
-import { generate, pickToken } from '../src/target/generate.ts';
+import { generate } from '../src/target/generate.ts';
 import type { KVCache, TargetInput, TargetModel, TargetOutput } from '../src/target/runtime.ts';
 import { TfjsTarget } from '../src/target/tfjs-target.ts';
 import { Rng } from '../src/util/random.ts';
+import { pickToken, tokenDistribution } from '../src/util/sampling.ts';
 import { mapSource, maxAbsDiff, randomWeights } from './helpers.ts';
 
 const V = 40;

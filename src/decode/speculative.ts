@@ -38,6 +38,7 @@ import { DraftKVCache, type Eagle3Draft, draftDecode } from '../draft/eagle3.ts'
 import type { ExitPolicy, ExitSignals } from '../specexit/policy.ts';
 import type { TargetModel, TargetOutput } from '../target/runtime.ts';
 import type { Rng } from '../util/random.ts';
+import { argmax, sampleIndex, tokenDistribution } from '../util/sampling.ts';
 
 /** A drafter's next-token scores for one node: `logits[j]` belongs to target token `vocab[j]`. */
 export interface DraftLogits {
@@ -127,65 +128,6 @@ export function parseTreeShape(s: string): TreeShape {
   if (parts.length !== 3 || !nums.every((x) => Number.isInteger(x) && x >= 1))
     throw new Error(`tree "${s}": expected "topk,depth,tokens", three positive integers (e.g. "8,5,48")`);
   return { topk: nums[0], depth: nums[1], tokens: nums[2] };
-}
-
-// ----------------------------------------------------------------------------------------------------
-// Distributions
-
-/**
- * The distribution pickToken samples from: softmax(logits / temperature), cut to the smallest set of most
- * likely tokens whose mass reaches topP (ties by index), renormalised. Float64, same length as logits.
- */
-export function tokenDistribution(logits: ArrayLike<number>, temperature: number, topP = 1): Float64Array {
-  const n = logits.length;
-  let max = -Infinity;
-  for (let i = 0; i < n; i++) if (logits[i] > max) max = logits[i];
-  const p = new Float64Array(n);
-  let sum = 0;
-  for (let i = 0; i < n; i++) sum += p[i] = Math.exp((logits[i] - max) / temperature);
-  if (topP < 1) {
-    const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => p[b] - p[a] || a - b);
-    let acc = 0;
-    let keep = n;
-    for (let k = 0; k < n; k++) {
-      acc += p[order[k]] / sum;
-      if (acc >= topP) {
-        keep = k + 1;
-        break;
-      }
-    }
-    sum = 0;
-    for (let k = 0; k < n; k++) {
-      if (k < keep) sum += p[order[k]];
-      else p[order[k]] = 0;
-    }
-  }
-  for (let i = 0; i < n; i++) p[i] /= sum;
-  return p;
-}
-
-/** Draws an index from an unnormalised non-negative distribution. */
-export function sampleIndex(p: ArrayLike<number>, rng: Rng): number {
-  let sum = 0;
-  let last = -1;
-  for (let i = 0; i < p.length; i++) {
-    sum += p[i];
-    if (p[i] > 0) last = i;
-  }
-  if (!(sum > 0)) throw new Error('sampling from an empty distribution');
-  let u = rng.next() * sum;
-  for (let i = 0; i < p.length; i++) {
-    if (p[i] <= 0) continue;
-    u -= p[i];
-    if (u < 0) return i;
-  }
-  return last;
-}
-
-function argmax(x: ArrayLike<number>): number {
-  let best = 0;
-  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
-  return best;
 }
 
 /** The k best columns (ties by index) with their log-probabilities under softmax(logits). */
