@@ -21,7 +21,10 @@ import type { Tokenizer } from '../io/tokenizer.ts';
 import { type EvalPrompt, type TokenizedPrompt, readPromptFile, readRecipePrompts, tokenizePrompts } from './prompts.ts';
 import { type EvalReport, type PromptRecord, acceptanceSvg, buildReport, reportTable } from './report.ts';
 import { OnnxDrafter } from './onnx-drafter.ts';
-import { type Drafter, Eagle3Drafter, type SpecOptions, type TreeShape, parseTreeShape, speculativeDecode } from './speculative.ts';
+import type { Drafter } from './drafter.ts';
+import { type SpecOptions, speculativeDecode } from './speculative.ts';
+import { Eagle3Drafter } from './tfjs-drafter.ts';
+import { type TreeShape, parseTreeShape } from './tree.ts';
 
 export interface EvalJobOptions {
   /** A draft checkpoint folder (default: the newest step-* of the recipe's run). */

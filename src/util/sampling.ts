@@ -89,3 +89,10 @@ export function sampleIndex(p: ArrayLike<number>, rng: Rng): number {
   }
   return last;
 }
+
+/** Sampling settings of a decode (temperature > 0); greedy decoding has none. */
+export interface Sampling {
+  temperature: number;
+  topP: number;
+  rng: Rng;
+}
