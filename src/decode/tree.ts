@@ -29,7 +29,7 @@ export interface DraftTree {
   /** Parent node index, -1 for the root. */
   parents: number[];
   depths: number[];
-  /** Chain sampling: the proposal distribution each token was drawn from (over `qVocab[i]`) and its column. */
+  /** Chain sampling: the proposal distribution each token was drawn from (over `vocab`) and its column. */
   q?: { vocab: ArrayLike<number>; p: Float64Array; col: number }[];
   /** A chain (parents i-1): verified with the causal mask and truncate. */
   chain: boolean;

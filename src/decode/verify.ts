@@ -20,6 +20,7 @@ export interface Verdict {
   bonus: number;
 }
 
+/** Greedy: from the root, follow the child equal to the target's argmax while there is one. */
 function verifyGreedy(tree: DraftTree, targetArgmax: ArrayLike<number>): Verdict {
   const children = childrenOf(tree);
   const path: number[] = [];
