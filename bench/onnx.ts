@@ -13,7 +13,7 @@ import type { TemplateName } from '../src/data/templates.ts';
 import { OnnxDrafter } from '../src/decode/onnx-drafter.ts';
 import { readRecipePrompts, tokenizePrompts } from '../src/decode/prompts.ts';
 import { runEval } from '../src/decode/run.ts';
-import { Eagle3Drafter } from '../src/decode/speculative.ts';
+import { Eagle3Drafter } from '../src/decode/tfjs-drafter.ts';
 import { loadDraftCheckpoint } from '../src/draft/load.ts';
 import { exportDraftOnnx } from '../src/export/onnx.ts';
 import { loadTokenizer } from '../src/io/tokenizer.ts';

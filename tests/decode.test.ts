@@ -9,22 +9,18 @@ import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/backend.ts';
-import {
-  type DraftLogits,
-  type Drafter,
-  Eagle3Drafter,
-  parseTreeShape,
-  type SpecOptions,
-  speculativeDecode,
-  tokenDistribution,
-} from '../src/decode/speculative.ts';
+import type { DraftLogits, Drafter } from '../src/decode/drafter.ts';
+import { type SpecOptions, speculativeDecode } from '../src/decode/speculative.ts';
+import { Eagle3Drafter } from '../src/decode/tfjs-drafter.ts';
+import { parseTreeShape } from '../src/decode/tree.ts';
 import { draftConfigFor } from '../src/draft/config.ts';
 import { Eagle3Draft } from '../src/draft/eagle3.ts';
 import { type ModelConfig, parseModelConfig } from '../src/io/hf-config.ts';
-import { generate, pickToken } from '../src/target/generate.ts';
+import { generate } from '../src/target/generate.ts';
 import type { KVCache, TargetInput, TargetModel, TargetOutput } from '../src/target/runtime.ts';
 import { TfjsTarget } from '../src/target/tfjs-target.ts';
 import { Rng } from '../src/util/random.ts';
+import { pickToken, tokenDistribution } from '../src/util/sampling.ts';
 import { mapSource, maxAbsDiff, randomWeights } from './helpers.ts';
 
 const V = 40;

@@ -4,9 +4,10 @@ import { before, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/backend.ts';
 import { parseModelConfig } from '../src/io/hf-config.ts';
-import { generate, pickToken } from '../src/target/generate.ts';
+import { generate } from '../src/target/generate.ts';
 import { TfjsTarget } from '../src/target/tfjs-target.ts';
 import { Rng } from '../src/util/random.ts';
+import { pickToken } from '../src/util/sampling.ts';
 import { mapSource, randomWeights } from './helpers.ts';
 
 before(async () => {

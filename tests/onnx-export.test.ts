@@ -17,7 +17,7 @@ import { after, before, describe, test } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/backend.ts';
-import { Eagle3Drafter } from '../src/decode/speculative.ts';
+import { Eagle3Drafter } from '../src/decode/tfjs-drafter.ts';
 import { type DraftConfig, draftConfigFor } from '../src/draft/config.ts';
 import { DraftKVCache, Eagle3Draft, draftDecode } from '../src/draft/eagle3.ts';
 import { exportDraftOnnx } from '../src/export/onnx.ts';

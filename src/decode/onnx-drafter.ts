@@ -13,7 +13,7 @@ import { MessageChannel, type MessagePort, Worker, receiveMessageOnPort } from '
 import type * as tf from '@tensorflow/tfjs';
 import type { OnnxDraftInfo } from '../export/onnx.ts';
 import type { ExitSignals } from '../specexit/policy.ts';
-import type { DraftLogits, Drafter } from './speculative.ts';
+import type { DraftLogits, Drafter } from './drafter.ts';
 
 type FeedTensor = { type: 'float32' | 'int64'; data: Float32Array | BigInt64Array; dims: number[] };
 type Outputs = Record<string, { type: string; data: Float32Array | BigInt64Array; dims: number[] }>;

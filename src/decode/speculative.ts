@@ -1,5 +1,7 @@
 // EAGLE-3 speculative decoding of one prompt with the target in the loop (batch 1, as serving benchmarks
-// report it).
+// report it): the decode loop. Draft trees are tree.ts, the acceptance rules verify.ts, the drafters
+// drafter.ts (interface), tfjs-drafter.ts and onnx-drafter.ts, SpecExit's per-pass step
+// specexit/decode-step.ts, token sampling util/sampling.ts.
 //
 // Sequence bookkeeping. Let x[0..N) be the committed tokens (prompt, then output). The target's KV cache
 // holds x[0..N-1); the last committed token x[N-1] ("pending") enters the cache with the next verify pass.
@@ -8,24 +10,13 @@
 //
 //   prefill   target forward over the prompt (cache, the drafter's feature layers); x[n] = the target's own
 //             token (greedy or sampled); drafter context over positions 0..n-1 with ids x[1..n].
-//   draft     chain: k steps, each token from the previous step's distribution (argmax, or sampled);
-//             tree (EAGLE-2 dynamic tree, {topk, depth, tokens}): the top-k children of the top-k nodes of
-//             each depth by cumulative draft log-probability, then the `tokens` best nodes overall.
+//   draft     a chain of k tokens or an EAGLE-2 dynamic tree (tree.ts).
 //   verify    one target forward over [x[N-1], drafts...] with the cache (tree: treeMask = ancestors, and
 //             positionIds = N-1 + depth). The accepted path is followed from the root while the target
-//             agrees; the target's own token at the first disagreement (or after the last node) is the
-//             bonus. The target cache keeps the accepted slots (truncate for a chain, select for a tree);
-//             the drafter drops its draft entries and gets context entries for the newly committed
+//             agrees (verify.ts); the target's own token at the first disagreement (or after the last node)
+//             is the bonus. The target cache keeps the accepted slots (truncate for a chain, select for a
+//             tree); the drafter drops its draft entries and gets context entries for the newly committed
 //             positions from the features the verify pass produced at those rows.
-//
-// Acceptance. Temperature 0: a draft token is accepted when it equals the target's argmax, so the output
-// is the target's greedy output token for token. Temperature > 0 (optional top-p, applied to both target
-// and draft as pickToken does): a chain uses speculative sampling (accept x with prob min(1, p(x)/q(x)),
-// else resample from normalize(max(0, p - q)); the bonus after a fully accepted chain from p). A tree's
-// children are deterministic (the draft's top-k), so each is a point-mass proposal: at a node the
-// children are tried in order of score, child c accepted with probability p'(c) where p' is the target
-// distribution with the children rejected so far removed and renormalised; when all are rejected the
-// bonus is drawn from that residual. Both rules leave the output distributed exactly as target sampling.
 //
 // Bookkeeping (SpecResult): the first token comes from prefill and counts in no verify pass. Each verify
 // pass adds its accepted drafts plus one target token, cut at a stop token or at maxNewTokens.
@@ -34,46 +25,13 @@
 // the number of draft tokens the target accepted in pass j, before any cut. Per draft position i (depth
 // i+1): drafted[i] = passes that proposed a token there, accepted[i] = passes whose accepted path reached it.
 import * as tf from '@tensorflow/tfjs';
-import { DraftKVCache, type Eagle3Draft, draftDecode } from '../draft/eagle3.ts';
-import type { ExitPolicy, ExitSignals } from '../specexit/policy.ts';
+import { type SpecExit, specExitStep } from '../specexit/decode-step.ts';
 import type { TargetModel, TargetOutput } from '../target/runtime.ts';
 import type { Rng } from '../util/random.ts';
-
-/** A drafter's next-token scores for one node: `logits[j]` belongs to target token `vocab[j]`. */
-export interface DraftLogits {
-  vocab: ArrayLike<number>;
-  logits: Float32Array;
-}
-
-/**
- * What the decoder needs of a draft model. A node of the draft tree is the path of draft tokens after the
- * last committed token ([] is the root). The EAGLE-3 drafter implements it; tests inject scripted ones.
- */
-export interface Drafter {
-  /** Target decoder layers whose outputs (concatenated in this order) the drafter reads; [] for none. */
-  readonly featureLayers: readonly number[];
-  /** Forget everything (a new prompt, or the end of one): the next call is extend() with the prompt. */
-  reset(): void;
-  /**
-   * Appends committed context: the next positions get the target's features [1, n, F] at them (null when
-   * featureLayers is empty) and `nextIds`, the committed token after each. Everything drafted since the
-   * previous extend is dropped. The root's distribution is the one after the last of these positions.
-   */
-  extend(nextIds: number[], features: tf.Tensor3D | null): void;
-  /**
-   * Next-token scores of these nodes (in one batched draft forward where possible). A node other than the
-   * root can be expanded once its parent has been.
-   */
-  expand(paths: number[][]): DraftLogits[];
-  dispose(): void;
-}
-
-/** EAGLE-2 dynamic tree: top-k children per expanded node, `depth` draft levels, `tokens` nodes kept (root excluded). */
-export interface TreeShape {
-  topk: number;
-  depth: number;
-  tokens: number;
-}
+import { argmax, type Sampling, sampleIndex, tokenDistribution } from '../util/sampling.ts';
+import type { Drafter } from './drafter.ts';
+import { chainTree, dynamicTree, type TreeShape, treeMask } from './tree.ts';
+import { verifyDraft } from './verify.ts';
 
 export interface SpecOptions {
   maxNewTokens: number;
@@ -90,9 +48,9 @@ export interface SpecOptions {
   /**
    * SpecExit: after each verify pass, the signals of the accepted draft tokens (from the target features
    * at their positions) go to the exit policy; on an exit the accepted tokens are cut after the step split
-   * and </think> replaces the bonus token.
+   * and </think> replaces the bonus token (specexit/decode-step.ts).
    */
-  exit?: { policy: ExitPolicy; signals: (features: tf.Tensor3D) => ExitSignals[] };
+  exit?: SpecExit;
 }
 
 export interface SpecResult {
@@ -120,263 +78,6 @@ export interface SpecResult {
   verifySeconds: number;
 }
 
-/** Parses "topk,depth,tokens". */
-export function parseTreeShape(s: string): TreeShape {
-  const parts = s.split(',').map((x) => x.trim());
-  const nums = parts.map(Number);
-  if (parts.length !== 3 || !nums.every((x) => Number.isInteger(x) && x >= 1))
-    throw new Error(`tree "${s}": expected "topk,depth,tokens", three positive integers (e.g. "8,5,48")`);
-  return { topk: nums[0], depth: nums[1], tokens: nums[2] };
-}
-
-// ----------------------------------------------------------------------------------------------------
-// Distributions
-
-/**
- * The distribution pickToken samples from: softmax(logits / temperature), cut to the smallest set of most
- * likely tokens whose mass reaches topP (ties by index), renormalised. Float64, same length as logits.
- */
-export function tokenDistribution(logits: ArrayLike<number>, temperature: number, topP = 1): Float64Array {
-  const n = logits.length;
-  let max = -Infinity;
-  for (let i = 0; i < n; i++) if (logits[i] > max) max = logits[i];
-  const p = new Float64Array(n);
-  let sum = 0;
-  for (let i = 0; i < n; i++) sum += p[i] = Math.exp((logits[i] - max) / temperature);
-  if (topP < 1) {
-    const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => p[b] - p[a] || a - b);
-    let acc = 0;
-    let keep = n;
-    for (let k = 0; k < n; k++) {
-      acc += p[order[k]] / sum;
-      if (acc >= topP) {
-        keep = k + 1;
-        break;
-      }
-    }
-    sum = 0;
-    for (let k = 0; k < n; k++) {
-      if (k < keep) sum += p[order[k]];
-      else p[order[k]] = 0;
-    }
-  }
-  for (let i = 0; i < n; i++) p[i] /= sum;
-  return p;
-}
-
-/** Draws an index from an unnormalised non-negative distribution. */
-export function sampleIndex(p: ArrayLike<number>, rng: Rng): number {
-  let sum = 0;
-  let last = -1;
-  for (let i = 0; i < p.length; i++) {
-    sum += p[i];
-    if (p[i] > 0) last = i;
-  }
-  if (!(sum > 0)) throw new Error('sampling from an empty distribution');
-  let u = rng.next() * sum;
-  for (let i = 0; i < p.length; i++) {
-    if (p[i] <= 0) continue;
-    u -= p[i];
-    if (u < 0) return i;
-  }
-  return last;
-}
-
-function argmax(x: ArrayLike<number>): number {
-  let best = 0;
-  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
-  return best;
-}
-
-/** The k best columns (ties by index) with their log-probabilities under softmax(logits). */
-function topChildren(d: DraftLogits, k: number): { token: number; logp: number }[] {
-  const { logits, vocab } = d;
-  let max = -Infinity;
-  for (const x of logits) if (x > max) max = x;
-  let s = 0;
-  for (const x of logits) s += Math.exp(x - max);
-  const lse = max + Math.log(s);
-  const best: number[] = [];
-  for (let j = 0; j < logits.length; j++) {
-    if (logits[j] === -Infinity) continue;
-    if (best.length === k && logits[j] <= logits[best[k - 1]]) continue;
-    let at = best.length;
-    while (at > 0 && logits[best[at - 1]] < logits[j]) at--;
-    best.splice(at, 0, j);
-    if (best.length > k) best.pop();
-  }
-  return best.map((j) => ({ token: vocab[j], logp: Math.min(0, logits[j] - lse) }));
-}
-
-// ----------------------------------------------------------------------------------------------------
-// Draft trees
-
-/** Draft nodes in verify order (parents before children); node i is verify row i + 1, row 0 is the root. */
-interface DraftTree {
-  tokens: number[];
-  /** Parent node index, -1 for the root. */
-  parents: number[];
-  depths: number[];
-  /** Chain sampling: the proposal distribution each token was drawn from (over `qVocab[i]`) and its column. */
-  q?: { vocab: ArrayLike<number>; p: Float64Array; col: number }[];
-  /** A chain (parents i-1): verified with the causal mask and truncate. */
-  chain: boolean;
-}
-
-function chainTree(drafter: Drafter, k: number, greedy: boolean, temperature: number, topP: number, rng?: Rng): DraftTree {
-  const tokens: number[] = [];
-  const q: NonNullable<DraftTree['q']> = [];
-  for (let i = 0; i < k; i++) {
-    const [d] = drafter.expand([tokens.slice()]);
-    let col: number;
-    if (greedy) col = argmax(d.logits);
-    else {
-      const p = tokenDistribution(d.logits, temperature, topP);
-      col = sampleIndex(p, rng!);
-      q.push({ vocab: d.vocab, p, col });
-    }
-    tokens.push(d.vocab[col]);
-  }
-  return { tokens, parents: tokens.map((_, i) => i - 1), depths: tokens.map((_, i) => i + 1), chain: true, ...(greedy ? {} : { q }) };
-}
-
-/** EAGLE-2's dynamic tree (see TreeShape). */
-function dynamicTree(drafter: Drafter, shape: TreeShape): DraftTree {
-  interface Node {
-    token: number;
-    parent: number;
-    depth: number;
-    score: number;
-    path: number[];
-  }
-  const nodes: Node[] = [];
-  const [root] = drafter.expand([[]]);
-  let frontier: number[] = [];
-  for (const c of topChildren(root, shape.topk)) {
-    frontier.push(nodes.length);
-    nodes.push({ token: c.token, parent: -1, depth: 1, score: c.logp, path: [c.token] });
-  }
-  for (let depth = 2; depth <= shape.depth && frontier.length; depth++) {
-    const expanded = drafter.expand(frontier.map((i) => nodes[i].path));
-    const candidates: number[] = [];
-    frontier.forEach((i, j) => {
-      for (const c of topChildren(expanded[j], shape.topk)) {
-        candidates.push(nodes.length);
-        nodes.push({ token: c.token, parent: i, depth, score: nodes[i].score + c.logp, path: [...nodes[i].path, c.token] });
-      }
-    });
-    frontier = candidates.sort((a, b) => nodes[b].score - nodes[a].score || a - b).slice(0, shape.topk);
-  }
-  // The `tokens` best nodes; a parent scores at least as high as its children and is shallower, so it
-  // ranks first (ancestors are added anyway, should rounding ever say otherwise).
-  const ranked = nodes.map((_, i) => i).sort((a, b) => nodes[b].score - nodes[a].score || nodes[a].depth - nodes[b].depth || a - b);
-  const keep = new Set(ranked.slice(0, shape.tokens));
-  for (const i of [...keep]) for (let p = nodes[i].parent; p >= 0 && !keep.has(p); p = nodes[p].parent) keep.add(p);
-  const order = [...keep].sort((a, b) => nodes[a].depth - nodes[b].depth || nodes[b].score - nodes[a].score || a - b);
-  const index = new Map(order.map((n, i) => [n, i]));
-  return {
-    tokens: order.map((i) => nodes[i].token),
-    parents: order.map((i) => (nodes[i].parent < 0 ? -1 : index.get(nodes[i].parent)!)),
-    depths: order.map((i) => nodes[i].depth),
-    chain: false,
-  };
-}
-
-/** treeMask over [root, nodes...]: each row sees the root, its ancestors and itself. */
-function treeMask(tree: DraftTree): number[][] {
-  const T = tree.tokens.length + 1;
-  const mask = Array.from({ length: T }, () => new Array(T).fill(0));
-  mask[0][0] = 1;
-  tree.parents.forEach((parent, i) => {
-    const row = mask[i + 1];
-    row[i + 1] = 1;
-    for (let p = parent; p >= 0; p = tree.parents[p]) row[p + 1] = 1;
-    row[0] = 1;
-  });
-  return mask;
-}
-
-// ----------------------------------------------------------------------------------------------------
-// Verification
-
-interface Verdict {
-  /** Accepted node indices, root to leaf. */
-  path: number[];
-  bonus: number;
-}
-
-function childrenOf(tree: DraftTree): number[][] {
-  const children: number[][] = Array.from({ length: tree.tokens.length + 1 }, () => []);
-  tree.parents.forEach((p, i) => children[p + 1].push(i));
-  return children;
-}
-
-function verifyGreedy(tree: DraftTree, targetArgmax: ArrayLike<number>): Verdict {
-  const children = childrenOf(tree);
-  const path: number[] = [];
-  let row = 0;
-  for (;;) {
-    const want = targetArgmax[row];
-    const next = children[row].find((i) => tree.tokens[i] === want);
-    if (next === undefined) return { path, bonus: want };
-    path.push(next);
-    row = next + 1;
-  }
-}
-
-/** Chain speculative sampling: accept x with prob min(1, p(x)/q(x)), else resample from max(0, p - q). */
-function verifyChainSampled(tree: DraftTree, targetP: (row: number) => Float64Array, rng: Rng): Verdict {
-  const path: number[] = [];
-  for (let i = 0; i < tree.tokens.length; i++) {
-    const p = targetP(i);
-    const x = tree.tokens[i];
-    const { vocab, p: q, col } = tree.q![i];
-    if (rng.next() * q[col] < p[x]) {
-      path.push(i);
-      continue;
-    }
-    const residual = Float64Array.from(p);
-    for (let j = 0; j < vocab.length; j++) residual[vocab[j]] = Math.max(0, p[vocab[j]] - q[j]);
-    let mass = 0;
-    for (const r of residual) mass += r;
-    // p <= q everywhere (rounding only: the rejection had probability ~0): fall back to p.
-    return { path, bonus: sampleIndex(mass > 1e-12 ? residual : p, rng) };
-  }
-  return { path, bonus: sampleIndex(targetP(tree.tokens.length), rng) };
-}
-
-/** Tree sampling with point-mass proposals: children tried in score order against the residual target distribution. */
-function verifyTreeSampled(tree: DraftTree, targetP: (row: number) => Float64Array, rng: Rng): Verdict {
-  const children = childrenOf(tree);
-  const path: number[] = [];
-  let row = 0;
-  for (;;) {
-    const p = Float64Array.from(targetP(row));
-    let mass = 1;
-    let next = -1;
-    for (const c of children[row]) {
-      const x = tree.tokens[c];
-      if (rng.next() * mass < p[x]) {
-        next = c;
-        break;
-      }
-      mass -= p[x];
-      p[x] = 0;
-    }
-    if (next < 0) {
-      let rest = 0;
-      for (const x of p) rest += x;
-      // Only rounding can leave no mass (a child holding it all is always accepted): take the likeliest.
-      return { path, bonus: rest > 1e-12 ? sampleIndex(p, rng) : argmax(targetP(row)) };
-    }
-    path.push(next);
-    row = next + 1;
-  }
-}
-
-// ----------------------------------------------------------------------------------------------------
-// The decoder
-
 function disposeOutput(o: TargetOutput): void {
   tf.dispose([o.finalNormed, ...(o.logits ? [o.logits] : []), ...o.layers.values()]);
 }
@@ -391,9 +92,8 @@ function featuresOf(o: TargetOutput, layers: readonly number[], rows: number[] |
   });
 }
 
-/** Decodes one prompt speculatively; see the file comment for the algorithm and the bookkeeping. */
-export function speculativeDecode(target: TargetModel, drafter: Drafter, prompt: number[], opts: SpecOptions): SpecResult {
-  const t0 = performance.now();
+/** Checks the options; returns the sampling settings (null: greedy), the tree shape (null: a chain) and chain length. */
+function settingsOf(prompt: number[], opts: SpecOptions): { sampling: Sampling | null; tree: TreeShape | null; k: number } {
   const temperature = opts.temperature ?? 0;
   const topP = opts.topP ?? 1;
   const greedy = !(temperature > 0);
@@ -408,6 +108,13 @@ export function speculativeDecode(target: TargetModel, drafter: Drafter, prompt:
   if (tree)
     for (const [key, v] of Object.entries(tree))
       if (!(Number.isInteger(v) && v >= 1)) throw new Error(`tree ${key} is ${v}; expected a positive integer`);
+  return { sampling: greedy ? null : { temperature, topP, rng: rng! }, tree, k };
+}
+
+/** Decodes one prompt speculatively; see the file comment for the algorithm and the bookkeeping. */
+export function speculativeDecode(target: TargetModel, drafter: Drafter, prompt: number[], opts: SpecOptions): SpecResult {
+  const t0 = performance.now();
+  const { sampling, tree, k } = settingsOf(prompt, opts);
   const maxDepth = tree ? tree.depth : k;
   const V = target.config.vocabSize;
   const layers = [...drafter.featureLayers];
@@ -440,7 +147,6 @@ export function speculativeDecode(target: TargetModel, drafter: Drafter, prompt:
     }
     return false;
   };
-  const rowDistribution = (all: Float32Array, row: number) => tokenDistribution(all.subarray(row * V, (row + 1) * V), temperature, topP);
 
   const cache = target.newCache(1);
   drafter.reset();
@@ -456,7 +162,7 @@ export function speculativeDecode(target: TargetModel, drafter: Drafter, prompt:
       const lastRow = tf.tidy(() => pre.logits!.slice([0, n - 1, 0], [1, 1, V]));
       const row = lastRow.dataSync() as Float32Array;
       lastRow.dispose();
-      first = greedy ? argmax(row) : sampleIndex(tokenDistribution(row, temperature, topP), rng!);
+      first = sampling ? sampleIndex(tokenDistribution(row, sampling.temperature, sampling.topP), sampling.rng) : argmax(row);
       over = emit([first]);
       if (!over) features = featuresOf(pre, layers, null);
     } finally {
@@ -479,7 +185,7 @@ export function speculativeDecode(target: TargetModel, drafter: Drafter, prompt:
     for (;;) {
       // Draft.
       t = performance.now();
-      const draft = tree ? dynamicTree(drafter, tree) : chainTree(drafter, k, greedy, temperature, topP, rng);
+      const draft = tree ? dynamicTree(drafter, tree) : chainTree(drafter, k, sampling);
       result.draftSeconds += (performance.now() - t) / 1000;
 
       // Verify.
@@ -491,41 +197,24 @@ export function speculativeDecode(target: TargetModel, drafter: Drafter, prompt:
         { ids: [ids], positionIds: [positionIds], ...(draft.chain ? {} : { treeMask: treeMask(draft) }) },
         { layers, cache },
       );
-      let verdict: Verdict;
+      let newTokens: number[] = [];
       let nextFeatures: tf.Tensor3D | null = null;
       let done: boolean;
       try {
-        if (greedy) {
-          const am = tf.tidy(() => tf.argMax(out.logits!, -1));
-          const targetArgmax = am.dataSync() as Int32Array;
-          am.dispose();
-          verdict = verifyGreedy(draft, targetArgmax);
-        } else {
-          const all = out.logits!.dataSync() as Float32Array;
-          const rowP = (row: number) => rowDistribution(all, row);
-          verdict = draft.chain ? verifyChainSampled(draft, rowP, rng!) : verifyTreeSampled(draft, rowP, rng!);
-        }
+        const verdict = verifyDraft(draft, out.logits!, V, sampling);
         let { path, bonus } = verdict;
         if (opts.exit) {
-          const policy = opts.exit.policy;
-          const acceptedTokens = path.map((i) => draft.tokens[i]);
-          if (policy.isThinking && path.length) {
-            const feats = featuresOf(
+          const accepted = path.map((i) => draft.tokens[i]);
+          const step = specExitStep(opts.exit, accepted, bonus, () =>
+            featuresOf(
               out,
               layers,
-              path.map((i) => i + 1),
-            );
-            const signals = feats ? opts.exit.signals(feats) : [];
-            feats?.dispose();
-            const d = policy.step(acceptedTokens, signals);
-            if (d.exit) {
-              path = path.slice(0, d.keep);
-              bonus = d.emit;
-              result.exits++;
-            }
-          } else policy.observe(acceptedTokens);
-          policy.observe([bonus]);
-          verdict = { ...verdict, path, bonus };
+              verdict.path.map((i) => i + 1),
+            ),
+          );
+          path = path.slice(0, step.keep);
+          bonus = step.bonus;
+          if (step.exited) result.exits++;
         }
         if (draft.chain) cache.truncate(base + 1 + path.length);
         else cache.select([...Array.from({ length: base + 1 }, (_, i) => i), ...path.map((i) => base + 1 + i)]);
@@ -534,7 +223,7 @@ export function speculativeDecode(target: TargetModel, drafter: Drafter, prompt:
         result.acceptLengths.push(path.length);
         for (const d of new Set(draft.depths)) result.drafted[d - 1]++;
         for (let d = 0; d < path.length; d++) result.accepted[d]++;
-        const newTokens = [...path.map((i) => draft.tokens[i]), bonus];
+        newTokens = [...path.map((i) => draft.tokens[i]), bonus];
         done = emit(newTokens);
         if (!done) {
           nextFeatures = featuresOf(out, layers, [0, ...path.map((i) => i + 1)]);
@@ -549,7 +238,7 @@ export function speculativeDecode(target: TargetModel, drafter: Drafter, prompt:
 
       t = performance.now();
       try {
-        drafter.extend([...verdict.path.map((i) => draft.tokens[i]), verdict.bonus], nextFeatures);
+        drafter.extend(newTokens, nextFeatures);
       } finally {
         nextFeatures?.dispose();
       }
@@ -562,132 +251,5 @@ export function speculativeDecode(target: TargetModel, drafter: Drafter, prompt:
     result.verifyTokens = Math.max(0, result.tokens.length - 1);
     result.tau = result.verifyPasses ? result.verifyTokens / result.verifyPasses : null;
     result.seconds = (performance.now() - t0) / 1000;
-  }
-}
-
-// ----------------------------------------------------------------------------------------------------
-// The EAGLE-3 drafter
-
-interface DraftNode {
-  /** Draft-cache slots of this node's ancestors and itself (empty for the root). */
-  slots: number[];
-  /** Pre-norm output [1, 1, H]: the hidden input of its children's expansion. */
-  out: tf.Tensor3D;
-  logits: Float32Array;
-}
-
-/**
- * The EAGLE-3 draft as a Drafter. Context position p enters with hidden fc(features_p) and the embedding
- * of the committed token after p; a tree node at depth d (position ctx-1+d) enters with its parent's output
- * as hidden and the embedding of its own token, seeing the context and its ancestors only (TTT's causal
- * plus diagonal pattern, see draftDecode). Draft tokens are target ids (`used` maps draft ids to them).
- */
-export class Eagle3Drafter implements Drafter {
-  readonly featureLayers: readonly number[];
-  private readonly cache = new DraftKVCache();
-  private contextLength = 0;
-  private readonly nodes = new Map<string, DraftNode>();
-
-  /** `embed`: the target's input embedding table [V, H]; `used`: target id of each draft-vocabulary id. */
-  constructor(
-    readonly draft: Eagle3Draft,
-    private readonly embed: tf.Tensor2D,
-    readonly used: Int32Array,
-  ) {
-    if (used.length !== draft.config.draftVocabSize)
-      throw new Error(`draft vocabulary map has ${used.length} ids; the draft has ${draft.config.draftVocabSize}`);
-    if (embed.shape[1] !== draft.config.hiddenSize)
-      throw new Error(`embedding table is ${embed.shape[1]} wide; the draft's hidden size is ${draft.config.hiddenSize}`);
-    this.featureLayers = [...draft.config.auxLayerIds];
-  }
-
-  private clearNodes(): void {
-    for (const node of this.nodes.values()) node.out.dispose();
-    this.nodes.clear();
-  }
-
-  reset(): void {
-    this.clearNodes();
-    this.cache.dispose();
-    this.contextLength = 0;
-  }
-
-  extend(nextIds: number[], features: tf.Tensor3D | null): void {
-    const c = this.draft.config;
-    const n = nextIds.length;
-    if (features?.shape[0] !== 1 || features.shape[1] !== n || features.shape[2] !== c.auxLayerIds.length * c.targetHiddenSize) {
-      throw new Error(
-        `EAGLE-3 drafter: features must be [1, ${n}, ${c.auxLayerIds.length * c.targetHiddenSize}], got ${features ? `[${features.shape}]` : 'none'}`,
-      );
-    }
-    this.clearNodes();
-    this.cache.truncate(this.contextLength);
-    const hidden = this.draft.projectFeatures(features);
-    const positions = Array.from({ length: n }, (_, i) => this.contextLength + i);
-    const { out, logits } = draftDecode(this.draft, this.embed, this.cache, { ids: nextIds, hidden, positions });
-    const Vd = c.draftVocabSize;
-    const last = tf.tidy(() => logits.slice([0, n - 1, 0], [1, 1, Vd]));
-    this.nodes.set('', { slots: [], out: out.slice([0, n - 1, 0], [1, 1, -1]), logits: last.dataSync() as Float32Array });
-    tf.dispose([hidden, out, logits, last]);
-    this.contextLength += n;
-  }
-
-  expand(paths: number[][]): DraftLogits[] {
-    const todo: { key: string; path: number[]; parent: DraftNode }[] = [];
-    for (const path of paths) {
-      const key = path.join(',');
-      if (this.nodes.has(key) || todo.some((t) => t.key === key)) continue;
-      if (!path.length) throw new Error('EAGLE-3 drafter: no context yet (extend first)');
-      const parent = this.nodes.get(path.slice(0, -1).join(','));
-      if (!parent) throw new Error(`EAGLE-3 drafter: node [${path}] expanded before its parent`);
-      todo.push({ key, path, parent });
-    }
-    if (todo.length) {
-      const m = todo.length;
-      const S = this.cache.length;
-      const visible = todo.map(({ parent }, i) => {
-        const row = new Array(S + m).fill(0);
-        for (let s = 0; s < this.contextLength; s++) row[s] = 1;
-        for (const s of parent.slots) row[s] = 1;
-        row[S + i] = 1;
-        return row;
-      });
-      const hidden =
-        m === 1
-          ? todo[0].parent.out
-          : (tf.concat(
-              todo.map((t) => t.parent.out),
-              1,
-            ) as tf.Tensor3D);
-      const { out, logits } = draftDecode(this.draft, this.embed, this.cache, {
-        ids: todo.map((t) => t.path[t.path.length - 1]),
-        hidden,
-        positions: todo.map((t) => this.contextLength - 1 + t.path.length),
-        visible,
-      });
-      const data = logits.dataSync() as Float32Array;
-      const Vd = this.draft.config.draftVocabSize;
-      const outs = m === 1 ? [tf.clone(out)] : tf.split(out, m, 1);
-      todo.forEach((t, i) =>
-        this.nodes.set(t.key, { slots: [...t.parent.slots, S + i], out: outs[i] as tf.Tensor3D, logits: data.slice(i * Vd, (i + 1) * Vd) }),
-      );
-      tf.dispose([out, logits, ...(m === 1 ? [] : [hidden])]);
-    }
-    return paths.map((p) => ({ vocab: this.used, logits: this.nodes.get(p.join(','))!.logits }));
-  }
-
-  /** SpecExit signals from target features [1, n, k*Ht]: sigmoid / sigmoid / exp of the signal logits. */
-  signals(features: tf.Tensor3D): ExitSignals[] {
-    const z = tf.tidy(() => this.draft.signalLogits(features)).dataSync() as Float32Array;
-    const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
-    return Array.from({ length: z.length / 3 }, (_, i) => ({
-      confidence: sigmoid(z[3 * i]),
-      progress: sigmoid(z[3 * i + 1]),
-      remaining: Math.exp(z[3 * i + 2]),
-    }));
-  }
-
-  dispose(): void {
-    this.reset();
   }
 }

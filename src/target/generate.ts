@@ -1,7 +1,9 @@
 // Batched generation with the KV cache: prompts of different lengths are right-padded into one prefill,
-// then every row advances one token per step until it emits a stop token or reaches maxNewTokens.
+// then every row advances one token per step until it emits a stop token or reaches maxNewTokens. Token
+// choice (greedy, temperature, top-p) is util/sampling.ts's pickToken.
 import * as tf from '@tensorflow/tfjs';
 import type { Rng } from '../util/random.ts';
+import { pickToken } from '../util/sampling.ts';
 import type { TargetModel } from './runtime.ts';
 
 export interface GenerateOptions {
@@ -16,39 +18,6 @@ export interface GenerateOptions {
   padId?: number;
   /** Called after each decoding step with the tokens emitted in it (for throughput reporting). */
   onTokens?: (emitted: number) => void;
-}
-
-/** Samples a token from logits (greedy at temperature 0; nucleus sampling with topP < 1). */
-export function pickToken(logits: Float32Array, temperature = 0, topP = 1, rng?: Rng): number {
-  if (!(temperature > 0)) {
-    let best = 0;
-    for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
-    return best;
-  }
-  if (!rng) throw new Error('sampling needs an rng');
-  let max = -Infinity;
-  for (const x of logits) max = Math.max(max, x);
-  const probs = Array.from(logits, (x, i) => ({ i, p: Math.exp((x - max) / temperature) }));
-  let sum = probs.reduce((a, b) => a + b.p, 0);
-  probs.sort((a, b) => b.p - a.p || a.i - b.i);
-  let keep = probs.length;
-  if (topP < 1) {
-    let acc = 0;
-    for (let k = 0; k < probs.length; k++) {
-      acc += probs[k].p / sum;
-      if (acc >= topP) {
-        keep = k + 1;
-        break;
-      }
-    }
-    sum = probs.slice(0, keep).reduce((a, b) => a + b.p, 0);
-  }
-  let u = rng.next() * sum;
-  for (let k = 0; k < keep; k++) {
-    u -= probs[k].p;
-    if (u <= 0) return probs[k].i;
-  }
-  return probs[keep - 1].i;
 }
 
 /** Returns the new tokens of each prompt (stop token included when reached). */
