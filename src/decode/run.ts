@@ -64,7 +64,7 @@ export async function runEval(r: Recipe, o: EvalJobOptions = {}): Promise<{ repo
     if (o.input) prompts = await readPromptFile(path.resolve(o.input), e.limit);
     else {
       if (!r.data.eval) throw new Error(`${r.file}: data.eval is not set; give prompts with --input (MT-bench questions or GSM8K JSONL)`);
-      prompts = await readRecipePrompts(r.data.eval, { format: r.data.format as never, skipInvalid: r.data.skip_invalid, limit: e.limit });
+      prompts = await readRecipePrompts(r.data.eval, { format: r.data.format, skipInvalid: r.data.skip_invalid, limit: e.limit });
     }
     if (!prompts.length) throw new Error(`no prompts in ${o.input ?? r.data.eval!.join(', ')}`);
     const tokenized = tokenizePrompts(prompts, tok, template);
