@@ -503,6 +503,6 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
   const seconds = (Date.now() - t0) / 1000;
   head.dispose();
   target?.dispose();
-  for (const src of [train, evalSource]) if (src instanceof ArrowStore || src instanceof OnlineFeatures) await src.close();
+  for (const src of [train, evalSource]) await src?.close();
   return { runDir, steps: state.step, lastCheckpoint, eval: lastEval, seconds, tokensPerSecond: totalTokens / seconds };
 }
