@@ -7,11 +7,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { type BackendName, initBackend } from '../backend/backend.ts';
-import { resolveAuxLayers, storeIdentity, storeMeta } from '../capture/capture.ts';
 import { type DatasetFormat, readConversations } from '../data/datasets.ts';
-import { trainFiles } from '../capture/regenerate.ts';
-import { buildDraftVocab, cachedDraftVocab, type DraftVocab, loadDraftVocab, saveDraftVocab, TokenCounter } from '../data/draft-vocab.ts';
-import { endOfTurnIds, tokenizeConversation, type TemplateName } from '../data/templates.ts';
+import { trainFiles } from '../data/train-files.ts';
+import { storeVocabFile, trainingDraftVocab } from '../data/training-vocab.ts';
+import { type DraftVocab, loadDraftVocab, saveDraftVocab, TokenCounter } from '../data/draft-vocab.ts';
+import { tokenizeConversation, type TemplateName } from '../data/templates.ts';
 import { draftConfigFor } from '../draft/config.ts';
 import { Eagle3Draft } from '../draft/eagle3.ts';
 import { loadModelConfig } from '../io/hf-config.ts';
@@ -21,7 +21,7 @@ import { loadRecipe, type Recipe } from '../recipe/recipe.ts';
 import type { FeatureSample, FeatureSource } from '../store/feature-source.ts';
 import { ArrowStore } from '../store/reader.ts';
 import { TfjsTarget } from '../target/tfjs-target.ts';
-import { dataSha256, tokenizerSha256 } from '../capture/fingerprint.ts';
+import { resolveAuxLayers, storeIdentity, storeMeta } from '../store/identity.ts';
 import { listCheckpoints, loadCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.ts';
 import { OnlineFeatures, type OnlineStoreOptions } from './online-source.ts';
 import { AdamW, clipByGlobalNorm, learningRate } from './optimizer.ts';
@@ -134,7 +134,7 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
   if (t.mode === 'offline') {
     const identity = storeIdentity(r.model.target, template, aux, r.data.max_length);
     train = await ArrowStore.open(path.join(r.data.store, 'train'), identity);
-    vocab = loadDraftVocab(path.join(r.data.store, 'train', 'draft-vocab.safetensors'));
+    vocab = loadDraftVocab(storeVocabFile(path.join(r.data.store, 'train')));
     if (r.data.eval && fs.existsSync(path.join(r.data.store, 'eval', 'manifest.json')))
       evalSource = await ArrowStore.open(path.join(r.data.store, 'eval'), identity);
   } else {
@@ -154,22 +154,12 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
     const samples = await load(data.files, data.format, r.capture.limit);
     const counter = new TokenCounter(targetConfig.vocabSize);
     for (const s of samples) counter.add(s.ids, s.lossMask);
-    const size = Math.min(r.model.draft_vocab_size, targetConfig.vocabSize);
-    const forced = [...new Set([...endOfTurnIds(tok, template), ...targetConfig.eosTokenIds])];
-    vocab = (
-      await cachedDraftVocab(
-        r.data.cache_dir,
-        {
-          data: dataSha256(data.files),
-          template,
-          tokenizer: tokenizerSha256(r.model.target),
-          max_length: r.data.max_length,
-          size,
-          limit: r.capture.limit ?? 'all',
-        },
-        async () => buildDraftVocab(counter, size, forced),
-      )
-    ).vocab;
+    // Rank 0 builds and caches the vocabulary; the other ranks then read the cache (several ranks writing
+    // the same cache file at once would race).
+    const build = async () => (await trainingDraftVocab(r, data.files, counter, tok, targetConfig.eosTokenIds)).vocab;
+    const first = rank === 0 ? await build() : null;
+    ctx.collective.barrier();
+    vocab = first ?? (await build());
     const storeDir = path.join(r.data.store, 'train');
     const identity = storeIdentity(r.model.target, template, aux, r.data.max_length);
     const store: OnlineStoreOptions | null = t.online_store
@@ -181,7 +171,7 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
           seed: r.runtime.seed,
           batchSize: r.capture.batch_size,
           // The store then serves a later offline training as a captured one would.
-          onComplete: () => saveDraftVocab(path.join(storeDir, 'draft-vocab.safetensors'), vocab),
+          onComplete: () => saveDraftVocab(storeVocabFile(storeDir), vocab),
           log,
         }
       : null;
