@@ -12,7 +12,7 @@ import { generate } from '../target/generate.ts';
 import type { TargetModel } from '../target/runtime.ts';
 import { TfjsTarget } from '../target/tfjs-target.ts';
 import { listCheckpoints } from '../train/checkpoint.ts';
-import { runDirOf } from '../train/trainer.ts';
+import { runDirOf } from '../train/run-dir.ts';
 import { Rng } from '../util/random.ts';
 import { type AnswerExtractor, extractAnswer } from '../data/answers.ts';
 import { ExitPolicy, type ExitSignals } from '../specexit/policy.ts';
