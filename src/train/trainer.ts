@@ -8,7 +8,7 @@ import { draftConfigFor } from '../draft/config.ts';
 import { loadModelConfig } from '../io/hf-config.ts';
 import { loadTokenizer } from '../io/tokenizer.ts';
 import type { RankContext } from '../parallel/launch.ts';
-import { loadRecipe } from '../recipe/recipe.ts';
+import type { Recipe } from '../recipe/recipe.ts';
 import { resolveAuxLayers } from '../store/identity.ts';
 import { saveTraining, startOrResume } from './checkpoint.ts';
 import type { TrainingModel } from './collate.ts';
@@ -21,9 +21,9 @@ import { openSources } from './sources.ts';
 import { OptimizerStep, stepSchedule } from './step.ts';
 import { TeacherHead } from './teacher-head.ts';
 
+/** What every rank is launched with: the parsed recipe (plain data, so it crosses to worker threads as is). */
 export interface TrainJob {
-  recipe: string;
-  overrides: Record<string, unknown>;
+  recipe: Recipe;
   /** 'latest', a checkpoint folder, or null for a fresh run. */
   resume: string | null;
 }
@@ -38,8 +38,7 @@ export interface TrainResult {
 }
 
 export async function runRank(ctx: RankContext): Promise<TrainResult> {
-  const { recipe, overrides, resume } = ctx.payload as TrainJob;
-  const r = loadRecipe(recipe, overrides);
+  const { recipe: r, resume } = ctx.payload as TrainJob;
   const t = r.training;
   const { rank, worldSize } = ctx.collective;
   const log = rank === 0 ? ctx.log : () => {};
