@@ -62,7 +62,7 @@ export class TrainMetrics {
   private start = Date.now();
   /** Since the run (this process) started. */
   private readonly t0 = Date.now();
-  totalTokens = 0;
+  private total = 0;
 
   constructor(
     runDir: string,
@@ -89,7 +89,7 @@ export class TrainMetrics {
     }
     for (let k = 0; k < SIGNALS; k++) this.signal[k] += s.signal[k] / this.worldSize / this.t.accumulation_steps;
     this.tokens += s.tokens;
-    this.totalTokens += s.tokens;
+    this.total += s.tokens;
   }
 
   /** One optimizer step is done. */
@@ -106,7 +106,7 @@ export class TrainMetrics {
     return {
       loss: this.loss[0] / Math.max(this.steps, 1),
       acc0: this.accuracies()[0],
-      'tok/s': Math.round(this.totalTokens / this.seconds()),
+      'tok/s': Math.round(this.total / this.seconds()),
     };
   }
 
@@ -137,6 +137,11 @@ export class TrainMetrics {
 
   writeEval(state: TrainerState, ev: EvalMetrics): void {
     this.write({ split: 'eval', step: state.step, epoch: state.epoch, ...ev });
+  }
+
+  /** Tokens trained on since the run (this process) started, over all ranks. */
+  get totalTokens(): number {
+    return this.total;
   }
 
   /** Seconds since the run started. */

@@ -37,6 +37,7 @@ export interface TrainResult {
   tokensPerSecond: number;
 }
 
+/** One rank of a training run: set up, train, finish. The launch resolves with rank 0's result. */
 export async function runRank(ctx: RankContext): Promise<TrainResult> {
   const { recipe: r, resume } = ctx.payload as TrainJob;
   const t = r.training;
@@ -94,6 +95,7 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
     for await (const samples of batches) {
       fault(state.step);
       const micro = step.microBatch(samples);
+      // A non-finite loss stops the run before anything is reduced or applied.
       if (!Number.isFinite(micro.loss)) {
         throw new Error(
           `step ${state.step}: the loss is ${micro.loss}; stopping (the last good checkpoint is ${lastCheckpoint ?? 'none'}). Lower training.learning_rate or check the data.`,
