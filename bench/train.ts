@@ -38,13 +38,12 @@ if (process.argv.includes('--child')) {
   // One training run: --child <work dir> <workers>; prints its tokens/s as JSON.
   const [work, workers] = process.argv.slice(process.argv.indexOf('--child') + 1);
   const job: TrainJob = {
-    recipe,
-    overrides: {
+    recipe: loadRecipe(recipe, {
       ...overridesFor(work),
       'data.eval': null,
       'parallel.workers': Number(workers),
       'training.run_id': `bench-${workers}-${process.pid}`,
-    },
+    }),
     resume: null,
   };
   const res = (await launchRanks({

@@ -160,7 +160,7 @@ describe('capture', () => {
   });
 
   test('a store captured with other settings is refused by name', async () => {
-    const { storeIdentity } = await import('../src/capture/capture.ts');
+    const { storeIdentity } = await import('../src/store/identity.ts');
     const expected = storeIdentity(target, 'chatml', [1, 2, 4], 160);
     await assert.rejects(ArrowStore.open(path.join(work, 'direct', 'train'), expected), /template/);
   });

@@ -76,7 +76,7 @@ function assertSameRows(a: Map<string, FeatureSample>, b: Map<string, FeatureSam
 
 /** The documented order: each rank's share of the epoch-0 permutation (positions r, r+N, ...), rank by rank. */
 async function firstEpochOrder(workers: number): Promise<string[]> {
-  const { permutation } = await import('../src/store/reader.ts');
+  const { permutation } = await import('../src/store/sampler.ts');
   const ids = fs
     .readFileSync(data, 'utf8')
     .split('\n')

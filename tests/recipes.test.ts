@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { resolveAuxLayers } from '../src/capture/capture.ts';
+import { resolveAuxLayers } from '../src/store/identity.ts';
 import { draftConfigFor, draftConfigJson } from '../src/draft/config.ts';
 import { draftTensorShapes } from '../src/draft/eagle3.ts';
 import { parseModelConfig } from '../src/io/hf-config.ts';

@@ -6,18 +6,17 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { AnswerExtractor } from '../data/answers.ts';
 import { type Conversation, countDataLines, readConversations } from '../data/datasets.ts';
-import { buildDraftVocab, cachedDraftVocab, type DraftVocab, saveDraftVocab, TokenCounter } from '../data/draft-vocab.ts';
-import { endOfTurnIds, type TemplateName, tokenizeConversation } from '../data/templates.ts';
-import { defaultAuxLayers, type ModelConfig } from '../io/hf-config.ts';
+import { TokenCounter } from '../data/draft-vocab.ts';
+import { type TemplateName, tokenizeConversation } from '../data/templates.ts';
 import type { Tokenizer } from '../io/tokenizer.ts';
 import { type Collective, SoloCollective } from '../parallel/collective.ts';
 import { checkCompatible, MANIFEST_FILE, readManifest } from '../store/manifest.ts';
 import { RankStoreWriter } from '../store/rank-writer.ts';
-import type { EncodedRow, StoreMetaInput } from '../store/shard-file.ts';
+import { resolveAuxLayers, storeIdentity, storeMeta } from '../store/identity.ts';
+import type { EncodedRow } from '../store/shard-file.ts';
 import type { TargetModel } from '../target/runtime.ts';
 import { progress } from '../util/progress.ts';
 import { computeFeatures, type TokenizedSample } from './features.ts';
-import { configSha256, dataSha256, tokenizerSha256, weightsSha256 } from './fingerprint.ts';
 
 export interface CaptureOptions {
   targetDir: string;
@@ -51,53 +50,6 @@ export interface CaptureResult {
   bytes: number;
   invalidLines: number;
   counter: TokenCounter;
-}
-
-/** The aux layers a recipe asks for, checked against the target's depth. */
-export function resolveAuxLayers(requested: number[] | null, numLayers: number): number[] {
-  const ids = requested ?? defaultAuxLayers(numLayers);
-  if (new Set(ids).size !== ids.length)
-    throw new Error(
-      `aux layer ids ${JSON.stringify(ids)} repeat a layer (a target with ${numLayers} layers is too shallow for the default)`,
-    );
-  for (const l of ids) if (l < 0 || l >= numLayers) throw new Error(`aux layer id ${l} is outside the target's layers [0, ${numLayers})`);
-  return ids;
-}
-
-/** What a store captured from this target, tokenizer and template must carry (also what training checks). */
-export function storeIdentity(targetDir: string, template: string, auxLayerIds: number[], maxLength: number) {
-  return {
-    config_sha256: configSha256(targetDir),
-    weights_sha256: weightsSha256(targetDir),
-    tokenizer_sha256: tokenizerSha256(targetDir),
-    template,
-    aux_layer_ids: auxLayerIds,
-    max_length: maxLength,
-  };
-}
-
-/** The meta of a store of this target's features (what capture and online training write). */
-export function storeMeta(
-  c: ModelConfig,
-  identity: ReturnType<typeof storeIdentity>,
-  dtype: 'float16' | 'float32',
-  samplesPerShard: number,
-): StoreMetaInput {
-  return {
-    target: {
-      architecture: c.architecture,
-      hidden_size: c.hiddenSize,
-      vocab_size: c.vocabSize,
-      config_sha256: identity.config_sha256,
-      weights_sha256: identity.weights_sha256,
-      tokenizer_sha256: identity.tokenizer_sha256,
-    },
-    template: identity.template,
-    aux_layer_ids: identity.aux_layer_ids,
-    dtype,
-    max_length: identity.max_length,
-    samples_per_shard: samplesPerShard,
-  };
 }
 
 /**
@@ -204,38 +156,4 @@ export async function captureSplit(model: TargetModel, tok: Tokenizer, o: Captur
     invalidLines: invalid,
     counter,
   };
-}
-
-/** The draft vocabulary of the training data, cached under a hash of everything it depends on, and copied into the store. */
-export async function draftVocabulary(
-  counter: TokenCounter,
-  o: {
-    cacheDir: string;
-    files: string[];
-    template: TemplateName;
-    targetDir: string;
-    maxLength: number;
-    size: number;
-    tok: Tokenizer;
-    storeDir: string;
-    eosIds: number[];
-    limit: number | null;
-  },
-): Promise<{ vocab: DraftVocab; cached: boolean }> {
-  const size = Math.min(o.size, counter.counts.length);
-  const forced = [...new Set([...endOfTurnIds(o.tok, o.template), ...o.eosIds])].filter((i) => i < counter.counts.length);
-  const { vocab, cached } = await cachedDraftVocab(
-    o.cacheDir,
-    {
-      data: dataSha256(o.files),
-      template: o.template,
-      tokenizer: tokenizerSha256(o.targetDir),
-      max_length: o.maxLength,
-      size,
-      limit: o.limit ?? 'all',
-    },
-    async () => buildDraftVocab(counter, size, forced),
-  );
-  saveDraftVocab(path.join(o.storeDir, 'draft-vocab.safetensors'), vocab);
-  return { vocab, cached };
 }

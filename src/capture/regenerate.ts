@@ -9,40 +9,27 @@
 // back to the recorded bytes and continues with the next batch; batches are aligned to conversation
 // indices and every conversation samples from its own seeded generator, so a resumed run writes the same
 // bytes as an uninterrupted one. The finished file is renamed to `<out>`.
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Message } from '../data/chat.ts';
-import { type Conversation, countDataLines, type DatasetFormat, readConversations } from '../data/datasets.ts';
-import { endOfTurnIds, type TemplateName, tokenizeConversation } from '../data/templates.ts';
+import { type Conversation, countDataLines, readConversations } from '../data/datasets.ts';
+import { endOfTurnIds, tokenizeConversation } from '../data/templates.ts';
 import { writeAtomic } from '../io/safetensors.ts';
 import type { Tokenizer } from '../io/tokenizer.ts';
 import type { Recipe } from '../recipe/recipe.ts';
+import {
+  partialFile,
+  progressFile,
+  RegenerateError,
+  type RegenerateOptions,
+  readProgress,
+  regenerateKey,
+  regenerateOptions,
+} from '../data/train-files.ts';
 import { generate } from '../target/generate.ts';
 import type { TargetModel } from '../target/runtime.ts';
 import { progress } from '../util/progress.ts';
 import { Rng } from '../util/random.ts';
-import { configSha256, dataSha256, tokenizerSha256, weightsSha256 } from './fingerprint.ts';
-
-export interface RegenerateOptions {
-  targetDir: string;
-  files: string[];
-  format: DatasetFormat;
-  skipInvalid: boolean;
-  /** Regenerate at most this many conversations. */
-  limit: number | null;
-  template: TemplateName;
-  /** A turn whose prompt already has this many tokens is dropped with the turns after it (capture would cut them). */
-  maxLength: number;
-  batchSize: number;
-  maxNewTokens: number;
-  /** 0 is greedy. */
-  temperature: number;
-  topP: number;
-  seed: number;
-  out: string;
-  log: (msg: string) => void;
-}
 
 export interface RegenerateResult {
   out: string;
@@ -60,79 +47,6 @@ export interface RegenerateResult {
   seconds: number;
   invalidLines: number;
   cached: boolean;
-}
-
-export class RegenerateError extends Error {}
-
-/** Everything the output depends on; a resume or reuse with another key is refused. */
-export function regenerateKey(
-  o: Pick<
-    RegenerateOptions,
-    'targetDir' | 'files' | 'format' | 'limit' | 'template' | 'maxLength' | 'batchSize' | 'maxNewTokens' | 'temperature' | 'topP' | 'seed'
-  >,
-): string {
-  const settings = {
-    target: [configSha256(o.targetDir), weightsSha256(o.targetDir), tokenizerSha256(o.targetDir)],
-    data: dataSha256(o.files),
-    format: o.format,
-    limit: o.limit,
-    template: o.template,
-    max_length: o.maxLength,
-    // The batch shapes the padding, which may move float sums: part of the key, as in capture.
-    batch_size: o.batchSize,
-    max_new_tokens: o.maxNewTokens,
-    temperature: o.temperature,
-    // Greedy decoding ignores top-p and the seed.
-    top_p: o.temperature > 0 ? o.topP : null,
-    seed: o.temperature > 0 ? o.seed : null,
-  };
-  return crypto.createHash('sha256').update(JSON.stringify(settings)).digest('hex');
-}
-
-/** The regeneration settings of a recipe (data.regenerate and the regenerate section). */
-export function regenerateOptions(r: Recipe, log: (m: string) => void): RegenerateOptions {
-  const g = r.regenerate;
-  const base = {
-    targetDir: r.model.target,
-    files: r.data.train,
-    format: r.data.format as DatasetFormat,
-    skipInvalid: r.data.skip_invalid,
-    limit: r.capture.limit,
-    template: r.data.template as TemplateName,
-    maxLength: r.data.max_length,
-    batchSize: g.batch_size,
-    maxNewTokens: g.max_new_tokens,
-    temperature: g.temperature,
-    topP: g.top_p,
-    seed: g.seed ?? r.runtime.seed,
-    log,
-  };
-  const out = g.output ?? path.join(r.data.cache_dir, 'regenerated', `train-${regenerateKey(base).slice(0, 16)}.jsonl`);
-  return { ...base, out };
-}
-
-interface Progress {
-  key: string;
-  /** Input conversations done (a multiple of the batch size until the end). */
-  done: number;
-  /** Bytes of `<out>.partial` that hold them. */
-  bytes: number;
-  complete: boolean;
-}
-
-const progressFile = (out: string) => `${out}.progress.json`;
-const partialFile = (out: string) => `${out}.partial`;
-
-function readProgress(out: string): Progress | null {
-  const f = progressFile(out);
-  if (!fs.existsSync(f)) return null;
-  try {
-    const p = JSON.parse(fs.readFileSync(f, 'utf8')) as Progress;
-    if (typeof p.key === 'string' && Number.isInteger(p.done) && Number.isInteger(p.bytes) && typeof p.complete === 'boolean') return p;
-  } catch {
-    // fall through
-  }
-  throw new RegenerateError(`${f}: not a regeneration progress file; delete it (and ${partialFile(out)}) to start over`);
 }
 
 /** A conversation's own sampling stream: independent of which batch it lands in. */
@@ -309,15 +223,6 @@ export async function regenerate(model: TargetModel, tok: Tokenizer, o: Regenera
   result.conversations = index;
   result.seconds = (Date.now() - t0) / 1000;
   return result;
-}
-
-/** The training files a recipe reads: data.train, or its finished regeneration. */
-export function trainFiles(r: Recipe): { files: string[]; format: DatasetFormat } {
-  if (!r.data.regenerate) return { files: r.data.train, format: r.data.format as DatasetFormat };
-  const o = regenerateOptions(r, () => {});
-  if (!fs.existsSync(o.out) || !readProgress(o.out)?.complete)
-    throw new RegenerateError(`${o.out}: the regenerated training data is not finished; run specforge capture --regenerate first`);
-  return { files: [o.out], format: 'sharegpt' };
 }
 
 /** Regenerates data.train when the recipe asks for it and the output is not finished yet; logs the outcome. */

@@ -8,8 +8,11 @@ import { launchRanks, type RankContext } from '../parallel/launch.ts';
 import type { Recipe } from '../recipe/recipe.ts';
 import { TfjsTarget } from '../target/tfjs-target.ts';
 import { initBackend, type BackendName } from '../backend/backend.ts';
-import { captureSplit, draftVocabulary } from './capture.ts';
-import { ensureRegenerated, trainFiles } from './regenerate.ts';
+import { saveDraftVocab } from '../data/draft-vocab.ts';
+import { trainFiles } from '../data/train-files.ts';
+import { storeVocabFile, trainingDraftVocab } from '../data/training-vocab.ts';
+import { captureSplit } from './capture.ts';
+import { ensureRegenerated } from './regenerate.ts';
 
 export async function runCapture(r: Recipe, log: (m: string) => void): Promise<void> {
   if (r.data.regenerate) {
@@ -67,18 +70,8 @@ export async function runRank(ctx: RankContext): Promise<void> {
           (res.invalidLines ? `; ${res.invalidLines} invalid lines skipped` : ''),
       );
       if (s.label === 'train' && rank === 0) {
-        const { vocab, cached } = await draftVocabulary(res.counter, {
-          cacheDir: r.data.cache_dir,
-          files: s.files,
-          template: common.template,
-          targetDir: r.model.target,
-          maxLength: r.data.max_length,
-          size: r.model.draft_vocab_size,
-          tok,
-          storeDir: res.storeDir,
-          eosIds: model.config.eosTokenIds,
-          limit: s.limit,
-        });
+        const { vocab, cached } = await trainingDraftVocab(r, s.files, res.counter, tok, model.config.eosTokenIds);
+        saveDraftVocab(storeVocabFile(res.storeDir), vocab);
         log(
           `draft vocabulary: ${vocab.used.length} of ${vocab.vocabSize} tokens cover ${(100 * vocab.coverage).toFixed(2)}% of assistant tokens${cached ? ' (cached)' : ''}`,
         );

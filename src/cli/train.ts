@@ -1,23 +1,14 @@
-import fs from 'node:fs';
-import path from 'node:path';
+// `specforge train`: wires the arguments to a recipe, prepares what training reads (prepareTraining:
+// capture or regeneration first), launches the ranks (src/train/trainer.ts) and reports their result.
 import type { CommandModule } from 'yargs';
-import { initBackend } from '../backend/backend.ts';
-import { ensureRegenerated } from '../capture/regenerate.ts';
-import { runCapture } from '../capture/run.ts';
-import { loadTokenizer } from '../io/tokenizer.ts';
-import { TfjsTarget } from '../target/tfjs-target.ts';
 import { launchRanks } from '../parallel/launch.ts';
 import { loadRecipe } from '../recipe/recipe.ts';
+import { prepareTraining } from '../train/prepare.ts';
 import type { TrainJob, TrainResult } from '../train/trainer.ts';
-import { progress, type Progress } from '../util/progress.ts';
+import { type Progress, progress } from '../util/progress.ts';
 import { type CommonArgs, withBackend } from './common.ts';
 
 type Args = CommonArgs & { recipe: string; resume?: string; workers?: number; 'max-steps'?: number };
-
-function storeComplete(dir: string): boolean {
-  const f = path.join(dir, 'manifest.json');
-  return fs.existsSync(f) && JSON.parse(fs.readFileSync(f, 'utf8')).complete === true;
-}
 
 export const trainCommand: CommandModule<object, Args> = {
   command: 'train',
@@ -31,28 +22,14 @@ export const trainCommand: CommandModule<object, Args> = {
         .option('max-steps', { type: 'number', describe: 'override training.max_steps' }),
     ) as never,
   handler: async (args) => {
-    const overrides = { 'runtime.backend': args.backend, 'training.max_steps': args['max-steps'], 'parallel.workers': args.workers };
-    const r = loadRecipe(args.recipe, overrides);
-    if (r.training.mode === 'offline') {
-      const missing = ['train', ...(r.data.eval ? ['eval'] : [])].filter((s) => !storeComplete(path.join(r.data.store, s)));
-      if (missing.length) {
-        console.log(`store ${r.data.store} has no complete ${missing.join(' and ')} split: capturing first`);
-        await initBackend(r.runtime.backend as never, console.log);
-        await runCapture(r, console.log);
-      }
-    } else if (r.data.regenerate) {
-      // Online training reads the regenerated conversations: write them first (a finished file is reused).
-      await initBackend(r.runtime.backend as never, console.log);
-      const tok = loadTokenizer(r.model.target);
-      const model = TfjsTarget.load(r.model.target);
-      try {
-        await ensureRegenerated(r, model, tok, console.log);
-      } finally {
-        model.dispose();
-      }
-    }
+    const r = loadRecipe(args.recipe, {
+      'runtime.backend': args.backend,
+      'training.max_steps': args['max-steps'],
+      'parallel.workers': args.workers,
+    });
+    await prepareTraining(r, console.log);
     let bar: Progress | undefined;
-    const job: TrainJob = { recipe: path.resolve(args.recipe), overrides, resume: args.resume ?? null };
+    const job: TrainJob = { recipe: r, resume: args.resume ?? null };
     const result = (await launchRanks({
       module: new URL('../train/trainer.ts', import.meta.url).href,
       worldSize: r.parallel.workers,

@@ -13,7 +13,7 @@ import type { Recipe } from '../recipe/recipe.ts';
 import type { TargetModel } from '../target/runtime.ts';
 import { TfjsTarget } from '../target/tfjs-target.ts';
 import { listCheckpoints } from '../train/checkpoint.ts';
-import { runDirOf } from '../train/trainer.ts';
+import { runDirOf } from '../train/run-dir.ts';
 import { type DecodeSettings, evaluatePrompts } from './evaluate.ts';
 import { OnnxDrafter } from './onnx-drafter.ts';
 import { type EvalPrompt, readPromptFile, readRecipePrompts, tokenizePrompts } from './prompts.ts';

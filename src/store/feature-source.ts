@@ -29,4 +29,6 @@ export interface FeatureSource {
   readonly size: number;
   get(index: number): Promise<FeatureSample>;
   batches(opts: BatchOptions): AsyncGenerator<FeatureSample[]>;
+  /** Releases what the source holds open (shard files); the source is not read after it. */
+  close(): Promise<void> | void;
 }

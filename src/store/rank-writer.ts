@@ -19,7 +19,7 @@ import {
   type StoreManifest,
   type StoreMeta,
 } from './manifest.ts';
-import { readShardInfo, type ShardInfo } from './reader.ts';
+import { readShardInfo, type ShardInfo } from './shard-info.ts';
 import { sampleShapeError, type FeatureSample } from './schema.ts';
 import { type EncodedRow, encodeRow, idsSha256, removeTemps, resolveMeta, type StoreMetaInput, writeShardFile } from './shard-file.ts';
 

@@ -5,7 +5,6 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { RecordBatchReader, type AsyncRecordBatchFileReader, type Data, type RecordBatch } from 'apache-arrow';
 import { f16ToF32 } from '../io/dtypes.ts';
-import { Rng } from '../util/random.ts';
 import type { BatchOptions, FeatureSource } from './feature-source.ts';
 import {
   checkCompatible,
@@ -16,15 +15,9 @@ import {
   type StoreExpectation,
   type StoreManifest,
 } from './manifest.ts';
-import {
-  META_BATCH_ROWS,
-  META_FIRST_SAMPLE,
-  META_IDS_SHA256,
-  META_TOKENS,
-  sampleShapeError,
-  schemaDifference,
-  type FeatureSample,
-} from './schema.ts';
+import { balancedShares, epochPlan, readAhead } from './sampler.ts';
+import { META_BATCH_ROWS, META_FIRST_SAMPLE, sampleShapeError, schemaDifference, type FeatureSample } from './schema.ts';
+import { batchRows } from './shard-info.ts';
 
 export interface ArrowStoreOptions {
   /** Read a store whose capture has not finished (only its finished shards). */
@@ -181,16 +174,8 @@ export class ArrowStore implements FeatureSource {
   }
 
   async *batches(opts: BatchOptions): AsyncGenerator<FeatureSample[]> {
-    const { batchSize, seed, epoch } = opts;
-    const worldSize = opts.worldSize ?? 1;
-    const rank = opts.rank ?? 0;
-    const dropLast = opts.dropLast ?? true;
-    if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError(`batchSize must be a positive integer, got ${batchSize}`);
-    if (!Number.isInteger(worldSize) || worldSize < 1) throw new RangeError(`worldSize must be a positive integer, got ${worldSize}`);
-    if (!Number.isInteger(rank) || rank < 0 || rank >= worldSize) throw new RangeError(`rank must be in [0, ${worldSize}), got ${rank}`);
-    const order = opts.shuffle ? permutation(this.size, seed, epoch) : Int32Array.from({ length: this.size }, (_, i) => i);
-    const mine = rankSlice(order, rank, worldSize, dropLast);
-    const nBatches = dropLast ? Math.floor(mine.length / batchSize) : Math.ceil(mine.length / batchSize);
+    const { batchSize } = opts;
+    const { order, mine, batches, rank, worldSize, dropLast } = epochPlan(this.size, opts);
     const read = (indices: ArrayLike<number>) => Promise.all(Array.from(indices, (i) => this.get(i)));
     // Global batch b is positions [b*B*N, (b+1)*B*N) of the order: the samples rankSlice gives the ranks.
     const balanced = async (b: number): Promise<FeatureSample[]> => {
@@ -200,19 +185,9 @@ export class ArrowStore implements FeatureSource {
         worldSize,
       )[rank].map((k) => global[k]);
     };
-    const fetch = (b: number): Promise<FeatureSample[]> => {
-      const p = opts.balance && dropLast && worldSize > 1 ? balanced(b) : read(mine.subarray(b * batchSize, (b + 1) * batchSize));
-      p.catch(() => {}); // a prefetch the consumer never awaits must not be an unhandled rejection
-      return p;
-    };
-    // One batch of read-ahead: the next batch loads while the caller trains on this one.
-    const first = opts.startBatch ?? 0;
-    let next = first < nBatches ? fetch(first) : null;
-    for (let b = first; b < nBatches; b++) {
-      const cur = next!;
-      next = b + 1 < nBatches ? fetch(b + 1) : null;
-      yield await cur;
-    }
+    const load = (b: number): Promise<FeatureSample[]> =>
+      opts.balance && dropLast && worldSize > 1 ? balanced(b) : read(mine.subarray(b * batchSize, (b + 1) * batchSize));
+    yield* readAhead(opts.startBatch ?? 0, batches, load);
   }
 
   /** Closes every shard file (after in-flight reads finish). */
@@ -259,10 +234,9 @@ export class ArrowStore implements FeatureSource {
       }
       const diff = schemaDifference(reader.schema, this.manifest.dtype);
       if (diff) fail(`schema mismatch: ${diff}`);
-      const rowsMeta = reader.schema.metadata.get(META_BATCH_ROWS);
-      const rows = (rowsMeta ?? '').split(',').map(Number);
-      if (!rowsMeta || rows.some((n) => !Number.isInteger(n) || n < 1))
-        fail(`schema metadata ${META_BATCH_ROWS} missing or invalid (${JSON.stringify(rowsMeta)})`);
+      const rows =
+        batchRows(reader.schema.metadata) ??
+        fail(`schema metadata ${META_BATCH_ROWS} missing or invalid (${JSON.stringify(reader.schema.metadata.get(META_BATCH_ROWS))})`);
       if (rows.length !== reader.numRecordBatches)
         fail(`footer lists ${reader.numRecordBatches} record batches, schema metadata ${META_BATCH_ROWS} lists ${rows.length}`);
       const total = rows.reduce((a, b) => a + b, 0);
@@ -322,102 +296,8 @@ export class ArrowStore implements FeatureSource {
   }
 }
 
-/** What a shard file says about itself (its schema metadata), for merging shards into a manifest. */
-export interface ShardInfo {
-  firstSample: number;
-  samples: number;
-  tokens: number;
-  idsSha256: string;
-  bytes: number;
-}
-
-/** Reads a shard file's footer and schema metadata (not its rows). */
-export async function readShardInfo(file: string): Promise<ShardInfo> {
-  const fh = await fsp.open(file, 'r').catch((e: Error) => {
-    throw new StoreError(`${file}: cannot open shard (${e.message})`);
-  });
-  try {
-    const { size } = await fh.stat();
-    let metadata: Map<string, string>;
-    try {
-      const r = await RecordBatchReader.from(fh);
-      const reader = await r.open({ autoDestroy: false });
-      metadata = reader.schema.metadata;
-    } catch (e) {
-      throw new StoreError(`${file}: not a readable Arrow IPC shard (${(e as Error).message})`);
-    }
-    const num = (key: string): number => {
-      const v = Number(metadata.get(key));
-      if (!Number.isInteger(v) || v < 0)
-        throw new StoreError(`${file}: schema metadata ${key} missing or invalid (${JSON.stringify(metadata.get(key))})`);
-      return v;
-    };
-    const rows = (metadata.get(META_BATCH_ROWS) ?? '').split(',').map(Number);
-    if (rows.some((n) => !Number.isInteger(n) || n < 1))
-      throw new StoreError(`${file}: schema metadata ${META_BATCH_ROWS} missing or invalid`);
-    return {
-      firstSample: num(META_FIRST_SAMPLE),
-      samples: rows.reduce((a, b) => a + b, 0),
-      tokens: num(META_TOKENS),
-      idsSha256: metadata.get(META_IDS_SHA256) ?? '',
-      bytes: size,
-    };
-  } finally {
-    await fh.close().catch(() => {});
-  }
-}
-
 async function closeShard(s: Shard): Promise<void> {
   const r = s.reader;
   s.reader = null;
   if (r) await r.cancel(); // closes the file handle
-}
-
-/** A seeded permutation of [0, n), different per epoch, identical for every rank. */
-export function permutation(n: number, seed: number, epoch: number): Int32Array {
-  let h = Math.imul((seed >>> 0) ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul((epoch >>> 0) + 0x632be5ab, 0xc2b2ae35);
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x7feb352d);
-  h ^= h >>> 15;
-  const rng = new Rng(h >>> 0);
-  const p = Int32Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = rng.int(i + 1);
-    const t = p[i];
-    p[i] = p[j];
-    p[j] = t;
-  }
-  return p;
-}
-
-/**
- * Splits a global batch into `worldSize` equal-count shares with balanced total length (the work of a
- * rank grows with its tokens): longest first, each sample to the share with the fewest tokens that still
- * has room (ties: lower rank, earlier position). Every rank computes the same split. Returns positions.
- */
-export function balancedShares(lengths: number[], worldSize: number): number[][] {
-  if (lengths.length % worldSize !== 0)
-    throw new Error(`balancedShares: ${lengths.length} samples do not split into ${worldSize} equal shares`);
-  const per = lengths.length / worldSize;
-  const shares: number[][] = Array.from({ length: worldSize }, () => []);
-  const tokens = new Array(worldSize).fill(0);
-  const order = lengths.map((_, i) => i).sort((a, b) => lengths[b] - lengths[a] || a - b);
-  for (const i of order) {
-    let best = -1;
-    for (let r = 0; r < worldSize; r++) if (shares[r].length < per && (best < 0 || tokens[r] < tokens[best])) best = r;
-    shares[best].push(i);
-    tokens[best] += lengths[i];
-  }
-  return shares;
-}
-
-/**
- * Rank `rank`'s interleaved share of an epoch's order: positions rank, rank + W, ... With dropLast the
- * order is first cut to a multiple of W, so every rank gets the same count.
- */
-export function rankSlice(order: Int32Array, rank: number, worldSize: number, dropLast: boolean): Int32Array {
-  const n = dropLast ? order.length - (order.length % worldSize) : order.length;
-  const out = new Int32Array(Math.max(0, Math.ceil((n - rank) / worldSize)));
-  for (let i = rank, k = 0; i < n; i += worldSize) out[k++] = order[i];
-  return out;
 }

@@ -3,13 +3,15 @@
 // a subfolder they never read (their loaders glob *.safetensors in the top folder only):
 // training_state/optimizer.safetensors (AdamW moments) and training_state/trainer_state.json (step,
 // epoch, sampler position, learning rate, recipe key). A checkpoint is written into step-<N>.tmp/ and renamed, so a
-// crash never leaves a half-written step-<N>/; the newest keep_last are kept.
+// crash never leaves a half-written step-<N>/; the newest keep_last are kept. A run starts from its
+// newest checkpoint (or a given one) only when it was written with the same recipe key (run-dir.ts).
 import fs from 'node:fs';
 import path from 'node:path';
 import type { DraftConfig } from '../draft/config.ts';
 import { draftConfigJson } from '../draft/config.ts';
-import { draftTensorShapes, isServingTensor } from '../draft/eagle3.ts';
+import { draftTensorShapes, Eagle3Draft, isServingTensor } from '../draft/eagle3.ts';
 import { SafetensorsFile, type StoredTensor, writeAtomic, writeSafetensors } from '../io/safetensors.ts';
+import type { AdamW } from './optimizer.ts';
 
 export interface TrainerState {
   step: number;
@@ -107,4 +109,64 @@ export function loadCheckpoint(dir: string, config: DraftConfig): SavedCheckpoin
     moments.v.set(name, opt.read(`exp_avg_sq.${name}`).data as Float32Array);
   }
   return { dir, weights, moments, state };
+}
+
+export interface RunStart {
+  draft: Eagle3Draft;
+  state: TrainerState;
+  /** The checkpoint the run continues, or null for a fresh run. */
+  resumedFrom: string | null;
+}
+
+/**
+ * The draft a run trains and its trainer state: restored with the AdamW moments (into `opt`) from `resume`
+ * ('latest': the run's newest checkpoint, when it has one; or a checkpoint folder), else freshly seeded.
+ */
+export function startOrResume(o: {
+  runDir: string;
+  resume: string | null;
+  config: DraftConfig;
+  opt: AdamW;
+  recipeKey: string;
+  seed: number;
+  totalSteps: number;
+  log: (m: string) => void;
+}): RunStart {
+  const resumedFrom = o.resume === 'latest' ? (listCheckpoints(o.runDir).pop() ?? null) : o.resume;
+  if (o.resume === 'latest' && !resumedFrom) o.log(`no checkpoint in ${o.runDir} yet: starting fresh`);
+  if (!resumedFrom) {
+    const state = { step: 0, epoch: 0, batchInEpoch: 0, totalSteps: o.totalSteps, seed: o.seed, learningRate: 0, recipeKey: o.recipeKey };
+    return { draft: Eagle3Draft.init(o.config, o.seed), state, resumedFrom };
+  }
+  const saved = loadCheckpoint(resumedFrom, o.config);
+  if (saved.state.recipeKey !== o.recipeKey)
+    throw new Error(
+      `${resumedFrom}: written by a run with other model, data or training settings; resume it with its own recipe, or start a fresh run_id`,
+    );
+  const draft = new Eagle3Draft(o.config, saved.weights);
+  // The optimizer keys its moments by variable name, checkpoints by parameter name.
+  const byVar = (m: Map<string, Float32Array>) => new Map([...draft.params].map(([n, v]) => [v.name, m.get(n)!]));
+  o.opt.load({ step: saved.state.step, m: byVar(saved.moments.m), v: byVar(saved.moments.v) }, draft.variables());
+  o.log(`resumed from ${resumedFrom} at step ${saved.state.step}`);
+  return { draft, state: saved.state, resumedFrom };
+}
+
+/** Saves step-<state.step> of the run: the draft, its vocabulary, the AdamW moments and the trainer state. */
+export function saveTraining(
+  runDir: string,
+  config: DraftConfig,
+  draft: Eagle3Draft,
+  vocab: { d2t: BigInt64Array; t2d: Uint8Array },
+  opt: AdamW,
+  state: TrainerState,
+  keepLast: number,
+): string {
+  const { m, v } = opt.state();
+  const moments = { m: new Map<string, Float32Array>(), v: new Map<string, Float32Array>() };
+  for (const [n, p] of draft.params) {
+    // Before the first update the moments do not exist yet: zeros, as AdamW starts.
+    moments.m.set(n, (m.get(p.name)?.dataSync() as Float32Array) ?? new Float32Array(p.size));
+    moments.v.set(n, (v.get(p.name)?.dataSync() as Float32Array) ?? new Float32Array(p.size));
+  }
+  return saveCheckpoint(runDir, config, draft.exportWeights(), vocab, moments, state, keepLast);
 }

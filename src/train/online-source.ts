@@ -17,7 +17,9 @@ import type { Collective } from '../parallel/collective.ts';
 import type { BatchOptions, FeatureSample, FeatureSource } from '../store/feature-source.ts';
 import { readManifest, MANIFEST_FILE, StoreError, type StoreExpectation } from '../store/manifest.ts';
 import { RankStoreWriter } from '../store/rank-writer.ts';
-import { ArrowStore, permutation, rankSlice, readShardInfo } from '../store/reader.ts';
+import { ArrowStore } from '../store/reader.ts';
+import { epochPlan, permutation, rankSlice, readAhead } from '../store/sampler.ts';
+import { readShardInfo } from '../store/shard-info.ts';
 import { type EncodedRow, idsSha256, type StoreMetaInput } from '../store/shard-file.ts';
 import type { TargetModel } from '../target/runtime.ts';
 import fs from 'node:fs';
@@ -108,28 +110,17 @@ export class OnlineFeatures implements FeatureSource {
       return;
     }
     if (s && !this.stored) await this.finishStore(s, 0, null); // resumed past epoch 0 with an unfinished store
-    const order = opts.shuffle ? permutation(this.size, opts.seed, opts.epoch) : Int32Array.from({ length: this.size }, (_, i) => i);
-    const dropLast = opts.dropLast ?? true;
-    const mine = rankSlice(order, opts.rank ?? 0, opts.worldSize ?? 1, dropLast);
+    const { mine, batches } = epochPlan(this.size, opts);
     const B = opts.batchSize;
-    const n = dropLast ? Math.floor(mine.length / B) : Math.ceil(mine.length / B);
+    const first = opts.startBatch ?? 0;
     const stored = this.stored;
+    // Computed on this thread batch by batch (nothing to read ahead), or read from the store as ArrowStore reads.
     if (!stored) {
-      for (let b = opts.startBatch ?? 0; b < n; b++) yield this.compute(mine.subarray(b * B, (b + 1) * B));
+      for (let b = first; b < batches; b++) yield this.compute(mine.subarray(b * B, (b + 1) * B));
       return;
     }
-    // From the store, with one batch of read-ahead.
-    const fetch = (b: number) => {
-      const p = Promise.all(Array.from(mine.subarray(b * B, (b + 1) * B), (i) => stored.store.get(stored.position[i])));
-      p.catch(() => {});
-      return p;
-    };
-    let next = (opts.startBatch ?? 0) < n ? fetch(opts.startBatch ?? 0) : null;
-    for (let b = opts.startBatch ?? 0; b < n; b++) {
-      const cur = next!;
-      next = b + 1 < n ? fetch(b + 1) : null;
-      yield await cur;
-    }
+    const read = (b: number) => Promise.all(Array.from(mine.subarray(b * B, (b + 1) * B), (i) => stored.store.get(stored.position[i])));
+    yield* readAhead(first, batches, read);
   }
 
   async close(): Promise<void> {

@@ -1,4 +1,5 @@
-// Fingerprints that tie a hidden-state store to the exact target, tokenizer and data it came from.
+// Fingerprints that tie a hidden-state store (and the draft-vocabulary and regeneration caches) to the exact
+// target, tokenizer and data they came from.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';

@@ -1,0 +1,180 @@
+// One optimisation step of data-parallel training. Each rank runs its share of every micro-batch through
+// the draft in chunks (src/train/chunks.ts), summing the gradients over chunks and accumulation_steps
+// micro-batches; the step then all-reduces them (mean over ranks), clips them to max_grad_norm and
+// applies the same AdamW update on every rank, so the replicas stay identical.
+import * as tf from '@tensorflow/tfjs';
+import type { Collective } from '../parallel/collective.ts';
+import type { Recipe } from '../recipe/recipe.ts';
+import { signalBatch, signalLosses, signalMaskCounts } from '../specexit/loss.ts';
+import type { FeatureSample } from '../store/feature-source.ts';
+import { planChunks } from './chunks.ts';
+import { collateFeatures, type TrainingModel } from './collate.ts';
+import { BatchSums } from './metrics.ts';
+import { type AdamW, clipByGlobalNorm, type Schedule } from './optimizer.ts';
+import { prepareTeacher, stepAccuracies, tttForward } from './ttt.ts';
+
+type Divisors = [number, number, number];
+
+/** The run's optimizer steps (max_steps, or num_epochs of full steps) and its learning-rate schedule. */
+export function stepSchedule(r: Recipe, trainSamples: number, worldSize: number): Schedule {
+  const t = r.training;
+  const microPerEpoch = Math.floor(Math.floor(trainSamples / worldSize) / t.batch_size);
+  const stepsPerEpoch = Math.floor(microPerEpoch / t.accumulation_steps);
+  if (stepsPerEpoch < 1)
+    throw new Error(
+      `${r.file}: ${trainSamples} training samples make no full optimizer step of ${t.batch_size} x ${t.accumulation_steps} on ${worldSize} rank(s)`,
+    );
+  const totalSteps = t.max_steps ?? stepsPerEpoch * t.num_epochs;
+  return { lr: t.learning_rate, warmupSteps: Math.round(t.warmup_ratio * totalSteps), totalSteps };
+}
+
+export class OptimizerStep {
+  private readonly vars: tf.Variable[];
+  private readonly t: Recipe['training'];
+  /** Gradients summed over the step's micro-batches so far (null before the first). */
+  private accumulated: Record<string, tf.Tensor> | null = null;
+  private micro = 0;
+  /** Every variable's gradient, flattened for the all-reduce. */
+  private readonly flat: Float32Array;
+  /** The longest sample of each rank's share (one slot per rank) and the SpecExit mask counts (summed). */
+  private readonly shared: Float32Array;
+
+  constructor(
+    private readonly m: TrainingModel,
+    private readonly opt: AdamW,
+    private readonly collective: Collective,
+    r: Recipe,
+  ) {
+    this.t = r.training;
+    this.vars = m.draft.variables();
+    this.flat = new Float32Array(this.vars.reduce((n, v) => n + v.size, 0));
+    this.shared = new Float32Array(collective.worldSize + 3);
+  }
+
+  /** Whether the micro-batches of a whole optimizer step are in. */
+  get ready(): boolean {
+    return this.micro === this.t.accumulation_steps;
+  }
+
+  /**
+   * Loss and gradients of this rank's share of a micro-batch, the gradients added to the step's. Returns
+   * its sums on this rank (all-reduce them for the global batch's) and its total loss.
+   */
+  microBatch(samples: FeatureSample[]): { sums: BatchSums; loss: number } {
+    // Normalisers of the whole global batch: the TTT loss's B*T and the SpecExit losses' mask counts are
+    // then those of a single rank holding the whole batch.
+    const { T, divisors } = this.globalShape(samples);
+    const sums = new BatchSums(this.t.ttt_length);
+    sums.tokens = samples.reduce((n, s) => n + s.inputIds.length, 0);
+    let loss = 0;
+    const lengths = samples.map((s) => s.inputIds.length);
+    for (const chunk of planChunks(lengths, this.t.chunk_tokens, T)) {
+      const part = this.chunkGradients(
+        chunk.indices.map((i) => samples[i]),
+        chunk.padTo,
+        samples.length * T,
+        divisors,
+        sums,
+      );
+      loss += part.loss;
+      this.accumulate(part.grads);
+    }
+    this.micro++;
+    return { sums, loss };
+  }
+
+  /** All-reduces the step's gradients (mean over ranks), clips them and applies AdamW at `lr`; returns the norm before clipping. */
+  update(lr: number): number {
+    const { vars, flat } = this;
+    const worldSize = this.collective.worldSize;
+    let off = 0;
+    for (const v of vars) {
+      flat.set(this.accumulated![v.name].dataSync() as Float32Array, off);
+      off += v.size;
+    }
+    tf.dispose(Object.values(this.accumulated!));
+    this.accumulated = null;
+    this.micro = 0;
+    this.collective.allReduceSum(flat);
+    const reduced: Record<string, tf.Tensor> = {};
+    off = 0;
+    for (const v of vars) {
+      reduced[v.name] = tf.tidy(() => tf.div(tf.tensor(flat.subarray(off, off + v.size), v.shape), worldSize));
+      off += v.size;
+    }
+    const clipped = clipByGlobalNorm(reduced, this.t.max_grad_norm);
+    this.opt.apply(vars, clipped.grads, lr);
+    tf.dispose(Object.values(clipped.grads));
+    return clipped.norm;
+  }
+
+  /** Frees the gradients of an unfinished step. */
+  dispose(): void {
+    if (this.accumulated) tf.dispose(Object.values(this.accumulated));
+    this.accumulated = null;
+  }
+
+  /** What the whole global batch shares, gathered in one all-reduce: its padded length and the SpecExit divisors. */
+  private globalShape(samples: FeatureSample[]): { T: number; divisors: Divisors | undefined } {
+    const { shared } = this;
+    const { rank, worldSize } = this.collective;
+    shared.fill(0);
+    shared[rank] = Math.max(...samples.map((s) => s.inputIds.length));
+    if (this.t.specexit) shared.set(signalMaskCounts(samples), worldSize);
+    if (worldSize > 1) this.collective.allReduceSum(shared);
+    const T = Math.max(...shared.subarray(0, worldSize));
+    // Each rank divides by its share of the global count, so that the mean over ranks is the global masked mean.
+    const divisors = this.t.specexit ? (Array.from(shared.subarray(worldSize), (n) => Math.max(n, 1) / worldSize) as Divisors) : undefined;
+    return { T, divisors };
+  }
+
+  /**
+   * Loss, metrics and gradients of one chunk of a micro-batch, with the micro-batch's normaliser and
+   * SpecExit divisors so that the chunks' results add up to the micro-batch's; the metrics go into `sums`.
+   */
+  private chunkGradients(part: FeatureSample[], padTo: number, normaliser: number, divisors: Divisors | undefined, sums: BatchSums) {
+    const { m, t } = this;
+    const batch = collateFeatures(part, m, padTo);
+    const teacher = prepareTeacher(batch, m.vocab);
+    const kept: tf.Scalar[] = [];
+    const keptSignals: tf.Scalar[] = [];
+    let argmax: number[][][] = [];
+    const sig = t.specexit ? signalBatch(part, padTo) : null;
+    const { value, grads } = tf.variableGrads(() => {
+      const out = tttForward(m.draft, m.head.embed, batch.aux, teacher, t.ttt_length, { normaliser });
+      kept.push(...out.stepLosses);
+      argmax = out.draftArgmax;
+      let total: tf.Scalar = out.total;
+      if (sig) {
+        // SpecExit multi-task loss, added to the TTT loss with the recipe's weights.
+        const losses = signalLosses(m.draft.signalLogits(batch.aux), sig, divisors);
+        keptSignals.push(...losses.map((l) => tf.keep(l)));
+        losses.forEach((l, k) => (total = tf.add(total, tf.mul(l, t.specexit_weights[k]))));
+      }
+      return tf.div(total, t.accumulation_steps) as tf.Scalar;
+    }, this.vars);
+    const acc = stepAccuracies(teacher, argmax);
+    kept.forEach((l, k) => (sums.loss[k] += l.dataSync()[0]));
+    acc.correct.forEach((c, k) => {
+      sums.correct[k] += c;
+      sums.counted[k] += acc.counted[k];
+    });
+    keptSignals.forEach((l, k) => (sums.signal[k] += l.dataSync()[0]));
+    const loss = value.dataSync()[0] * t.accumulation_steps;
+    tf.dispose([value, ...kept, ...keptSignals, ...(sig ? [sig.targets, sig.masks] : []), teacher.probs, batch.aux, batch.targetLogits]);
+    return { grads, loss };
+  }
+
+  private accumulate(grads: Record<string, tf.Tensor>): void {
+    if (!this.accumulated) {
+      this.accumulated = grads;
+      return;
+    }
+    for (const v of this.vars) {
+      const sum = tf.add(this.accumulated[v.name], grads[v.name]);
+      this.accumulated[v.name].dispose();
+      grads[v.name].dispose();
+      this.accumulated[v.name] = sum;
+    }
+  }
+}
