@@ -6,7 +6,7 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { prng, removeTempDirs, tempDir } from './helpers.ts';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/io/dtypes.ts';
-import { Checkpoint, SafetensorsError, SafetensorsFile, writeCheckpoint, writeSafetensors } from '../src/io/safetensors.ts';
+import { SafetensorsFolder, SafetensorsError, SafetensorsFile, writeSafetensorsFolder, writeSafetensors } from '../src/io/safetensors.ts';
 import type { TensorToWrite } from '../src/io/safetensors.ts';
 
 const tmpDir = () => tempDir('sf-');
@@ -689,7 +689,7 @@ describe('checkpoints', () => {
   test('sharded write with a small shard limit reads back equal', () => {
     const dir = tmpDir();
     const tensors = tensorsForCheckpoint();
-    const written = writeCheckpoint(dir, tensors, 150);
+    const written = writeSafetensorsFolder(dir, tensors, 150);
     const files = fs.readdirSync(dir).sort();
     const shards = files.filter((n) => /^model-\d{5}-of-\d{5}\.safetensors$/.test(n));
     assert.ok(shards.length >= 3, `expected several shards, got ${files}`);
@@ -716,7 +716,7 @@ describe('checkpoints', () => {
     for (const [name, shard] of Object.entries(index.weight_map as Record<string, string>)) {
       assert.ok(new SafetensorsFile(path.join(dir, shard)).has(name), `${name} not in ${shard}`);
     }
-    const ck = new Checkpoint(dir);
+    const ck = new SafetensorsFolder(dir);
     assert.deepEqual(ck.names().sort(), [...tensors.keys()].sort());
     for (const [name, t] of tensors) {
       assert.ok(ck.has(name));
@@ -732,12 +732,12 @@ describe('checkpoints', () => {
   test('a large limit writes one model.safetensors', () => {
     const dir = tmpDir();
     const tensors = tensorsForCheckpoint();
-    const written = writeCheckpoint(dir, tensors);
+    const written = writeSafetensorsFolder(dir, tensors);
     assert.deepEqual(fs.readdirSync(dir), ['model.safetensors']);
     assert.deepEqual(written, [path.join(dir, 'model.safetensors')]);
     const f = new SafetensorsFile(path.join(dir, 'model.safetensors'));
     assert.deepEqual(f.metadata, { format: 'pt' });
-    const ck = new Checkpoint(dir);
+    const ck = new SafetensorsFolder(dir);
     for (const [name, t] of tensors) assert.deepEqual(ck.read(name).data, expected(t), name);
   });
 
@@ -748,10 +748,10 @@ describe('checkpoints', () => {
         ['a', { dtype: 'F32', shape: [4], data: new Float32Array(4).fill(x) }],
         ['b', { dtype: 'F32', shape: [4], data: new Float32Array(4).fill(x) }],
       ]);
-    writeCheckpoint(dir, v(1), 20); // two shards + index
-    writeCheckpoint(dir, v(2)); // one model.safetensors
+    writeSafetensorsFolder(dir, v(1), 20); // two shards + index
+    writeSafetensorsFolder(dir, v(2)); // one model.safetensors
     assert.deepEqual(
-      new Checkpoint(dir).read('a').data,
+      new SafetensorsFolder(dir).read('a').data,
       new Float32Array(4).fill(2),
       'stale shards/index were read instead of the new model.safetensors',
     );
@@ -763,29 +763,29 @@ describe('checkpoints', () => {
       ['first.weight', { dtype: 'F32', shape: [4], data: [1, 2, 3, 4] }],
       ['second.weight', { dtype: 'F32', shape: [4], data: [5, 6, 7, 8] }],
     ]);
-    writeCheckpoint(dir, tensors, 16);
+    writeSafetensorsFolder(dir, tensors, 16);
     const indexFile = path.join(dir, 'model.safetensors.index.json');
     const index = JSON.parse(fs.readFileSync(indexFile, 'utf8'));
     assert.equal(index.weight_map['first.weight'], 'model-00001-of-00002.safetensors');
     index.weight_map['first.weight'] = 'model-00002-of-00002.safetensors';
     fs.writeFileSync(indexFile, JSON.stringify(index));
-    expectSfError(() => new Checkpoint(dir), 'first.weight', 'model-00002-of-00002.safetensors');
+    expectSfError(() => new SafetensorsFolder(dir), 'first.weight', 'model-00002-of-00002.safetensors');
   });
 
   test('an index naming a missing shard, and an index that is not JSON', () => {
     const dir = tmpDir();
     const indexFile = path.join(dir, 'model.safetensors.index.json');
     fs.writeFileSync(indexFile, JSON.stringify({ weight_map: { w: 'model-00001-of-00009.safetensors' } }));
-    expectSfError(() => new Checkpoint(dir), 'model-00001-of-00009.safetensors');
+    expectSfError(() => new SafetensorsFolder(dir), 'model-00001-of-00009.safetensors');
     fs.writeFileSync(indexFile, '{ nope');
-    expectSfError(() => new Checkpoint(dir), indexFile);
+    expectSfError(() => new SafetensorsFolder(dir), indexFile);
     fs.writeFileSync(indexFile, '{}');
-    expectSfError(() => new Checkpoint(dir), indexFile, 'weight_map');
+    expectSfError(() => new SafetensorsFolder(dir), indexFile, 'weight_map');
   });
 
   test('a folder with neither model.safetensors nor an index', () => {
     const dir = tmpDir();
     fs.writeFileSync(path.join(dir, 'config.json'), '{}');
-    expectSfError(() => new Checkpoint(dir), dir);
+    expectSfError(() => new SafetensorsFolder(dir), dir);
   });
 });

@@ -210,11 +210,11 @@ describe('KV cache decoding equals the full forward', () => {
 
 describe('loading and memory', () => {
   test('bf16 and f16 checkpoints load as float32 and stay close to the f32 model', async () => {
-    const { Checkpoint, writeSafetensors } = await import('../src/io/safetensors.ts');
+    const { SafetensorsFolder, writeSafetensors } = await import('../src/io/safetensors.ts');
     const os = await import('node:os');
     const path = await import('node:path');
     const src = fixture('golden/targets/llama');
-    const f32 = new Checkpoint(src);
+    const f32 = new SafetensorsFolder(src);
     const ids = [[3, 14, 15, 9, 26, 5]];
     const ref = TfjsTarget.load(src);
     const expected = ref.forward({ ids }).logits!.dataSync() as Float32Array;

@@ -14,7 +14,7 @@ import path from 'node:path';
 import type { Message } from '../data/chat.ts';
 import { type Conversation, countDataLines, readConversations } from '../data/datasets.ts';
 import { endOfTurnIds, tokenizeConversation } from '../data/templates.ts';
-import { writeAtomic } from '../io/safetensors.ts';
+import { writeAtomic } from '../io/atomic.ts';
 import type { Tokenizer } from '../io/tokenizer.ts';
 import type { Recipe } from '../recipe/recipe.ts';
 import {

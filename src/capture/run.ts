@@ -51,7 +51,7 @@ export async function runRank(ctx: RankContext): Promise<void> {
       log,
     };
     const splits = [{ label: 'train', files: train.files, format: train.format, limit: r.capture.limit }];
-    if (r.data.eval) splits.push({ label: 'eval', files: r.data.eval, format: r.data.format as never, limit: null });
+    if (r.data.eval) splits.push({ label: 'eval', files: r.data.eval, format: r.data.format, limit: null });
     for (const s of splits) {
       const res = await captureSplit(model, tok, {
         ...common,

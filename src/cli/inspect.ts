@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { defaultAuxLayers, loadModelConfig, parameterCount } from '../io/hf-config.ts';
-import { Checkpoint } from '../io/safetensors.ts';
+import { SafetensorsFolder } from '../io/safetensors.ts';
 
 /** Checks that a Hugging Face folder is a target this project can run, and prints what it found. */
 export const inspectCommand: CommandModule<object, { model: string }> = {
@@ -9,7 +9,7 @@ export const inspectCommand: CommandModule<object, { model: string }> = {
   builder: (y) => y.positional('model', { type: 'string', demandOption: true, describe: 'folder with config.json and safetensors' }),
   handler: (args) => {
     const c = loadModelConfig(args.model);
-    const ckpt = new Checkpoint(args.model);
+    const ckpt = new SafetensorsFolder(args.model);
     const dtypes = new Map<string, number>();
     for (const n of ckpt.names()) {
       const { dtype } = ckpt.info(n);

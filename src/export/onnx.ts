@@ -3,9 +3,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { loadDraftCheckpoint } from '../draft/load.ts';
-import { Checkpoint } from '../io/safetensors.ts';
+import { SafetensorsFolder } from '../io/safetensors.ts';
 import type { DraftConfig } from '../draft/config.ts';
-import { writeAtomic } from '../io/safetensors.ts';
+import { writeAtomic } from '../io/atomic.ts';
 import { ONNX_OPSET, buildDraftModel, draftGraphNames } from './onnx-draft.ts';
 import { type ExternalData, writeOnnxModel } from './onnx-write.ts';
 
@@ -20,9 +20,9 @@ export interface OnnxExportOptions {
 /** The target's input embedding table [V, H], checked against the draft's config. */
 export function readTargetEmbedding(target: string, c: DraftConfig): Float32Array {
   const name = 'model.embed_tokens.weight';
-  let ck: Checkpoint;
+  let ck: SafetensorsFolder;
   try {
-    ck = new Checkpoint(target);
+    ck = new SafetensorsFolder(target);
   } catch (e) {
     throw new Error(`--target ${target}: ${(e as Error).message}`);
   }

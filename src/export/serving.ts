@@ -7,7 +7,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { draftConfigJson } from '../draft/config.ts';
 import { loadDraftCheckpoint } from '../draft/load.ts';
-import { type Dtype, type StoredTensor, writeAtomic, writeSafetensors } from '../io/safetensors.ts';
+import { type Dtype, type StoredTensor, writeSafetensors } from '../io/safetensors.ts';
+import { writeAtomic } from '../io/atomic.ts';
 import { SafetensorsFile } from '../io/safetensors.ts';
 
 export type ServingFormat = 'sglang' | 'specexit';

@@ -3,6 +3,7 @@
 // Files are read tensor by tensor through a file descriptor, so an 8B checkpoint never sits in memory whole.
 import fs from 'node:fs';
 import path from 'node:path';
+import { writeAtomic } from './atomic.ts';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from './dtypes.ts';
 
 export const DTYPE_BYTES = { F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, BOOL: 1 } as const;
@@ -230,29 +231,11 @@ export function writeSafetensors(
   writeAtomic(file, [len, json, ...blobs]);
 }
 
-export function writeAtomic(file: string, parts: (Buffer | string)[]): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  const tmp = `${file}.${process.pid}.tmp`;
-  try {
-    const fd = fs.openSync(tmp, 'w');
-    try {
-      for (const p of parts) fs.writeSync(fd, typeof p === 'string' ? Buffer.from(p) : p);
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(tmp, file);
-  } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    throw e;
-  }
-}
-
 /**
- * The tensors of a Hugging Face checkpoint folder: one `model.safetensors`, or shards listed by
+ * The tensors of a Hugging Face model folder (a target or a saved draft): one `model.safetensors`, or shards listed by
  * `model.safetensors.index.json` (its weight_map: tensor name -> shard file).
  */
-export class Checkpoint {
+export class SafetensorsFolder {
   readonly dir: string;
   private readonly where = new Map<string, SafetensorsFile>();
 
@@ -311,7 +294,7 @@ export class Checkpoint {
  * Writes tensors as a sharded checkpoint (model-0000i-of-0000n.safetensors plus the index) when they
  * exceed `maxShardBytes`, else as one model.safetensors.
  */
-export function writeCheckpoint(
+export function writeSafetensorsFolder(
   dir: string,
   tensors: Map<string, TensorToWrite>,
   maxShardBytes = 5 * 2 ** 30,

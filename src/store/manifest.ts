@@ -3,7 +3,7 @@
 // shards that are complete on disk; `complete: true` marks a finished capture.
 import fs from 'node:fs';
 import path from 'node:path';
-import { writeAtomic } from '../io/safetensors.ts';
+import { writeAtomic } from '../io/atomic.ts';
 import { SCHEMA_VERSION, type StoreDtype } from './schema.ts';
 
 export const MANIFEST_FILE = 'manifest.json';

@@ -3,7 +3,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { linear } from '../backend/matmul.ts';
 import { type ModelConfig, loadModelConfig, ropeInverseFrequencies } from '../io/hf-config.ts';
-import { Checkpoint, type StoredTensor } from '../io/safetensors.ts';
+import { SafetensorsFolder, type StoredTensor } from '../io/safetensors.ts';
 import { MASKED, applyRope, embeddingLookup, groupedAttention, rmsNorm, ropeTables, silu } from '../nn/layers.ts';
 import { TfjsKVCache } from './kv-cache.ts';
 import type { ForwardOptions, TargetInput, TargetModel, TargetOutput } from './runtime.ts';
@@ -59,7 +59,7 @@ export class TfjsTarget implements TargetModel {
 
   /** Loads a Hugging Face folder: config.json plus model.safetensors (or sharded with an index). */
   static load(dir: string): TfjsTarget {
-    return TfjsTarget.fromWeights(loadModelConfig(dir), new Checkpoint(dir), dir);
+    return TfjsTarget.fromWeights(loadModelConfig(dir), new SafetensorsFolder(dir), dir);
   }
 
   /**

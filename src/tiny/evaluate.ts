@@ -10,7 +10,7 @@ import { hideBin } from 'yargs/helpers';
 import { BACKENDS, type BackendName, initBackend } from '../backend/backend.ts';
 import { renderChatML } from '../data/templates.ts';
 import { readAllConversations } from '../data/datasets.ts';
-import { writeAtomic } from '../io/safetensors.ts';
+import { writeAtomic } from '../io/atomic.ts';
 import { type Tokenizer, loadTokenizer } from '../io/tokenizer.ts';
 import { generate } from '../target/generate.ts';
 import { TfjsTarget } from '../target/tfjs-target.ts';

@@ -1,11 +1,11 @@
 // Writes the tiny target's corpus and tokenizer:
 //   npx tsx src/tiny/make-data.ts [--seed 1234] [--out data]
 //   -> {out}/corpus/{chat,reasoning}-{train,eval}.jsonl, {out}/tiny-target/tokenizer{,_config}.json
-// Same seed, same bytes. Each file is written to file.tmp and renamed, so a crash never leaves half a file.
-import fs from 'node:fs';
+// Same seed, same bytes. Each file is written atomically (io/atomic.ts), so a crash never leaves half a file.
 import path from 'node:path';
 import { generateCorpus, toJsonl, type ChatRecord } from './corpus.ts';
 import { buildTokenizer, chatMLText } from './tokenizer-builder.ts';
+import { writeAtomic } from '../io/atomic.ts';
 
 export const DEFAULTS = {
   seed: 1234,
@@ -47,10 +47,8 @@ function parseArgs(argv: string[]): typeof DEFAULTS {
   return opts;
 }
 
-function writeAtomic(file: string, text: string): number {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  fs.writeFileSync(file + '.tmp', text);
-  fs.renameSync(file + '.tmp', file);
+function writeText(file: string, text: string): number {
+  writeAtomic(file, [text]);
   return Buffer.byteLength(text);
 }
 
@@ -69,7 +67,7 @@ function main(): void {
   let corpusBytes = 0;
   for (const [name, records] of splits) {
     const file = path.join(opts.out, 'corpus', `${name}.jsonl`);
-    const bytes = writeAtomic(file, toJsonl(records));
+    const bytes = writeText(file, toJsonl(records));
     corpusBytes += bytes;
     console.log(`${file}: ${records.length} records, ${mb(bytes)}`);
   }
@@ -83,7 +81,7 @@ function main(): void {
     ['tokenizer_config.json', tokenizerConfig],
   ] as const) {
     const file = path.join(dir, name);
-    console.log(`${file}: ${mb(writeAtomic(file, json(obj)))}`);
+    console.log(`${file}: ${mb(writeText(file, json(obj)))}`);
   }
   const vocab = Object.keys((tokenizerJson as { model: { vocab: object } }).model.vocab).length;
   console.log(`vocabulary: ${vocab} tokens; corpus: ${mb(corpusBytes)}`);

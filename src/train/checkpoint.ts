@@ -10,7 +10,8 @@ import path from 'node:path';
 import type { DraftConfig } from '../draft/config.ts';
 import { draftConfigJson } from '../draft/config.ts';
 import { draftTensorShapes, Eagle3Draft, isServingTensor } from '../draft/eagle3.ts';
-import { SafetensorsFile, type StoredTensor, writeAtomic, writeSafetensors } from '../io/safetensors.ts';
+import { writeAtomic } from '../io/atomic.ts';
+import { SafetensorsFile, type StoredTensor, writeSafetensors } from '../io/safetensors.ts';
 import type { AdamW } from './optimizer.ts';
 
 export interface TrainerState {

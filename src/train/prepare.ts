@@ -22,12 +22,12 @@ export async function prepareTraining(r: Recipe, log: (m: string) => void): Prom
     const missing = ['train', ...(r.data.eval ? ['eval'] : [])].filter((s) => !storeComplete(path.join(r.data.store, s)));
     if (missing.length) {
       log(`store ${r.data.store} has no complete ${missing.join(' and ')} split: capturing first`);
-      await initBackend(r.runtime.backend as never, log);
+      await initBackend(r.runtime.backend, log);
       await runCapture(r, log);
     }
   } else if (r.data.regenerate) {
     // Online training reads the regenerated conversations: write them first.
-    await initBackend(r.runtime.backend as never, log);
+    await initBackend(r.runtime.backend, log);
     const tok = loadTokenizer(r.model.target);
     const model = TfjsTarget.load(r.model.target);
     try {

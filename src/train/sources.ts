@@ -64,7 +64,7 @@ export async function openSources(r: Recipe, target: TargetInfo, collective: Col
   const store: OnlineStoreOptions | null = r.training.online_store
     ? {
         dir: trainDir,
-        meta: storeMeta(target.config, identity, r.capture.dtype as never, r.capture.samples_per_shard),
+        meta: storeMeta(target.config, identity, r.capture.dtype, r.capture.samples_per_shard),
         identity,
         collective,
         seed: r.runtime.seed,
@@ -74,7 +74,7 @@ export async function openSources(r: Recipe, target: TargetInfo, collective: Col
         log,
       }
     : null;
-  const extractor = r.data.answer_extractor as never;
+  const extractor = r.data.answer_extractor;
   const train = new OnlineFeatures(model, target.tok, samples, target.aux, extractor, store);
   const evalSource = r.data.eval
     ? new OnlineFeatures(

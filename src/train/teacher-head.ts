@@ -4,7 +4,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { linear } from '../backend/matmul.ts';
 import type { ModelConfig } from '../io/hf-config.ts';
-import { Checkpoint } from '../io/safetensors.ts';
+import { SafetensorsFolder } from '../io/safetensors.ts';
 
 export class TeacherHead {
   readonly embed: tf.Tensor2D;
@@ -18,7 +18,7 @@ export class TeacherHead {
   }
 
   static load(dir: string, c: ModelConfig): TeacherHead {
-    const ckpt = new Checkpoint(dir);
+    const ckpt = new SafetensorsFolder(dir);
     const read = (name: string, shape: [number, number]) => {
       const t = ckpt.read(name);
       if (t.shape[0] !== shape[0] || t.shape[1] !== shape[1])

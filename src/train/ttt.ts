@@ -1,6 +1,6 @@
 // EAGLE-3 training-time test: `ttt_length` unrolled draft steps over a batch, each predicting one token
 // further ahead from the previous step's own output, with SpecForge's alignment, teacher, masks and loss
-// normalisation (see ../shared/reference/eagle3.md, restated in the README).
+// normalisation (the semantics are restated in docs/usage.md, "The loss").
 import * as tf from '@tensorflow/tfjs';
 import { type Eagle3Draft, type StepKV, tttAttention } from '../draft/eagle3.ts';
 import { MASKED, ropeTables } from '../nn/layers.ts';
