@@ -1,3 +1,4 @@
+// `specforge capture`: wires the arguments to the recipe's capture job (capture/run.ts).
 import type { CommandModule } from 'yargs';
 import { initBackend } from '../backend/backend.ts';
 import { runCapture } from '../capture/run.ts';

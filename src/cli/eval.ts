@@ -1,3 +1,4 @@
+// `specforge eval`: wires the arguments to the recipe's eval job (decode/run.ts).
 import type { CommandModule } from 'yargs';
 import { initBackend } from '../backend/backend.ts';
 import { runEval } from '../decode/run.ts';

@@ -1,3 +1,4 @@
+// `specforge export-onnx`: wires the arguments to the exporters (export/onnx.ts, export/serving.ts).
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { exportDraftOnnx } from '../export/onnx.ts';

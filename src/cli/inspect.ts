@@ -1,3 +1,4 @@
+// `specforge inspect`: reads a model folder's config and tensor headers and prints what specforge sees.
 import type { CommandModule } from 'yargs';
 import { defaultAuxLayers, loadModelConfig, parameterCount } from '../io/hf-config.ts';
 import { SafetensorsFolder } from '../io/safetensors.ts';
