@@ -10,7 +10,7 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/backend.ts';
 import { type ModelConfig, parseModelConfig } from '../src/io/hf-config.ts';
 import { Checkpoint, SafetensorsFile, writeSafetensors } from '../src/io/safetensors.ts';
-import { loadTarget } from '../src/target/load.ts';
+import { loadTarget, targetOptions } from '../src/target/load.ts';
 import { OrtTarget, checkProvider } from '../src/target/ort-target.ts';
 import { DATA_FILE, MANIFEST } from '../src/target/ort-weights.ts';
 import type { KVCache, TargetInput, TargetModel, TargetOutput } from '../src/target/runtime.ts';
@@ -319,6 +319,8 @@ describe('factory and options', () => {
     assert.equal((o as OrtTarget).threads, 1);
     o.dispose();
     await assert.rejects(loadTarget(dir, { engine: 'torch' as never }), /engine 'torch': expected one of ort, tfjs/);
+    const recipe = { runtime: { backend: 'wasm', seed: 1, target_engine: 'ort', target_provider: 'cpu', target_threads: 0 } };
+    assert.deepEqual(targetOptions(recipe), { engine: 'ort', provider: 'cpu', threads: 0 });
   });
 
   test('the CUDA provider, when its libraries are absent, fails with how to get them', (t) => {

@@ -1,4 +1,5 @@
 // Chooses the engine that runs the target model (recipe runtime.target_engine): ONNX Runtime, or tfjs.
+import type { Recipe } from '../recipe/recipe.ts';
 import type { ForwardOptions, TargetInput, TargetModel, TargetOutput } from './runtime.ts';
 import { ORT_PROVIDERS, OrtTarget, type OrtProvider } from './ort-target.ts';
 import { TfjsTarget } from './tfjs-target.ts';
@@ -27,6 +28,11 @@ export async function loadTarget(dir: string, opts: LoadTargetOptions = {}): Pro
   }
   if (opts.provider && !ORT_PROVIDERS.includes(opts.provider)) throw new Error(`target provider '${opts.provider}': expected one of ${ORT_PROVIDERS.join(', ')}`);
   return OrtTarget.load(dir, { threads: opts.threads, provider: opts.provider, cacheDir: opts.cacheDir, log: opts.log });
+}
+
+/** The recipe's runtime.target_* fields as loadTarget options. */
+export function targetOptions(r: Pick<Recipe, 'runtime'>): LoadTargetOptions {
+  return { engine: r.runtime.target_engine as TargetEngine, provider: r.runtime.target_provider as OrtProvider, threads: r.runtime.target_threads };
 }
 
 /**
