@@ -128,6 +128,8 @@ for (const m of MODELS) {
       const attentionMask = lengths.map((n) => Array.from({ length: T }, (_, t) => (t < n ? 1 : 0)));
       both(ort, ref, null, { ids, attentionMask }, [1, L - 1], 'padded batch');
       both(ort, ref, null, { ids: [ids[0]] }, [], 'one row, no layers');
+      // Fewer tokens than attention blocks (empty blocks), and uneven blocks.
+      for (const n of [1, 2, 3, 5]) both(ort, ref, null, { ids: [tokens(n), tokens(n)] }, [0], `${n} tokens`);
     });
 
     test('logits: false returns no logits; lmHead and embeddings match', () => {
@@ -187,8 +189,10 @@ for (const m of MODELS) {
       both(ort, ref, caches, { ids: [tokens(4)], positionIds: [[5, 6, 6, 7]], treeMask }, [0, L - 1], 'tree');
       for (const c of caches) c.select([0, 1, 2, 3, 4, 5, 7, 8]);
       both(ort, ref, caches, { ids: [tokens(1)] }, [0], 'continuation after select');
-      // A tree without a cache (the capture graph) too.
+      // A tree without a cache (the capture graph) too, and a mask under which a token sees a later one
+      // (the unblocked capture graph).
       both(ort, ref, null, { ids: [tokens(4)], treeMask }, [1], 'tree without cache');
+      both(ort, ref, null, { ids: [tokens(4)], treeMask: treeMask.map((r) => r.map(() => 1)) }, [1], 'bidirectional mask without cache');
       for (const c of caches) c.dispose();
     });
 
@@ -284,9 +288,9 @@ describe('converted-weight cache', () => {
     t1.dispose();
     const cacheDir = t1.weights.dir;
     const graphs = fs.readdirSync(cacheDir).filter((f) => f.endsWith('.onnx')).sort();
-    assert.deepEqual(graphs, ['capture-1.onnx', 'head.onnx']);
+    assert.deepEqual(graphs, ['capture-b4-1.onnx', 'head.onnx']);
     fs.rmSync(path.join(cacheDir, 'head.onnx'));
-    fs.writeFileSync(path.join(cacheDir, 'capture-1.onnx'), 'not a protobuf');
+    fs.writeFileSync(path.join(cacheDir, 'capture-b4-1.onnx'), 'not a protobuf');
     fs.mkdirSync(path.join(root, 'ort-target', `.${path.basename(cacheDir)}.tmp-crashed`)); // a build that died
     const t2 = await OrtTarget.load(dir, { cacheDir: root, threads: 1 });
     assert.equal(t2.weights.built, false, 'the weights are fine: no rebuild');

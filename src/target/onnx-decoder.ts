@@ -157,9 +157,18 @@ interface Shared {
 }
 
 /**
- * The capture or decode graph. `layers`: the decoder layers whose outputs it returns (sorted, unique).
+ * Query blocks of the capture graph's attention: block i of n (rows [ceil(iT/n), ceil((i+1)T/n))) scores only
+ * the keys up to its last row, skipping most of the causally hidden upper triangle (n = 4: 10/16 of the
+ * full products). Valid only when no token sees a later one; forward() falls back to 1 otherwise.
  */
-export function buildBodyGraph(c: ModelConfig, weights: WeightTable, kind: BodyKind, layers: number[]): ModelProto {
+export const CAPTURE_BLOCKS = 4;
+
+/**
+ * The capture or decode graph. `layers`: the decoder layers whose outputs it returns (sorted, unique).
+ * `blocks`: capture only, see CAPTURE_BLOCKS (1 scores every key for every query).
+ */
+export function buildBodyGraph(c: ModelConfig, weights: WeightTable, kind: BodyKind, layers: number[], blocks = 1): ModelProto {
+  if (!Number.isInteger(blocks) || blocks < 1 || (kind === 'decode' && blocks !== 1)) throw new Error(`ONNX target graph: blocks ${blocks}: expected a positive integer (1 for decode)`);
   for (const l of layers) if (!Number.isInteger(l) || l < 0 || l >= c.numLayers) throw new Error(`ONNX target graph: layer ${l} outside [0, ${c.numLayers})`);
   const g = new Graph(weights);
   const H = c.hiddenSize;
@@ -199,6 +208,12 @@ export function buildBodyGraph(c: ModelConfig, weights: WeightTable, kind: BodyK
     bias5: g.o('Unsqueeze', ['attention_bias', g.i64([1])]),
   };
   if (kind === 'decode') shared.past = g.o('Shape', ['past_key_0'], { start: 2, end: 3 });
+  // Block bounds e_i = ceil(i T / n) as 1-element int64 tensors (blocks may be empty when T < n).
+  const bounds: string[] = [];
+  if (blocks > 1) {
+    const T = g.o('Shape', ['input_ids'], { start: 1, end: 2 });
+    for (let i = 0; i <= blocks; i++) bounds.push(i === 0 ? g.i64([0]) : i === blocks ? T : g.o('Div', [g.o('Add', [g.o('Mul', [T, g.i64([i])]), g.i64([blocks - 1])]), g.i64([blocks])]));
+  }
   const halfStart = g.i64([0]);
   const halfMid = g.i64([hd / 2]);
   const halfEnd = g.i64([hd]);
@@ -226,12 +241,27 @@ export function buildBodyGraph(c: ModelConfig, weights: WeightTable, kind: BodyK
     // GQA without copying keys: query head h = kv * group + j becomes row (kv, j) of [B, kvH, group, T, hd],
     // and keys/values broadcast over the group axis.
     const q5 = g.o('Transpose', [g.o('Reshape', [q, g.i64([0, 0, kvH, group, hd])])], { perm: [0, 2, 3, 1, 4] });
-    const scoresOf = (keys: string) => g.o('MatMul', [q5, g.o('Transpose', [g.o('Unsqueeze', [keys, heads])], { perm: [0, 1, 2, 4, 3] })]);
+    const keysT = (keys: string) => g.o('Transpose', [g.o('Unsqueeze', [keys, heads])], { perm: [0, 1, 2, 4, 3] }); // [B, kvH, 1, hd, S]
+    const scoresOf = (keys: string) => g.o('MatMul', [q5, keysT(keys)]);
     const mix = (probs: string, values: string) => g.o('MatMul', [probs, g.o('Unsqueeze', [values, heads])]);
     let attn5: string; // [B, kvH, group, T, hd]
-    if (kind === 'capture') {
+    if (kind === 'capture' && blocks === 1) {
       const probs = g.o('Softmax', [g.o('Add', [scoresOf(k), shared.bias5])], { axis: -1 });
       attn5 = mix(probs, v);
+    } else if (kind === 'capture') {
+      const kT = keysT(k);
+      const v5 = g.o('Unsqueeze', [v, heads]); // [B, kvH, 1, T, hd]
+      const zero = bounds[0];
+      const parts: string[] = [];
+      for (let i = 0; i < blocks; i++) {
+        const [from, to] = [bounds[i], bounds[i + 1]];
+        const rows = g.o('Slice', [q5, from, to, g.i64([3])]);
+        const keys = g.o('Slice', [kT, zero, to, g.i64([4])]);
+        const bias = g.o('Slice', [shared.bias5, g.o('Concat', [from, zero], { axis: 0 }), g.o('Concat', [to, to], { axis: 0 }), g.i64([3, 4])]);
+        const probs = g.o('Softmax', [g.o('Add', [g.o('MatMul', [rows, keys]), bias])], { axis: -1 });
+        parts.push(g.o('MatMul', [probs, g.o('Slice', [v5, zero, to, g.i64([3])])]));
+      }
+      attn5 = g.o('Concat', parts, { axis: 3 });
     } else {
       // Past and new slots are scored separately and joined only as scores, so the cache is never copied.
       const pk = `past_key_${l}`;
@@ -270,7 +300,7 @@ export function buildBodyGraph(c: ModelConfig, weights: WeightTable, kind: BodyK
       inputs.push({ name: `past_key_${l}`, elemType: f, shape: ['batch', kvH, 'past', hd] }, { name: `past_value_${l}`, elemType: f, shape: ['batch', kvH, 'past', hd] });
     }
   }
-  return model(c, `target_${kind}`, g, inputs, outputs, { kind, layers: JSON.stringify(layers) });
+  return model(c, `target_${kind}`, g, inputs, outputs, { kind, layers: JSON.stringify(layers), attention_blocks: String(blocks) });
 }
 
 /** final_normed [batch, seq, H] -> logits [batch, seq, V]. */

@@ -12,7 +12,7 @@ import * as tf from '@tensorflow/tfjs';
 import { encodeModel } from '../export/onnx-proto.ts';
 import { type ModelConfig, loadModelConfig } from '../io/hf-config.ts';
 import { writeAtomic } from '../io/safetensors.ts';
-import { type BodyKind, MASKED, buildBodyGraph, buildHeadGraph } from './onnx-decoder.ts';
+import { type BodyKind, CAPTURE_BLOCKS, MASKED, buildBodyGraph, buildHeadGraph } from './onnx-decoder.ts';
 import { type CacheOp, OrtKVCache, capacityFor } from './ort-kv-cache.ts';
 import { type WeightCache, ensureWeightCache, readStored } from './ort-weights.ts';
 import type { HeadRequest, RunRequest, WorkerData, WorkerReply, WorkerRequest } from './ort-worker.ts';
@@ -25,6 +25,11 @@ export interface OrtTargetOptions {
   /** ONNX Runtime intra-op threads; 0 or absent: every core of this machine (give cores / ranks when several processes share it). */
   threads?: number;
   provider?: OrtProvider;
+  /**
+   * Let ORT's idle threads spin between ops (its own default). Off by default: on cores shared with other
+   * processes (ranks, other jobs) spinning burns CPU they need, and large ops gain nothing from it.
+   */
+  spin?: boolean;
   /** Root of the converted-weights cache (default $SPECFORGE_CACHE or ~/.cache/specforge). */
   cacheDir?: string;
   log?: (msg: string) => void;
@@ -65,7 +70,7 @@ export class OrtTarget implements TargetModel {
   private busy = false;
   private closed = false;
 
-  private constructor(config: ModelConfig, weights: WeightCache, threads: number, provider: OrtProvider) {
+  private constructor(config: ModelConfig, weights: WeightCache, threads: number, provider: OrtProvider, spin: boolean) {
     this.config = config;
     this.weights = weights;
     this.threads = threads;
@@ -74,7 +79,7 @@ export class OrtTarget implements TargetModel {
     this.flag = new Int32Array(sab);
     const { port1, port2 } = new MessageChannel();
     this.port = port1;
-    const workerData: WorkerData = { flag: sab, port: port2, threads, provider, numLayers: config.numLayers, kvHeads: config.numKvHeads, headDim: config.headDim };
+    const workerData: WorkerData = { flag: sab, port: port2, threads, provider, spin, numLayers: config.numLayers, kvHeads: config.numKvHeads, headDim: config.headDim };
     this.worker = new Worker(new URL('./ort-worker-bootstrap.mjs', import.meta.url), { workerData, transferList: [port2] });
     this.worker.unref();
   }
@@ -90,7 +95,7 @@ export class OrtTarget implements TargetModel {
     if (!Number.isInteger(threads)) throw new OrtTargetError(`ONNX Runtime threads: expected a non-negative integer, got ${opts.threads}`);
     const config = loadModelConfig(dir);
     const weights = ensureWeightCache(dir, config, { cacheRoot: opts.cacheDir, log: opts.log });
-    const target = new OrtTarget(config, weights, threads, provider);
+    const target = new OrtTarget(config, weights, threads, provider, opts.spin ?? false);
     try {
       await target.awaitReply(); // the worker's greeting: ONNX Runtime loaded
     } catch (e) {
@@ -154,13 +159,16 @@ export class OrtTarget implements TargetModel {
 
   // ---- graphs ----
 
-  /** The graph file for a body kind and layer set, (re)written when missing or different from what this code builds. */
-  private graphFile(kind: BodyKind | 'head', layers: number[] = []): string {
-    const name = kind === 'head' ? 'head.onnx' : `${kind}-${layers.length ? layers.join('_') : 'none'}.onnx`;
+  /**
+   * The graph file for a body kind, layer set and attention blocking, (re)written when missing or different
+   * from what this code builds.
+   */
+  private graphFile(kind: BodyKind | 'head', layers: number[] = [], blocks = 1): string {
+    const name = kind === 'head' ? 'head.onnx' : `${kind}${kind === 'capture' ? `-b${blocks}` : ''}-${layers.length ? layers.join('_') : 'none'}.onnx`;
     const known = this.graphs.get(name);
     if (known) return known;
     const file = path.join(this.weights.dir, name);
-    const proto = kind === 'head' ? buildHeadGraph(this.config, this.weights.table) : buildBodyGraph(this.config, this.weights.table, kind, layers);
+    const proto = kind === 'head' ? buildHeadGraph(this.config, this.weights.table) : buildBodyGraph(this.config, this.weights.table, kind, layers, blocks);
     const bytes = Buffer.from(encodeModel(proto));
     const same = fs.existsSync(file) && fs.statSync(file).size === bytes.length && fs.readFileSync(file).equals(bytes);
     if (!same) writeAtomic(file, [bytes]);
@@ -222,7 +230,8 @@ export class OrtTarget implements TargetModel {
     const bias = attentionBias(mask, cache?.length ?? 0, capacity, cache?.keyMask, input.treeMask);
     const request: RunRequest = {
       op: 'run',
-      body: this.graphFile(cache ? 'decode' : 'capture', layers),
+      // Blocked attention skips keys after each query block: only when no token may see a later one.
+      body: cache ? this.graphFile('decode', layers) : this.graphFile('capture', layers, seesOnlyEarlier(input.treeMask) ? CAPTURE_BLOCKS : 1),
       head: opts.logits === false ? null : this.graphFile('head'),
       B,
       T,
@@ -283,6 +292,11 @@ export class OrtTarget implements TargetModel {
     void this.worker.terminate();
     this.port.close();
   }
+}
+
+/** Whether a tree mask (absent: the causal rule) lets each token see only itself and earlier tokens. */
+function seesOnlyEarlier(tree: number[][] | undefined): boolean {
+  return !tree || tree.every((row, i) => row.every((v, j) => j <= i || v !== 1));
 }
 
 /**

@@ -11,6 +11,8 @@ export interface WorkerData {
   port: MessagePort;
   threads: number;
   provider: 'cpu' | 'cuda';
+  /** Let idle pool threads spin between ops (ORT's default): lower latency, but CPU burnt that others sharing the cores could use. */
+  spin: boolean;
   numLayers: number;
   kvHeads: number;
   headDim: number;
@@ -74,6 +76,7 @@ function session(file: string): Promise<ort.InferenceSession> {
       executionMode: 'sequential',
       graphOptimizationLevel: 'all',
       executionProviders: [data.provider],
+      extra: { session: { intra_op: { allow_spinning: data.spin ? '1' : '0' } } },
     });
     // A failed creation is not cached: the next request tries again (after the main thread rewrote the file).
     s.catch(() => sessions.delete(file));
