@@ -339,6 +339,22 @@ describe('factory and options', () => {
     assert.throws(() => checkProvider('rocm' as never), /expected one of cpu, cuda/);
   });
 
+  test('unpacked weights and spinning threads give the same results', async () => {
+    const dir = fixture('golden/targets/qwen2');
+    const ids = [[5, 9, 2, 7, 1, 3]];
+    const plain = await load(dir);
+    const tuned = await OrtTarget.load(dir, { cacheDir: cacheRoot, threads: 2, prepack: false, spin: true });
+    const [ca, cb] = [plain.newCache(1), tuned.newCache(1)];
+    for (const step of [ids, [[11]], [[12, 13]]]) {
+      const a = plain.forward({ ids: step }, { cache: ca, layers: [2] });
+      const b = tuned.forward({ ids: step }, { cache: cb, layers: [2] });
+      sameOutputs(b, a, 'prepack off, spinning');
+      disposeOut(a, b);
+    }
+    plain.dispose();
+    tuned.dispose();
+  });
+
   test('use after dispose is an error', async () => {
     const o = await load(fixture('golden/targets/llama'));
     o.dispose();

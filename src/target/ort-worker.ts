@@ -13,6 +13,8 @@ export interface WorkerData {
   provider: 'cpu' | 'cuda';
   /** Let idle pool threads spin between ops (ORT's default): lower latency, but CPU burnt that others sharing the cores could use. */
   spin: boolean;
+  /** Pack MatMul weights once per session (ORT's default); off, every session reads the one mapped data file. */
+  prepack: boolean;
   numLayers: number;
   kvHeads: number;
   headDim: number;
@@ -76,7 +78,7 @@ function session(file: string): Promise<ort.InferenceSession> {
       executionMode: 'sequential',
       graphOptimizationLevel: 'all',
       executionProviders: [data.provider],
-      extra: { session: { intra_op: { allow_spinning: data.spin ? '1' : '0' } } },
+      extra: { session: { intra_op: { allow_spinning: data.spin ? '1' : '0' }, disable_prepacking: data.prepack ? '0' : '1' } },
     });
     // A failed creation is not cached: the next request tries again (after the main thread rewrote the file).
     s.catch(() => sessions.delete(file));
