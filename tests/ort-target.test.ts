@@ -355,6 +355,16 @@ describe('factory and options', () => {
     tuned.dispose();
   });
 
+  test('a worker that has gone is an error, not a hang', async () => {
+    const o = await load(fixture('golden/targets/llama'));
+    await (o as unknown as { worker: { terminate(): Promise<number> } }).worker.terminate();
+    assert.throws(() => o.forward({ ids: [[1, 2]] }), /ONNX Runtime worker exited; load the target again/);
+    assert.throws(() => o.forward({ ids: [[1, 2]] }), /worker exited/);
+    o.dispose();
+    assert.throws(() => o.forward({ ids: [[1, 2]] }), /after dispose/);
+    await assert.rejects(OrtTarget.load(fixture('golden/targets/llama'), { threads: -1 }), /threads: expected a non-negative integer/);
+  });
+
   test('use after dispose is an error', async () => {
     const o = await load(fixture('golden/targets/llama'));
     o.dispose();

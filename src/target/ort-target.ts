@@ -82,13 +82,32 @@ export class OrtTarget implements TargetModel {
     this.weights = weights;
     this.threads = threads;
     this.provider = provider;
-    const sab = new SharedArrayBuffer(4);
+    // flag[0]: a reply is waiting; flag[1]: the worker has exited (set by the worker, or here on its 'error').
+    const sab = new SharedArrayBuffer(8);
     this.flag = new Int32Array(sab);
     const { port1, port2 } = new MessageChannel();
     this.port = port1;
     const workerData: WorkerData = { flag: sab, port: port2, threads, provider, ...tuning, numLayers: config.numLayers, kvHeads: config.numKvHeads, headDim: config.headDim };
     this.worker = new Worker(new URL('./ort-worker-bootstrap.mjs', import.meta.url), { workerData, transferList: [port2] });
     this.worker.unref();
+    // A worker that fails before it can reply (its imports, say) must still wake a waiting caller.
+    this.worker.on('error', (e) => {
+      this.failure ??= e instanceof Error ? e.message : String(e);
+      this.signalExit();
+    });
+    this.worker.on('exit', () => this.signalExit());
+  }
+
+  private failure: string | null = null;
+
+  private exitMessage(): string {
+    return `ONNX Runtime worker exited${this.failure ? `: ${this.failure}` : ''}; load the target again`;
+  }
+
+  private signalExit(): void {
+    Atomics.store(this.flag, 1, 1);
+    Atomics.store(this.flag, 0, 1);
+    Atomics.notify(this.flag, 0);
   }
 
   /**
@@ -98,8 +117,8 @@ export class OrtTarget implements TargetModel {
   static async load(dir: string, opts: OrtTargetOptions = {}): Promise<OrtTarget> {
     const provider = opts.provider ?? 'cpu';
     checkProvider(provider);
-    const threads = opts.threads && opts.threads > 0 ? opts.threads : os.availableParallelism();
-    if (!Number.isInteger(threads)) throw new OrtTargetError(`ONNX Runtime threads: expected a non-negative integer, got ${opts.threads}`);
+    if (opts.threads !== undefined && !(Number.isInteger(opts.threads) && opts.threads >= 0)) throw new OrtTargetError(`ONNX Runtime threads: expected a non-negative integer (0: every core), got ${opts.threads}`);
+    const threads = opts.threads || os.availableParallelism();
     const config = loadModelConfig(dir);
     const weights = ensureWeightCache(dir, config, { cacheRoot: opts.cacheDir, log: opts.log });
     const target = new OrtTarget(config, weights, threads, provider, { spin: opts.spin ?? false, prepack: opts.prepack ?? true });
@@ -117,8 +136,9 @@ export class OrtTarget implements TargetModel {
   private wake(): WorkerReply {
     Atomics.store(this.flag, 0, 0);
     const m = receiveMessageOnPort(this.port);
-    if (!m) throw new OrtTargetError('ONNX Runtime worker: woke without a reply');
-    return m.message as WorkerReply;
+    if (m) return m.message as WorkerReply;
+    if (Atomics.load(this.flag, 1)) throw new OrtTargetError(this.exitMessage());
+    throw new OrtTargetError('ONNX Runtime worker: woke without a reply');
   }
 
   private async awaitReply(): Promise<WorkerReply> {
@@ -137,6 +157,7 @@ export class OrtTarget implements TargetModel {
 
   private request(m: WorkerRequest, transfer: ArrayBuffer[]): void {
     if (this.closed) throw new OrtTargetError('ORT target: used after dispose()');
+    if (Atomics.load(this.flag, 1)) throw new OrtTargetError(this.exitMessage());
     if (this.busy) throw new OrtTargetError('ORT target: a forwardAsync call is still running; await it first');
     this.port.postMessage(m, transfer);
   }

@@ -174,5 +174,11 @@ data.port.on('message', (m: WorkerRequest) => {
   queue = queue.then(() => handle(m));
 });
 process.on('uncaughtException', (e) => reply({ ok: false, error: `ORT worker: ${errorText(e)}` }));
+process.on('exit', () => {
+  // Wakes a main thread blocked in Atomics.wait, which cannot see the worker's 'exit' event.
+  Atomics.store(signal, 1, 1);
+  Atomics.store(signal, 0, 1);
+  Atomics.notify(signal, 0);
+});
 process.on('unhandledRejection', (e) => reply({ ok: false, error: `ORT worker: ${errorText(e)}` }));
 reply({ ok: true, outputs: {} });
