@@ -7,11 +7,11 @@ import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
+import crypto from 'node:crypto';
 import { MessageChannel, type MessagePort, Worker, receiveMessageOnPort } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs';
 import { encodeModel } from '../export/onnx-proto.ts';
 import { type ModelConfig, loadModelConfig } from '../io/hf-config.ts';
-import { writeAtomic } from '../io/safetensors.ts';
 import { type BodyKind, CAPTURE_BLOCKS, MASKED, buildBodyGraph, buildHeadGraph } from './onnx-decoder.ts';
 import { type CacheOp, OrtKVCache, capacityFor } from './ort-kv-cache.ts';
 import { type WeightCache, ensureWeightCache, readStored } from './ort-weights.ts';
@@ -199,7 +199,17 @@ export class OrtTarget implements TargetModel {
     const proto = kind === 'head' ? buildHeadGraph(this.config, this.weights.table) : buildBodyGraph(this.config, this.weights.table, kind, layers, blocks);
     const bytes = Buffer.from(encodeModel(proto));
     const same = fs.existsSync(file) && fs.statSync(file).size === bytes.length && fs.readFileSync(file).equals(bytes);
-    if (!same) writeAtomic(file, [bytes]);
+    if (!same) {
+      // A name of its own per writer: ranks are threads of one process, so the pid alone is not unique.
+      const tmp = `${file}.${crypto.randomBytes(6).toString('hex')}.tmp`;
+      try {
+        fs.writeFileSync(tmp, bytes);
+        fs.renameSync(tmp, file);
+      } catch (e) {
+        fs.rmSync(tmp, { force: true });
+        throw new OrtTargetError(`${file}: cannot write the graph (${(e as Error).message})`);
+      }
+    }
     this.graphs.set(name, file);
     return file;
   }
