@@ -2,7 +2,7 @@
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { exportDraftOnnx } from '../export/onnx.ts';
-import type { ExternalData } from '../export/onnx-write.ts';
+import type { ExternalData } from '../io/onnx-write.ts';
 import { type ServingFormat, writeServingFolder } from '../export/serving.ts';
 import { type CommonArgs, withBackend } from './common.ts';
 

@@ -30,7 +30,7 @@ import {
   type NodeProto,
   type TensorProto,
   type ValueInfo,
-} from './onnx-proto.ts';
+} from '../io/onnx-proto.ts';
 
 export const ONNX_OPSET = 17;
 /** IR version 8 goes with opset 17. */

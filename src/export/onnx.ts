@@ -7,7 +7,7 @@ import { SafetensorsFolder } from '../io/safetensors.ts';
 import type { DraftConfig } from '../draft/config.ts';
 import { writeAtomic } from '../io/atomic.ts';
 import { ONNX_OPSET, buildDraftModel, draftGraphNames } from './onnx-draft.ts';
-import { type ExternalData, writeOnnxModel } from './onnx-write.ts';
+import { type ExternalData, writeOnnxModel } from '../io/onnx-write.ts';
 
 export interface OnnxExportOptions {
   quantize?: 'int8' | null;

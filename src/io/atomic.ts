@@ -2,11 +2,13 @@
 // A crash leaves the old file (or none), never a torn one; every writer of the project goes through here.
 import fs from 'node:fs';
 import path from 'node:path';
+import { threadId } from 'node:worker_threads';
 
 /** Writes `parts` to `file` atomically (temporary name, fsync, rename); creates the folder. */
 export function writeAtomic(file: string, parts: (Buffer | string)[]): void {
   fs.mkdirSync(path.dirname(file), { recursive: true });
-  const tmp = `${file}.${process.pid}.tmp`;
+  // pid and thread: ranks are worker threads of one process and may write the same file at once.
+  const tmp = `${file}.${process.pid}.${threadId}.tmp`;
   try {
     const fd = fs.openSync(tmp, 'w');
     try {

@@ -225,5 +225,23 @@ export const RECIPE_SPEC = {
       doc: 'tfjs engine; auto = first that loads of node-gpu, node, wasm, cpu (--backend overrides)',
     },
     seed: { type: 'integer', default: 42, doc: 'seed of every random choice (data order, initialisation)' },
+    target_engine: {
+      type: 'enum',
+      values: ['ort', 'tfjs'],
+      default: 'ort',
+      doc: 'engine of the target model: ort = ONNX Runtime (its weights converted once to float32 under $SPECFORGE_CACHE, default ~/.cache/specforge), tfjs = the tfjs backend of runtime.backend',
+    },
+    target_provider: {
+      type: 'enum',
+      values: ['cpu', 'cuda'],
+      default: 'cpu',
+      doc: "ort: execution provider of the target; cuda needs onnxruntime-node's CUDA 12 libraries (Linux x64; npm install onnxruntime-node --onnxruntime-node-install=cuda12)",
+    },
+    target_threads: {
+      type: 'integer',
+      min: 0,
+      default: 0,
+      doc: 'ort: intra-op threads of the target; 0 = every core (with several ranks on one machine, give cores / parallel.workers)',
+    },
   },
 } as const satisfies RecipeSpec;

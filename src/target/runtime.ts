@@ -48,6 +48,8 @@ export interface KVCache {
 export interface TargetModel {
   readonly config: ModelConfig;
   forward(input: TargetInput, opts?: ForwardOptions): TargetOutput;
+  /** forward() without blocking the calling thread, where the engine has a way (OrtTarget: a worker thread). */
+  forwardAsync?(input: TargetInput, opts?: ForwardOptions): Promise<TargetOutput>;
   newCache(batch: number): KVCache;
   /** The target's lm_head applied to final normed hidden states (the teacher rebuilt from a capture). */
   lmHead(finalNormed: tf.Tensor): tf.Tensor;

@@ -4,7 +4,7 @@
 // model whose data is missing.
 import fs from 'node:fs';
 import path from 'node:path';
-import { writeAtomic } from '../io/atomic.ts';
+import { writeAtomic } from './atomic.ts';
 import { type ModelProto, encodeModel } from './onnx-proto.ts';
 
 export type ExternalData = 'auto' | 'always' | 'never';
