@@ -1,6 +1,6 @@
 // Capture throughput on the tiny target, store bytes per token (vs SpecForge's offline format: aux 3H
 // plus last hidden H in bf16 = 8*H bytes per token), and store read throughput.
-// Usage: npm run bench:capture [-- --samples 256 --runs 3 --backend wasm]
+// Usage: npm run bench:capture [-- --samples 256 --runs 3 --backend wasm --engine ort|tfjs]
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -8,7 +8,7 @@ import { type BackendName, initBackend } from '../src/backend/backend.ts';
 import { captureSplit } from '../src/capture/capture.ts';
 import { loadTokenizer } from '../src/io/tokenizer.ts';
 import { ArrowStore } from '../src/store/reader.ts';
-import { TfjsTarget } from '../src/target/tfjs-target.ts';
+import { type TargetEngine, loadTarget } from '../src/target/load.ts';
 import { CORPUS_DIR, TINY_TARGET_DIR } from '../src/tiny/config.ts';
 
 const arg = (name: string, dflt: string) =>
@@ -19,7 +19,8 @@ const backend = await initBackend(arg('backend', 'auto') as BackendName);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 const tok = loadTokenizer(TINY_TARGET_DIR);
-const model = TfjsTarget.load(TINY_TARGET_DIR);
+const engine = arg('engine', 'ort') as TargetEngine;
+const model = await loadTarget(TINY_TARGET_DIR, { engine, cacheDir: fs.mkdtempSync(path.join(os.tmpdir(), 'bench-capture-ort-')) });
 const H = model.config.hiddenSize;
 const captureRates: number[] = [];
 let store = '';
@@ -63,10 +64,13 @@ for (let r = 0; r < 5; r++) {
 await s.close();
 fs.rmSync(store, { recursive: true });
 
-console.log(`tiny target (H=${H}), ${samples} samples per run, backend ${backend}; medians of ${runs} capture runs and 5 read passes`);
+console.log(
+  `tiny target (H=${H}), ${samples} samples per run, target engine ${engine}, backend ${backend}; medians of ${runs} capture runs and 5 read passes`,
+);
 console.log(`capture throughput            ${median(captureRates).toFixed(0)} tokens/s`);
 console.log(
   `store size                    ${bytesPerToken.toFixed(1)} bytes/token (float16 aux 3H + final hidden H = ${8 * H} bytes of features)`,
 );
 console.log(`SpecForge offline format      ${8 * H} bytes/token (aux 3H + last hidden H in bf16)`);
 console.log(`read throughput (shuffled)    ${median(readRates).toFixed(0)} MB/s of store files`);
+model.dispose();

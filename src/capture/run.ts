@@ -6,7 +6,7 @@ import path from 'node:path';
 import { loadTokenizer } from '../io/tokenizer.ts';
 import { launchRanks, type RankContext } from '../parallel/launch.ts';
 import type { Recipe } from '../recipe/recipe.ts';
-import { TfjsTarget } from '../target/tfjs-target.ts';
+import { loadRecipeTarget } from '../target/load.ts';
 import { initBackend, type BackendName } from '../backend/backend.ts';
 import { saveDraftVocab } from '../data/draft-vocab.ts';
 import { trainFiles } from '../data/train-files.ts';
@@ -17,7 +17,7 @@ import { ensureRegenerated } from './regenerate.ts';
 export async function runCapture(r: Recipe, log: (m: string) => void): Promise<void> {
   if (r.data.regenerate) {
     // Regeneration runs once, here; the ranks then capture its output.
-    const model = TfjsTarget.load(r.model.target);
+    const model = await loadRecipeTarget(r, { log });
     try {
       await ensureRegenerated(r, model, loadTokenizer(r.model.target), log);
     } finally {
@@ -34,7 +34,7 @@ export async function runRank(ctx: RankContext): Promise<void> {
   const log = rank === 0 ? ctx.log : () => {};
   await initBackend(r.runtime.backend as BackendName, worldSize > 1 ? () => {} : log);
   const tok = loadTokenizer(r.model.target);
-  const model = TfjsTarget.load(r.model.target);
+  const model = await loadRecipeTarget(r, { ranks: worldSize, log });
   try {
     const train = trainFiles(r);
     const common = {

@@ -11,7 +11,7 @@ import { loadDraftCheckpoint } from '../draft/load.ts';
 import { loadTokenizer } from '../io/tokenizer.ts';
 import type { Recipe } from '../recipe/recipe.ts';
 import type { TargetModel } from '../target/runtime.ts';
-import { TfjsTarget } from '../target/tfjs-target.ts';
+import { loadRecipeTarget } from '../target/load.ts';
 import { listCheckpoints } from '../train/checkpoint.ts';
 import { runDirOf } from '../train/run-dir.ts';
 import { type DecodeSettings, evaluatePrompts } from './evaluate.ts';
@@ -54,7 +54,7 @@ export async function runEval(r: Recipe, o: EvalJobOptions = {}): Promise<{ repo
   const template = r.data.template as TemplateName;
 
   const tok = loadTokenizer(r.model.target);
-  const target = TfjsTarget.load(r.model.target);
+  const target = await loadRecipeTarget(r, { log });
   let opened: OpenedDrafter | null = null;
   try {
     opened = openDrafter(checkpoint, onnxDir !== null, target, r.model.target);

@@ -1,4 +1,5 @@
 // Chooses the engine that runs the target model (recipe runtime.target_engine): ONNX Runtime, or tfjs.
+import os from 'node:os';
 import type { Recipe } from '../recipe/recipe.ts';
 import type { ForwardOptions, TargetInput, TargetModel, TargetOutput } from './runtime.ts';
 import { ORT_PROVIDERS, OrtTarget, type OrtProvider } from './ort-target.ts';
@@ -35,10 +36,24 @@ export async function loadTarget(dir: string, opts: LoadTargetOptions = {}): Pro
 /** The recipe's runtime.target_* fields as loadTarget options. */
 export function targetOptions(r: Pick<Recipe, 'runtime'>): LoadTargetOptions {
   return {
-    engine: r.runtime.target_engine as TargetEngine,
-    provider: r.runtime.target_provider as OrtProvider,
+    engine: r.runtime.target_engine,
+    provider: r.runtime.target_provider,
     threads: r.runtime.target_threads,
   };
+}
+
+/**
+ * The recipe's target model, with its engine, provider and threads. ONNX Runtime's threads default to this
+ * machine's cores shared among the `ranks` ranks that each load a target here; its converted weights are
+ * cached under data.cache_dir.
+ */
+export async function loadRecipeTarget(
+  r: Pick<Recipe, 'runtime' | 'model' | 'data'>,
+  opts: { ranks?: number; log?: (m: string) => void } = {},
+): Promise<TargetModel> {
+  const o = targetOptions(r);
+  const threads = o.threads || Math.max(1, Math.floor(os.availableParallelism() / Math.max(1, opts.ranks ?? 1)));
+  return loadTarget(r.model.target, { ...o, threads, cacheDir: r.data.cache_dir, log: opts.log });
 }
 
 /**

@@ -9,7 +9,7 @@ import { runCapture } from '../capture/run.ts';
 import { loadTokenizer } from '../io/tokenizer.ts';
 import type { Recipe } from '../recipe/recipe.ts';
 import { MANIFEST_FILE, readManifest } from '../store/manifest.ts';
-import { TfjsTarget } from '../target/tfjs-target.ts';
+import { loadRecipeTarget } from '../target/load.ts';
 
 /** Whether a store split's capture finished. */
 function storeComplete(dir: string): boolean {
@@ -29,7 +29,7 @@ export async function prepareTraining(r: Recipe, log: (m: string) => void): Prom
     // Online training reads the regenerated conversations: write them first.
     await initBackend(r.runtime.backend, log);
     const tok = loadTokenizer(r.model.target);
-    const model = TfjsTarget.load(r.model.target);
+    const model = await loadRecipeTarget(r, { log });
     try {
       await ensureRegenerated(r, model, tok, log);
     } finally {

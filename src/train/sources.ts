@@ -18,7 +18,8 @@ import type { FeatureSource } from '../store/feature-source.ts';
 import { storeIdentity, storeMeta } from '../store/identity.ts';
 import { MANIFEST_FILE } from '../store/manifest.ts';
 import { ArrowStore } from '../store/reader.ts';
-import { TfjsTarget } from '../target/tfjs-target.ts';
+import { loadRecipeTarget } from '../target/load.ts';
+import type { TargetModel } from '../target/runtime.ts';
 import { OnlineFeatures, type OnlineStoreOptions } from './online-source.ts';
 
 export interface TrainingData {
@@ -49,7 +50,7 @@ export async function openSources(r: Recipe, target: TargetInfo, collective: Col
     return sources(train, evalSource, vocab, null);
   }
 
-  const model = TfjsTarget.load(r.model.target);
+  const model = await loadRecipeTarget(r, { ranks: collective.worldSize, log });
   const data = trainFiles(r);
   const samples = await tokenized(r, target.tok, data.files, data.format, r.capture.limit);
   const counter = new TokenCounter(target.config.vocabSize);
@@ -88,7 +89,7 @@ export async function openSources(r: Recipe, target: TargetInfo, collective: Col
   return sources(train, evalSource, vocab, model);
 }
 
-function sources(train: FeatureSource, evalSource: FeatureSource | null, vocab: DraftVocab, model: TfjsTarget | null): TrainingData {
+function sources(train: FeatureSource, evalSource: FeatureSource | null, vocab: DraftVocab, model: TargetModel | null): TrainingData {
   return {
     train,
     eval: evalSource,
