@@ -62,7 +62,15 @@ const TOPICS: Topic[] = [
   {
     project: 'learning Spanish before starting a job in Madrid',
     goal: ['structure the daily practice', 'measure progress each week', 'balance speaking and grammar'],
-    nouns: ['flashcard deck', 'grammar drill', 'podcast episode', 'conversation partner', 'vocabulary list', 'writing journal', 'practice test'],
+    nouns: [
+      'flashcard deck',
+      'grammar drill',
+      'podcast episode',
+      'conversation partner',
+      'vocabulary list',
+      'writing journal',
+      'practice test',
+    ],
     units: ['minutes', 'words', 'lessons', 'weeks'],
     problems: ['feels repetitive after a week', 'is too fast to follow', 'does not cover the subjunctive'],
   },
@@ -131,7 +139,11 @@ function thinkingParagraph(r: Rng, t: Topic, goal: string): string {
   const b = r.int(2, 30);
   const unit = r.pick(t.units);
   const lines = [
-    r.pick([`Okay, the user wants to ${goal} for ${t.project}.`, `Let me restate the goal: ${goal}.`, `So the real question is how to ${goal}.`]),
+    r.pick([
+      `Okay, the user wants to ${goal} for ${t.project}.`,
+      `Let me restate the goal: ${goal}.`,
+      `So the real question is how to ${goal}.`,
+    ]),
     `Let me start with the ${n()}, because everything else depends on it.`,
     `If the ${n()} needs ${a} ${unit} and the ${n()} needs another ${b}, that is ${a + b} ${unit} together, which leaves ${Math.max(0, 100 - a - b)} out of a hundred for the rest.`,
     r.pick([
@@ -158,7 +170,9 @@ interface Answer {
 
 function assistantTurn(r: Rng, t: Topic, goal: string): Answer {
   const think = Array.from({ length: r.int(2, 3) }, () => thinkingParagraph(r, t, goal));
-  const blocks = [r.pick([`Here is a plan to ${goal}:`, `Good question. A practical way to ${goal}:`, `Let's break it down so you can ${goal}.`])];
+  const blocks = [
+    r.pick([`Here is a plan to ${goal}:`, `Good question. A practical way to ${goal}:`, `Let's break it down so you can ${goal}.`]),
+  ];
   const steps = r.int(3, 5);
   for (let i = 1; i <= steps; i++) {
     const verb = r.pick(VERBS);
@@ -224,7 +238,9 @@ function conversation(r: Rng, tok: Tokenizer, minTokens: number, maxTokens: numb
   // long enough: fewer conversations get cut at max_length.
   while (tokens > maxTokens && (last.blocks.length > 2 || last.think.length > 1)) {
     const shorter =
-      last.blocks.length > 2 ? { think: last.think, blocks: last.blocks.slice(0, -1) } : { think: last.think.slice(0, -1), blocks: last.blocks };
+      last.blocks.length > 2
+        ? { think: last.think, blocks: last.blocks.slice(0, -1) }
+        : { think: last.think.slice(0, -1), blocks: last.blocks };
     const trial = [...messages.slice(0, -1), { role: 'assistant' as const, content: assistantText(shorter) }];
     const n = count(trial);
     if (n < minTokens) break;
