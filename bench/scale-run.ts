@@ -19,6 +19,8 @@ export interface StageRun {
   rssSource: 'time -v' | '/proc VmHWM' | null;
   /** The /proc poll's figure, whichever source is reported (for the cross-check). */
   polledRssMiB: number | null;
+  /** Killed by the bench after `timeoutSeconds`. */
+  timedOut: boolean;
   stdout: string;
   stderr: string;
 }
@@ -39,16 +41,10 @@ function processTree(root: number): number[] {
   const children = new Map<number, number[]>();
   for (const e of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(e)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
-      // The command name (field 2) may hold spaces and parentheses: the fields after its last ')' are fixed.
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      const list = children.get(ppid) ?? [];
-      list.push(Number(e));
-      children.set(ppid, list);
-    } catch {
-      // the process ended while we looked
-    }
+    const ppid = parentOf(Number(e)); // -1 when the process ended while we looked
+    const list = children.get(ppid) ?? [];
+    list.push(Number(e));
+    children.set(ppid, list);
   }
   const out: number[] = [];
   const stack = [root];
@@ -58,6 +54,31 @@ function processTree(root: number): number[] {
     stack.push(...(children.get(p) ?? []));
   }
   return out;
+}
+
+/** The processes of the tree that have no children of their own. */
+function leaves(root: number): number[] {
+  const tree = processTree(root);
+  return tree.filter((p) => !tree.some((q) => q !== p && parentOf(q) === p));
+}
+
+/** Parent pid from /proc/<pid>/stat (-1 when the process is gone). */
+function parentOf(pid: number): number {
+  try {
+    // The command name (field 2) may hold spaces and parentheses: the fields after its last ')' are fixed.
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  } catch {
+    return -1;
+  }
+}
+
+function kill(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
 }
 
 function vmHwmKiB(pid: number): number {
@@ -99,7 +120,12 @@ function echo(child: ChildProcess, prefix: string, logDir: string, name: string)
 }
 
 /** Runs `command args` in `cwd`, echoing its output with a prefix; logs go to `logDir/<name>.{stdout,stderr}.log`. */
-export async function runStage(name: string, command: string, args: string[], o: { cwd: string; logDir: string }): Promise<StageRun> {
+export async function runStage(
+  name: string,
+  command: string,
+  args: string[],
+  o: { cwd: string; logDir: string; timeoutSeconds?: number },
+): Promise<StageRun> {
   fs.mkdirSync(o.logDir, { recursive: true });
   const timeFile = path.join(o.logDir, `${name}.time.txt`);
   fs.rmSync(timeFile, { force: true });
@@ -114,6 +140,23 @@ export async function runStage(name: string, command: string, args: string[], o:
     for (const p of processTree(child.pid)) hwm.set(p, Math.max(hwm.get(p) ?? 0, vmHwmKiB(p)));
   };
   const timer = setInterval(poll, 200);
+  let timedOut = false;
+  let killer: NodeJS.Timeout | null = null;
+  const deadline =
+    o.timeoutSeconds && o.timeoutSeconds > 0
+      ? setTimeout(() => {
+          timedOut = true;
+          if (child.pid === undefined) return;
+          // SIGKILL (the CLI may not stop on SIGTERM inside a long WebAssembly kernel) to the leaves of the tree
+          // first: their parents (tsx, GNU time) then exit on their own after reaping them, so that GNU time still
+          // sees the whole tree's peak. Whatever is left after 5 s is killed too.
+          const root = child.pid;
+          for (const p of leaves(root)) kill(p);
+          killer = setTimeout(() => {
+            for (const p of processTree(root).reverse()) kill(p);
+          }, 5000);
+        }, o.timeoutSeconds * 1000)
+      : null;
   const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => {
     child.on('error', (e) => {
       err.push(String(e));
@@ -122,6 +165,8 @@ export async function runStage(name: string, command: string, args: string[], o:
     child.on('close', (c, s) => resolve([c, s]));
   });
   clearInterval(timer);
+  if (deadline) clearTimeout(deadline);
+  if (killer) clearTimeout(killer);
   const wallSeconds = (performance.now() - t0) / 1000;
   const polled = hwm.size ? Math.max(...hwm.values()) / 1024 : 0;
   let timed: number | null = null;
@@ -134,9 +179,12 @@ export async function runStage(name: string, command: string, args: string[], o:
     code,
     signal,
     wallSeconds,
-    peakRssMiB: timed ?? (polled || null),
-    rssSource: timed !== null ? 'time -v' : polled ? '/proc VmHWM' : null,
+    // The larger of the two: GNU time misses a descendant its parent never reaped (a killed tree), the poll
+    // misses growth in its last interval.
+    peakRssMiB: Math.max(timed ?? 0, polled) || null,
+    rssSource: timed !== null && timed >= polled ? 'time -v' : polled ? '/proc VmHWM' : null,
     polledRssMiB: polled || null,
+    timedOut,
     stdout: out.join('\n'),
     stderr: err.join('\n'),
   };

@@ -12,11 +12,12 @@
 //   --max-length N     data.max_length (default 2048; conversations get >= 1800/2048 of it)
 //   --engine ort|tfjs  sets runtime.target_engine in the recipe (only when given: older branches lack the field)
 //   --backend B        tfjs backend passed to every stage (auto, wasm, node, ...)
+//   --stage-timeout M  kill a stage (its whole process tree) after M minutes and mark it timed out (default: none)
 //   --model-only       write (or find) the model folder and stop
 //   --cache DIR        bench cache (default .cache/bench-scale, git-ignored)
 //
-// Models are cached in <cache>/<name>/ and reused; each run works in <cache>/runs/<name>-n<samples>/ (recipe,
-// data, store, checkpoints, eval report, export, logs/) and writes results.json there.
+// Models are cached in <cache>/<name>/ and reused; each run works in <cache>/runs/<name>-n<samples>[-len<L>]/
+// (recipe, data, store, checkpoints, eval report, export, logs/) and writes results.json there.
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -56,6 +57,7 @@ const { values: opt } = parseArgs({
     engine: { type: 'string' },
     backend: { type: 'string' },
     'model-only': { type: 'boolean', default: false },
+    'stage-timeout': { type: 'string' },
     cache: { type: 'string', default: path.join(REPO, '.cache', 'bench-scale') },
   },
   strict: true,
@@ -90,6 +92,8 @@ if (opt.engine !== undefined && !['ort', 'tfjs'].includes(opt.engine)) throw new
 const stages = opt.stage.split(',').map((s) => s.trim());
 for (const s of stages) if (!(STAGES as readonly string[]).includes(s)) throw new Error(`--stage ${s}: expected ${STAGES.join(', ')}`);
 const cache = path.resolve(opt.cache);
+const stageTimeout = opt['stage-timeout'] === undefined ? 0 : Number(opt['stage-timeout']) * 60;
+if (!(stageTimeout >= 0)) throw new Error(`--stage-timeout ${opt['stage-timeout']}: expected minutes (a number)`);
 
 /** EAGLE-3's default aux layers [1, L/2-1, L-4] need L >= 7; shallower test shapes get distinct layers spread over the depth. */
 function auxLayers(L: number): number[] | null {
@@ -167,6 +171,16 @@ log(
 writeRecipe(l, data);
 log(`recipe ${l.recipe}${opt.engine ? ` (runtime.target_engine: ${opt.engine})` : ''}`);
 
+/** Why a stage failed, in words: GNU time exits 128 + N when the command died of signal N. */
+function failure(run: { code: number | null; signal: string | null; timedOut: boolean; wallSeconds: number }): string {
+  if (run.timedOut) return `timed out after ${(run.wallSeconds / 60).toFixed(1)} min (killed)`;
+  if (run.signal) return `killed by ${run.signal}`;
+  if (run.code !== null && run.code > 128)
+    return `exit ${run.code} (signal ${run.code - 128}${run.code === 137 ? ', SIGKILL: out of memory?' : ''})`;
+  return `exit ${run.code}`;
+}
+
+// The CLI as `npx tsx src/cli/main.ts` runs it, without npx's extra npm process in the measured tree.
 const tsx = path.join(REPO, 'node_modules', '.bin', 'tsx');
 const cli = path.join(REPO, 'src', 'cli', 'main.ts');
 const results: StageResult[] = [];
@@ -197,12 +211,12 @@ for (const stage of STAGES.filter((s) => stages.includes(s))) {
   const { args, clean } = stageCommand(stage, l, opt.backend);
   for (const d of clean) fs.rmSync(d, { recursive: true, force: true });
   log(`\n== ${stage}: tsx src/cli/main.ts ${args.join(' ')}`);
-  const run = await runStage(stage, tsx, [cli, ...args], { cwd: REPO, logDir: l.logs });
+  const run = await runStage(stage, tsx, [cli, ...args], { cwd: REPO, logDir: l.logs, timeoutSeconds: stageTimeout });
   const ok = run.code === 0;
   const res: StageResult = {
     ...blank,
     ok,
-    status: ok ? 'ok' : `failed (${run.signal ? `signal ${run.signal}` : `exit ${run.code}`})`,
+    status: ok ? 'ok' : failure(run),
     wallSeconds: run.wallSeconds,
     peakRssMiB: run.peakRssMiB,
     rssSource: run.rssSource,
@@ -215,8 +229,10 @@ for (const stage of STAGES.filter((s) => stages.includes(s))) {
   }
   if (!ok) {
     failed.add(stage);
+    // tfjs-backend-wasm aborts this way when its heap (at most 4 GiB) cannot grow.
+    if (/Aborted\(\)/.test(run.stderr)) res.notes.unshift('WebAssembly abort (heap limit 4 GiB?)');
     const tail = run.stderr.split('\n').filter(Boolean).slice(-25);
-    log(`== ${stage} FAILED (${res.status}); stderr tail:\n${tail.map((s) => `   | ${s}`).join('\n')}`);
+    log(`== ${stage} FAILED (${res.status}); stderr tail:\n${tail.map((s) => `   | ${s}`).join('\n') || '   | (no stderr output)'}`);
   }
   log(
     `== ${stage}: ${res.status}, ${run.wallSeconds.toFixed(1)} s, peak RSS ${res.peakRssMiB?.toFixed(0) ?? 'n/a'} MiB (${res.rssSource ?? 'unmeasured'}; /proc poll ${res.polledRssMiB?.toFixed(0) ?? 'n/a'})`,
