@@ -16,8 +16,9 @@
 //   --model-only       write (or find) the model folder and stop
 //   --cache DIR        bench cache (default .cache/bench-scale, git-ignored)
 //
-// Models are cached in <cache>/<name>/ and reused; each run works in <cache>/runs/<name>-n<samples>[-len<L>]/
-// (recipe, data, store, checkpoints, eval report, export, logs/) and writes results.json there.
+// Models are cached in <cache>/<name>/ and reused; each run works in <cache>/runs/<name>-n<samples>[-len<L>][-<engine>]/
+// (recipe, data, store, checkpoints, eval report, export, logs/) and writes results.json there; every run also
+// appends its results as one line to <cache>/history.jsonl.
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -151,7 +152,8 @@ log(
 );
 if (opt['model-only']) process.exit(0);
 
-const runName = `${modelName(shape, seed)}-n${samples}${MAX_LENGTH === 2048 ? '' : `-len${MAX_LENGTH}`}`;
+// Runs with different settings keep their own folders (stores and checkpoints are not comparable across them).
+const runName = `${modelName(shape, seed)}-n${samples}${MAX_LENGTH === 2048 ? '' : `-len${MAX_LENGTH}`}${opt.engine ? `-${opt.engine}` : ''}`;
 const l = runLayout(path.join(cache, 'runs', runName), model.dir);
 fs.mkdirSync(l.root, { recursive: true });
 const t0 = performance.now();
@@ -249,27 +251,23 @@ if (ev && ev.details.draftMsPerStep == null)
   );
 
 const out = path.join(l.root, 'results.json');
-fs.writeFileSync(
-  out,
-  JSON.stringify(
-    {
-      finishedAt: new Date().toISOString(),
-      shape,
-      model: { dir: model.dir, parameters: model.parameters, bytes: model.bytes, writeSeconds: model.reused ? null : model.seconds },
-      engine: opt.engine ?? null,
-      backend: opt.backend ?? null,
-      samples,
-      evalPrompts,
-      maxLength: MAX_LENGTH,
-      steps,
-      seed,
-      data: { train: data.trainStats, eval: data.evalStats },
-      recipe: l.recipe,
-      stages: results,
-    },
-    null,
-    2,
-  ) + '\n',
-);
-log(`results: ${out}`);
+const summary = {
+  finishedAt: new Date().toISOString(),
+  shape,
+  model: { dir: model.dir, parameters: model.parameters, bytes: model.bytes, writeSeconds: model.reused ? null : model.seconds },
+  engine: opt.engine ?? null,
+  backend: opt.backend ?? null,
+  samples,
+  evalPrompts,
+  maxLength: MAX_LENGTH,
+  steps,
+  seed,
+  data: { train: data.trainStats, eval: data.evalStats },
+  recipe: l.recipe,
+  stages: results,
+};
+fs.writeFileSync(out, JSON.stringify(summary, null, 2) + '\n');
+// One line per run across all settings, so that runs before and after a change (tfjs -> ort) sit side by side.
+fs.appendFileSync(path.join(cache, 'history.jsonl'), JSON.stringify({ run: runName, ...summary }) + '\n');
+log(`results: ${out} (and a line in ${path.join(cache, 'history.jsonl')})`);
 process.exit(failed.size ? 1 : 0);
