@@ -7,6 +7,7 @@ import { prepareTraining } from '../train/prepare.ts';
 import type { TrainJob, TrainResult } from '../train/trainer.ts';
 import { type Progress, progress } from '../util/progress.ts';
 import { type CommonArgs, withBackend } from './common.ts';
+import { WASM_HEAP_LIMIT, gib } from '../backend/memory.ts';
 
 type Args = CommonArgs & { recipe: string; resume?: string; workers?: number; 'max-steps'?: number };
 
@@ -43,6 +44,9 @@ export const trainCommand: CommandModule<object, Args> = {
     bar?.stop();
     console.log(
       `trained to step ${result.steps} in ${(result.seconds / 60).toFixed(1)} min (${result.tokensPerSecond.toFixed(0)} tok/s); checkpoint ${result.lastCheckpoint}`,
+    );
+    console.log(
+      `peak memory: ${gib(result.peakRss)} resident${result.wasmHeap !== null ? `, wasm heap ${gib(result.wasmHeap)} of ${gib(WASM_HEAP_LIMIT)}` : ''}`,
     );
     if (result.eval)
       console.log(

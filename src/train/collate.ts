@@ -30,7 +30,7 @@ export function collateFeatures(samples: FeatureSample[], m: TrainingModel, padT
   const inputIds = samples.map((s) => Array.from({ length: T }, (_, t) => (t < s.inputIds.length ? s.inputIds[t] : 0)));
   const lossMask = samples.map((s) => Array.from({ length: T }, (_, t) => (t < s.lossMask.length ? s.lossMask[t] : 0)));
   const finT = tf.tensor3d(fin, [B, T, hidden]);
-  const batch = { inputIds, lossMask, aux: tf.tensor3d(aux, [B, T, auxWidth]), targetLogits: m.head.logits(finT) };
+  const batch = { inputIds, lossMask, aux: tf.tensor3d(aux, [B, T, auxWidth]), targetDraft: m.head.draftLogits(finT, m.vocab.used) };
   finT.dispose();
   return batch;
 }

@@ -35,7 +35,7 @@ export async function evaluate(source: FeatureSource, m: TrainingModel, t: Recip
     const samples = await Promise.all(Array.from({ length: Math.min(t.batch_size, limit - i) }, (_, k) => source.get(i + k)));
     const batch = collateFeatures(samples, m);
     const teacher = prepareTeacher(batch, m.vocab);
-    const out = tttForward(m.draft, m.head.embed, batch.aux, teacher, t.ttt_length);
+    const out = tttForward(m.draft, m.head, batch.aux, teacher, t.ttt_length);
     const acc = stepAccuracies(teacher, out.draftArgmax);
     out.stepLosses.forEach((l, k) => (lossSum[k] += l.dataSync()[0]));
     acc.correct.forEach((c, k) => {
@@ -50,7 +50,7 @@ export async function evaluate(source: FeatureSource, m: TrainingModel, t: Recip
       signalMetrics.add(z.dataSync() as Float32Array, sig.host);
       tf.dispose([z, ...losses, sig.targets, sig.masks]);
     }
-    tf.dispose([out.total, ...out.stepLosses, teacher.probs, batch.aux, batch.targetLogits]);
+    tf.dispose([out.total, ...out.stepLosses, teacher.probs, batch.aux, batch.targetDraft?.logits]);
     batches++;
   }
   const accs = correct.map((c, k) => (counted[k] ? c / counted[k] : 0));

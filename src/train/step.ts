@@ -141,7 +141,7 @@ export class OptimizerStep {
     let argmax: number[][][] = [];
     const sig = t.specexit ? signalBatch(part, padTo) : null;
     const { value, grads } = tf.variableGrads(() => {
-      const out = tttForward(m.draft, m.head.embed, batch.aux, teacher, t.ttt_length, { normaliser });
+      const out = tttForward(m.draft, m.head, batch.aux, teacher, t.ttt_length, { normaliser });
       kept.push(...out.stepLosses);
       argmax = out.draftArgmax;
       let total: tf.Scalar = out.total;
@@ -161,7 +161,15 @@ export class OptimizerStep {
     });
     keptSignals.forEach((l, k) => (sums.signal[k] += l.dataSync()[0]));
     const loss = value.dataSync()[0] * t.accumulation_steps;
-    tf.dispose([value, ...kept, ...keptSignals, ...(sig ? [sig.targets, sig.masks] : []), teacher.probs, batch.aux, batch.targetLogits]);
+    tf.dispose([
+      value,
+      ...kept,
+      ...keptSignals,
+      ...(sig ? [sig.targets, sig.masks] : []),
+      teacher.probs,
+      batch.aux,
+      batch.targetDraft?.logits,
+    ]);
     return { grads, loss };
   }
 

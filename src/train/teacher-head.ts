@@ -1,43 +1,101 @@
 // What training needs of the target besides captured features: its input embedding (the draft's frozen
-// embedding) and its lm_head (to rebuild the teacher logits from the stored final normed hidden state).
-// Only these two tensors are read from the checkpoint, not the whole model.
+// embedding) and its lm_head (to rebuild the teacher from the stored final normed hidden state). Only these
+// tensors are read from the checkpoint, not the whole model. At a real vocabulary (Qwen3: 151936) a
+// [T, V] logits tensor is 1.2 GB at T = 2048, so the teacher is computed in row chunks and only what the
+// loss needs is kept: the logits at the draft vocabulary and each row's argmax over the whole vocabulary.
 import * as tf from '@tensorflow/tfjs';
 import { linear } from '../backend/matmul.ts';
 import type { ModelConfig } from '../io/hf-config.ts';
 import { SafetensorsFolder } from '../io/safetensors.ts';
+import type { TargetDraftLogits } from './ttt.ts';
+
+/** Floats of full-vocabulary logits computed at once (64 MiB): the row chunk is this over V. */
+const CHUNK_FLOATS = 1 << 24;
 
 export class TeacherHead {
-  readonly embed: tf.Tensor2D;
+  /** The embedding [V, H]; null for a tied model, whose [H, V] head serves the lookups (held once). */
+  private readonly table: tf.Tensor2D | null;
   private readonly head: tf.Tensor2D; // [H, V]
   private readonly divisor: number;
+  /** Rows of full-vocabulary logits per chunk. */
+  readonly chunkRows: number;
 
-  constructor(embed: tf.Tensor2D, headInOut: tf.Tensor2D, logitDivisor: number) {
-    this.embed = embed;
+  constructor(table: tf.Tensor2D | null, headInOut: tf.Tensor2D, logitDivisor: number, chunkRows?: number) {
+    this.table = table;
     this.head = headInOut;
     this.divisor = logitDivisor;
+    this.chunkRows = chunkRows ?? Math.max(1, Math.floor(CHUNK_FLOATS / headInOut.shape[1]));
   }
 
   static load(dir: string, c: ModelConfig): TeacherHead {
-    const ckpt = new SafetensorsFolder(dir);
-    const read = (name: string, shape: [number, number]) => {
-      const t = ckpt.read(name);
-      if (t.shape[0] !== shape[0] || t.shape[1] !== shape[1])
-        throw new Error(`${dir}: '${name}' has shape [${t.shape}], expected [${shape}]`);
-      return tf.tensor2d(t.data as Float32Array, shape);
+    const folder = new SafetensorsFolder(dir);
+    const read = (name: string) => {
+      const t = folder.read(name);
+      if (t.shape[0] !== c.vocabSize || t.shape[1] !== c.hiddenSize)
+        throw new Error(`${dir}: '${name}' has shape [${t.shape}], expected [${c.vocabSize}, ${c.hiddenSize}]`);
+      return t.data as Float32Array;
     };
-    const embed = read('model.embed_tokens.weight', [c.vocabSize, c.hiddenSize]);
-    const tied = c.tieWordEmbeddings && !ckpt.has('lm_head.weight');
-    const head = tied ? tf.transpose(embed) : tf.tidy(() => tf.transpose(read('lm_head.weight', [c.vocabSize, c.hiddenSize])));
-    return new TeacherHead(embed, head as tf.Tensor2D, c.logitDivisor);
+    const embed = read('model.embed_tokens.weight');
+    // Transposed on the host, so the backend never holds both layouts at once.
+    const headOf = (rows: Float32Array) => tf.tensor2d(transpose(rows, c.vocabSize, c.hiddenSize), [c.hiddenSize, c.vocabSize]);
+    if (c.tieWordEmbeddings && !folder.has('lm_head.weight')) return new TeacherHead(null, headOf(embed), c.logitDivisor);
+    const table = tf.tensor2d(embed, [c.vocabSize, c.hiddenSize]);
+    return new TeacherHead(table, headOf(read('lm_head.weight')), c.logitDivisor);
   }
 
-  /** Target logits [B, T, V] from final normed hidden states [B, T, H]. */
-  logits(finalHidden: tf.Tensor3D): tf.Tensor3D {
-    return tf.tidy(() => linear(this.divisor === 1 ? finalHidden : (tf.div(finalHidden, this.divisor) as tf.Tensor3D), this.head));
+  /** Bytes the backend holds for the teacher (the embedding once when tied). */
+  get bytes(): number {
+    return 4 * (this.head.size + (this.table?.size ?? 0));
+  }
+
+  /** The frozen embedding of ids [B, T] -> [B, T, H]. */
+  embed(ids: tf.Tensor2D): tf.Tensor3D {
+    if (this.table) return tf.gather(this.table, ids) as unknown as tf.Tensor3D;
+    const [B, T] = ids.shape;
+    return tf.tidy(() => tf.transpose(tf.gather(this.head, ids.reshape([B * T]), 1)).reshape([B, T, this.head.shape[0]]));
+  }
+
+  /**
+   * The teacher of final normed hidden states [B, T, H]: the target's logits at the draft vocabulary
+   * `used` [B, T, Vd] and each row's argmax over the whole vocabulary, computed `chunkRows` rows at a time.
+   */
+  draftLogits(finalHidden: tf.Tensor3D, used: Int32Array): TargetDraftLogits {
+    const [B, T, H] = finalHidden.shape;
+    const N = B * T;
+    const argmax = new Int32Array(N);
+    const usedT = tf.tensor1d(used, 'int32');
+    const parts: tf.Tensor2D[] = [];
+    const flat = finalHidden.reshape([N, H]) as tf.Tensor2D;
+    for (let at = 0; at < N; at += this.chunkRows) {
+      const n = Math.min(this.chunkRows, N - at);
+      const [part, best] = tf.tidy(() => {
+        const x = flat.slice([at, 0], [n, H]);
+        const logits = linear(this.divisor === 1 ? x : tf.div(x, this.divisor), this.head) as tf.Tensor2D;
+        return [tf.gather(logits, usedT, 1) as tf.Tensor2D, tf.argMax(logits, -1)];
+      });
+      argmax.set(best.dataSync() as Int32Array, at);
+      best.dispose();
+      parts.push(part);
+    }
+    const logits = tf.tidy(() => (parts.length === 1 ? parts[0].clone() : tf.concat(parts, 0)).reshape([B, T, used.length])) as tf.Tensor3D;
+    tf.dispose([...parts, usedT, flat]);
+    const fullArgmax = Array.from({ length: B }, (_, b) => Array.from(argmax.subarray(b * T, (b + 1) * T)));
+    return { logits, fullArgmax };
   }
 
   dispose(): void {
-    this.embed.dispose();
+    this.table?.dispose();
     this.head.dispose();
   }
+}
+
+/** [rows, cols] row-major -> [cols, rows]. */
+function transpose(x: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(x.length);
+  const B = 64; // blocked, so both sides stay in cache
+  for (let r0 = 0; r0 < rows; r0 += B)
+    for (let c0 = 0; c0 < cols; c0 += B)
+      for (let r = r0; r < Math.min(r0 + B, rows); r++)
+        for (let c = c0; c < Math.min(c0 + B, cols); c++) out[c * rows + r] = x[r * cols + c];
+  return out;
 }

@@ -4,6 +4,7 @@
 // AdamW update (step.ts), so replicas stay identical; rank 0 logs (metrics.ts), evaluates (evaluate.ts)
 // and checkpoints (checkpoint.ts).
 import { type BackendName, initBackend } from '../backend/backend.ts';
+import { checkFits, explainOutOfMemory, peakRssBytes, wasmHeapBytes } from '../backend/memory.ts';
 import { draftConfigFor } from '../draft/config.ts';
 import { loadModelConfig } from '../io/hf-config.ts';
 import { loadTokenizer } from '../io/tokenizer.ts';
@@ -35,7 +36,13 @@ export interface TrainResult {
   eval: EvalMetrics | null;
   seconds: number;
   tokensPerSecond: number;
+  /** Rank 0's peak resident memory, and its wasm heap (null on other backends), in bytes. */
+  peakRss: number;
+  wasmHeap: number | null;
 }
+
+const MEMORY_HINT =
+  'lower data.max_length, training.batch_size or training.chunk_tokens, or use a native backend (--backend node or node-gpu), which has no such limit';
 
 /** One rank of a training run: set up, train, finish. The launch resolves with rank 0's result. */
 export async function runRank(ctx: RankContext): Promise<TrainResult> {
@@ -73,6 +80,13 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
     auxWidth: aux.length * config.hiddenSize,
     hidden: config.hiddenSize,
   };
+  // What stays held for the whole run: the teacher, and the draft's weights, gradients and two AdamW moments.
+  const trainable = draft.variables().reduce((n, v) => n + (v.trainable ? v.size : 0), 0);
+  checkFits(
+    `training's fixed part (target embedding and lm_head ${head.bytes} bytes; ${trainable} draft parameters x 4 copies)`,
+    head.bytes + 16 * trainable,
+    MEMORY_HINT,
+  );
   const step = new OptimizerStep(model, opt, ctx.collective, r);
   const metrics = new TrainMetrics(runDir, rank === 0, t, worldSize);
   const fault = faultInjector(rank);
@@ -94,7 +108,13 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
     });
     for await (const samples of batches) {
       fault(state.step);
-      const micro = step.microBatch(samples);
+      let micro: ReturnType<typeof step.microBatch>;
+      try {
+        micro = step.microBatch(samples);
+      } catch (e) {
+        const T = Math.max(...samples.map((x) => x.inputIds.length));
+        throw explainOutOfMemory(e, `step ${state.step}: a micro-batch of ${samples.length} samples up to ${T} tokens`, MEMORY_HINT);
+      }
       // A non-finite loss stops the run before anything is reduced or applied.
       if (!Number.isFinite(micro.loss)) {
         throw new Error(
@@ -135,5 +155,14 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
   const seconds = metrics.seconds();
   head.dispose();
   await data.close();
-  return { runDir, steps: state.step, lastCheckpoint, eval: lastEval, seconds, tokensPerSecond: metrics.totalTokens / seconds };
+  return {
+    runDir,
+    steps: state.step,
+    lastCheckpoint,
+    eval: lastEval,
+    seconds,
+    tokensPerSecond: metrics.totalTokens / seconds,
+    peakRss: peakRssBytes(),
+    wasmHeap: wasmHeapBytes(),
+  };
 }

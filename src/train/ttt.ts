@@ -12,9 +12,23 @@ export interface TttBatch {
   lossMask: number[][];
   /** Auxiliary hidden states [B, T, 3Ht]. */
   aux: tf.Tensor3D;
-  /** Target logits [B, T, V]: row t is the target's distribution for the token after position t. */
-  targetLogits: tf.Tensor3D;
+  /**
+   * The teacher, in one of two forms. Target logits [B, T, V]: row t is the target's distribution for the
+   * token after position t. Or what the loss reads of them (TeacherHead.draftLogits, nothing [B, T, V]
+   * held): the logits at the draft vocabulary and each row's argmax over the whole vocabulary.
+   */
+  targetLogits?: tf.Tensor3D;
+  targetDraft?: TargetDraftLogits;
 }
+
+/** Target logits restricted to the draft vocabulary, [B, T, Vd], and each row's argmax over all V, [B][T]. */
+export interface TargetDraftLogits {
+  logits: tf.Tensor3D;
+  fullArgmax: number[][];
+}
+
+/** The frozen embedding: a [V, H] table, or a lookup (TeacherHead.embed: a tied model holds it once). */
+export type FrozenEmbedding = tf.Tensor2D | { embed(ids: tf.Tensor2D): tf.Tensor3D };
 
 export interface DraftVocabulary {
   /** Target ids of the draft vocabulary, ascending [Vd]. */
@@ -43,10 +57,20 @@ export function prepareTeacher(batch: TttBatch, vocab: DraftVocabulary): Teacher
   const B = batch.inputIds.length;
   const T = batch.inputIds[0].length;
   return tf.tidy(() => {
-    const V = batch.targetLogits.shape[2];
-    const shifted = tf.concat([batch.targetLogits.slice([0, 1, 0], [B, T - 1, V]), tf.zeros([B, 1, V])], 1) as tf.Tensor3D;
-    const fullArgmax = tf.argMax(shifted, -1).arraySync() as number[][];
-    const probs = tf.softmax(tf.gather(shifted, tf.tensor1d(vocab.used, 'int32'), 2)) as tf.Tensor3D;
+    // Row t takes the target's row t+1; the last row is zeros (uniform teacher, argmax 0; masked anyway).
+    const shift = (x: tf.Tensor3D) =>
+      tf.concat([x.slice([0, 1, 0], [B, T - 1, x.shape[2]]), tf.zeros([B, 1, x.shape[2]])], 1) as tf.Tensor3D;
+    let fullArgmax: number[][];
+    let draftLogits: tf.Tensor3D;
+    if (batch.targetDraft) {
+      fullArgmax = shiftLeft(batch.targetDraft.fullArgmax, 1);
+      draftLogits = shift(batch.targetDraft.logits);
+    } else if (batch.targetLogits) {
+      const shifted = shift(batch.targetLogits);
+      fullArgmax = tf.argMax(shifted, -1).arraySync() as number[][];
+      draftLogits = tf.gather(shifted, tf.tensor1d(vocab.used, 'int32'), 2);
+    } else throw new Error('prepareTeacher: the batch has neither targetLogits nor targetDraft');
+    const probs = tf.softmax(draftLogits) as tf.Tensor3D;
     const argmax = tf.argMax(probs, -1).arraySync() as number[][];
     const lossMask = batch.lossMask.map((r) => r.map((m, t) => (t === T - 1 ? 0 : m)));
     const positionMask = lossMask.map((r, b) => r.map((m, t) => m * vocab.t2d[fullArgmax[b][t]]));
@@ -84,7 +108,7 @@ export interface TttOptions {
  */
 export function tttForward(
   draft: Eagle3Draft,
-  embedTable: tf.Tensor2D,
+  embedding: FrozenEmbedding,
   aux: tf.Tensor3D,
   teacher: Teacher,
   tttLength: number,
@@ -107,7 +131,8 @@ export function tttForward(
     let total = tf.scalar(0);
     for (let i = 0; i < tttLength; i++) {
       const ids = shiftLeft(teacher.ids, i);
-      const embeds = tf.gather(embedTable, tf.tensor2d(ids.flat(), [B, T], 'int32')) as unknown as tf.Tensor3D;
+      const idsT = tf.tensor2d(ids.flat(), [B, T], 'int32');
+      const embeds = 'embed' in embedding ? embedding.embed(idsT) : (tf.gather(embedding, idsT) as unknown as tf.Tensor3D);
       const { cos, sin } = ropeTables([Array.from({ length: T }, (_, t) => t + i)], draft.invFreq);
       const { q, k, v } = draft.qkv(embeds, hidden, cos, sin);
       kvs.push({ k, v });
