@@ -26,6 +26,8 @@ function spec(tokens: number[], acceptLengths: number[], k: number, seconds: num
     prefillSeconds: 0.1,
     draftSeconds: 0.2,
     verifySeconds: seconds - 0.3,
+    draftSteps: k * passes,
+    draftStepSeconds: 0.15,
   };
 }
 
@@ -47,6 +49,9 @@ test('buildReport: tau over all verify passes, per-position rates, speeds and sp
   assert.equal(r.verifyPasses, 4);
   assert.equal(r.verifyTokens, 10);
   assert.equal(r.tau, 10 / 4);
+  // Latencies: verify time over passes, draft-forward time over draft forwards (3 per pass at k = 3).
+  assert.ok(Math.abs(r.speculative.verifyPassMs! - (1000 * (0.7 + 0.2)) / 4) < 1e-9);
+  assert.ok(Math.abs(r.speculative.draftStepMs! - (1000 * 0.3) / 12) < 1e-9);
   assert.deepEqual(r.acceptLengthHistogram, [1, 1, 1, 1]);
   assert.deepEqual(
     r.positions.map((p) => [p.drafted, p.accepted]),

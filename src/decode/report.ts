@@ -48,7 +48,17 @@ export interface EvalReport {
   /** Passes by number of draft tokens accepted (index 0 .. max depth). */
   acceptLengthHistogram: number[];
   positions: PositionStats[];
-  speculative: SpeedStats & { prefillSeconds: number; draftSeconds: number; verifySeconds: number };
+  speculative: SpeedStats & {
+    prefillSeconds: number;
+    draftSeconds: number;
+    verifySeconds: number;
+    /** Draft forwards and their time (within draftSeconds, which also holds the drafter's context extends). */
+    draftSteps: number;
+    draftStepSeconds: number;
+    /** Mean latency of one target verify pass and of one draft forward, in ms. */
+    verifyPassMs: number | null;
+    draftStepMs: number | null;
+  };
   plain: SpeedStats;
   /** speculative tokens/s over plain tokens/s. */
   speedup: number | null;
@@ -82,7 +92,7 @@ export function buildReport(records: PromptRecord[], settings: Record<string, un
   let generated = 0;
   let passes = 0;
   let verifyTokens = 0;
-  const spec = { tokens: 0, seconds: 0, prefillSeconds: 0, draftSeconds: 0, verifySeconds: 0 };
+  const spec = { tokens: 0, seconds: 0, prefillSeconds: 0, draftSeconds: 0, verifySeconds: 0, draftSteps: 0, draftStepSeconds: 0 };
   const plain = { tokens: 0, seconds: 0 };
   let identical = 0;
   for (const r of records) {
@@ -98,6 +108,8 @@ export function buildReport(records: PromptRecord[], settings: Record<string, un
     spec.prefillSeconds += s.prefillSeconds;
     spec.draftSeconds += s.draftSeconds;
     spec.verifySeconds += s.verifySeconds;
+    spec.draftSteps += s.draftSteps;
+    spec.draftStepSeconds += s.draftStepSeconds;
     plain.tokens += r.plain.tokens.length;
     plain.seconds += r.plain.seconds;
     if (sameTokens(s.tokens, r.plain.tokens)) identical++;
@@ -119,7 +131,12 @@ export function buildReport(records: PromptRecord[], settings: Record<string, un
       rate: ratio(accepted[i], d),
       conditional: ratio(accepted[i], i === 0 ? d : accepted[i - 1]),
     })),
-    speculative: { ...spec, tokensPerSecond: specRate },
+    speculative: {
+      ...spec,
+      tokensPerSecond: specRate,
+      verifyPassMs: passes ? (1000 * spec.verifySeconds) / passes : null,
+      draftStepMs: spec.draftSteps ? (1000 * spec.draftStepSeconds) / spec.draftSteps : null,
+    },
     plain: { ...plain, tokensPerSecond: plainRate },
     speedup: specRate !== null && plainRate ? specRate / plainRate : null,
     identicalToPlain: greedy ? { identical, of: records.length } : null,
@@ -193,6 +210,7 @@ export function reportTable(r: EvalReport): string {
   lines.push(
     `speculative ${fixed(s.tokensPerSecond, 1)} tok/s (${s.tokens} tokens, ${s.seconds.toFixed(2)} s: prefill ${s.prefillSeconds.toFixed(2)}, draft ${s.draftSeconds.toFixed(2)}, verify ${s.verifySeconds.toFixed(2)})`,
   );
+  lines.push(`latency     verify pass ${fixed(s.verifyPassMs, 1)} ms, draft step ${fixed(s.draftStepMs, 1)} ms`);
   lines.push(`plain       ${fixed(r.plain.tokensPerSecond, 1)} tok/s (${r.plain.tokens} tokens, ${r.plain.seconds.toFixed(2)} s)`);
   lines.push(`speedup     ${fixed(r.speedup, 2)}x`);
   if (r.identicalToPlain)

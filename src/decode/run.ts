@@ -111,6 +111,8 @@ export async function runEval(r: Recipe, o: EvalJobOptions = {}): Promise<{ repo
       maxNewTokens: e.max_new_tokens,
       seed: r.runtime.seed,
       backend: activeBackend() ?? null,
+      targetEngine: r.runtime.target_engine,
+      drafter: onnxDir ? 'onnx' : 'tfjs',
       target: r.model.target,
       checkpoint,
       drafter: onnxDir ? 'onnx' : 'tfjs',
