@@ -112,7 +112,6 @@ export async function runEval(r: Recipe, o: EvalJobOptions = {}): Promise<{ repo
       seed: r.runtime.seed,
       backend: activeBackend() ?? null,
       targetEngine: r.runtime.target_engine,
-      drafter: onnxDir ? 'onnx' : 'tfjs',
       target: r.model.target,
       checkpoint,
       drafter: onnxDir ? 'onnx' : 'tfjs',
