@@ -179,6 +179,46 @@ describe('EAGLE-3 TTT vs the plain loop reference (other shapes)', () => {
     tf.dispose([value, ...Object.values(grads), ...kept, teacher.probs, batch.aux, batch.targetLogits, emb]);
     draft.dispose();
   });
+
+  test('the fused chunked lm_head + loss equals the plain one: losses, argmax and every gradient (chunks of 1, 2 and 4 rows)', () => {
+    const draft = new Eagle3Draft(c, weights);
+    const batch = {
+      inputIds,
+      lossMask,
+      aux: tf.tensor3d(aux, [B, T, 3 * c.targetHiddenSize]),
+      targetLogits: tf.tensor3d(logits, [B, T, 30]),
+    };
+    const teacher = prepareTeacher(batch, { used, t2d });
+    const emb = tf.tensor2d(embed, [30, c.hiddenSize]);
+    const run = (lossChunkRows: number) => {
+      const kept: tf.Tensor[] = [];
+      let argmax: number[][][] = [];
+      const { value, grads } = tf.variableGrads(() => {
+        const out = tttForward(draft, emb, batch.aux, teacher, ttt, { lossChunkRows });
+        kept.push(...out.stepLosses);
+        argmax = out.draftArgmax;
+        return out.total;
+      }, draft.variables());
+      const res = {
+        total: value.dataSync()[0],
+        losses: kept.map((l) => l.dataSync()[0]),
+        argmax,
+        grads: Object.fromEntries(Object.entries(grads).map(([k, g]) => [k, g.dataSync() as Float32Array])),
+      };
+      tf.dispose([value, ...Object.values(grads), ...kept]);
+      return res;
+    };
+    const plain = run(0);
+    for (const rows of [1, 2, 4]) {
+      const fused = run(rows);
+      assert.ok(Math.abs(fused.total - plain.total) <= 1e-5, `rows ${rows}: total ${fused.total} vs ${plain.total}`);
+      assert.ok(maxAbsDiff(fused.losses, plain.losses) <= 1e-5);
+      assert.deepEqual(fused.argmax, plain.argmax);
+      for (const [k, g] of Object.entries(plain.grads)) assert.ok(maxAbsDiff(fused.grads[k], g) <= 1e-5, `rows ${rows}: gradient of ${k}`);
+    }
+    tf.dispose([teacher.probs, batch.aux, batch.targetLogits, emb]);
+    draft.dispose();
+  });
 });
 
 describe('draft decoding with a KV cache', () => {

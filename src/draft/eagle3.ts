@@ -161,7 +161,17 @@ export class Eagle3Draft {
 
   /** Draft-vocabulary logits of a pre-norm output. */
   logits(o: tf.Tensor3D): tf.Tensor3D {
-    return linear(rmsNorm(o, this.p('norm.weight') as tf.Tensor1D, this.config.rmsNormEps), this.p('lm_head.weight') as tf.Tensor2D);
+    return linear(this.normed(o), this.lmHead);
+  }
+
+  /** The final norm of the layer's output (what lm_head reads). */
+  normed(o: tf.Tensor3D): tf.Tensor3D {
+    return rmsNorm(o, this.p('norm.weight') as tf.Tensor1D, this.config.rmsNormEps);
+  }
+
+  /** lm_head over the draft vocabulary, [H, Vd]. */
+  get lmHead(): tf.Tensor2D {
+    return this.p('lm_head.weight') as tf.Tensor2D;
   }
 
   dispose(): void {

@@ -4,6 +4,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { type Eagle3Draft, type StepKV, tttAttention } from '../draft/eagle3.ts';
 import { MASKED, ropeTables } from '../nn/layers.ts';
+import { softCrossEntropy } from './soft-cross-entropy.ts';
 
 export interface TttBatch {
   /** Raw token ids [B][T] (right-padded), not shifted. */
@@ -99,7 +100,16 @@ export interface TttOptions {
    * whole batch's B*T so that the chunks' losses add up to the batch's (src/train/chunks.ts).
    */
   normaliser?: number;
+  /**
+   * Rows of draft logits per chunk of the fused lm_head + loss (soft-cross-entropy.ts), which keeps no
+   * [B, T, Vd] tensor for the backward pass; 0 computes the loss plainly (as keepLogits does). Default:
+   * 4M logits per chunk.
+   */
+  lossChunkRows?: number;
 }
+
+/** Draft logits computed at once by the fused loss: 16 MiB of float32. */
+const LOSS_CHUNK_FLOATS = 1 << 22;
 
 /**
  * The unrolled TTT forward. Step i embeds ids'[t+i], uses the previous step's output as hidden (fc(aux)
@@ -119,6 +129,7 @@ export function tttForward(
   const T = teacher.ids[0].length;
   const normaliser = opts.normaliser ?? B * T;
   const Vd = draft.config.draftVocabSize;
+  const chunkRows = keepLogits ? 0 : (opts.lossChunkRows ?? Math.max(1, Math.floor(LOSS_CHUNK_FLOATS / Vd)));
   const stepLosses: tf.Scalar[] = [];
   const draftArgmax: number[][][] = [];
   const stepLogits: tf.Tensor3D[] = [];
@@ -137,6 +148,15 @@ export function tttForward(
       const { q, k, v } = draft.qkv(embeds, hidden, cos, sin);
       kvs.push({ k, v });
       const out = draft.finishLayer(hidden, tttAttention(q, kvs, causal));
+      const pmask2 = tf.tensor2d(shiftLeft(teacher.positionMask, i).flat(), [B, T]);
+      if (chunkRows > 0) {
+        const fused = softCrossEntropy(draft.normed(out), draft.lmHead, teacher.probs, i, pmask2, normaliser, chunkRows);
+        stepLosses.push(tf.keep(fused.loss));
+        draftArgmax.push(fused.argmax);
+        total = tf.add(total, tf.mul(fused.loss, stepWeight ** i));
+        hidden = out;
+        continue;
+      }
       const logits = draft.logits(out);
       // Teacher rows t+i, padded past the end with the uniform distribution (masked there anyway).
       const p =
@@ -145,7 +165,7 @@ export function tttForward(
           : i >= T
             ? tf.fill([B, T, Vd], 1 / Vd)
             : tf.concat([teacher.probs.slice([0, i, 0], [B, T - i, Vd]), tf.fill([B, i, Vd], 1 / Vd)], 1);
-      const pmask = tf.tensor2d(shiftLeft(teacher.positionMask, i).flat(), [B, T]).reshape([B, T, 1]);
+      const pmask = pmask2.reshape([B, T, 1]);
       const loss = tf.div(tf.neg(tf.sum(tf.mul(pmask, tf.mul(p, tf.logSoftmax(logits))))), normaliser) as tf.Scalar;
       stepLosses.push(tf.keep(loss));
       draftArgmax.push(tf.argMax(logits, -1).arraySync() as number[][]);
