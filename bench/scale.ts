@@ -10,6 +10,7 @@
 //   --samples N        training conversations captured (default 32)    --eval-prompts N  (default 3)
 //   --steps N          training steps (default 20)                     --seed N          (default 0)
 //   --max-length N     data.max_length (default 2048; conversations get >= 1800/2048 of it)
+//   --workers N        parallel.workers of every stage (default 1)
 //   --engine ort|tfjs  sets runtime.target_engine in the recipe (only when given: older branches lack the field)
 //   --backend B        tfjs backend passed to every stage (auto, wasm, node, ...)
 //   --stage-timeout M  kill a stage (its whole process tree) after M minutes and mark it timed out (default: none)
@@ -54,6 +55,7 @@ const { values: opt } = parseArgs({
     'eval-prompts': { type: 'string', default: '3' },
     steps: { type: 'string', default: '20' },
     'max-length': { type: 'string', default: '2048' },
+    workers: { type: 'string', default: '1' },
     seed: { type: 'string', default: '0' },
     engine: { type: 'string' },
     backend: { type: 'string' },
@@ -85,6 +87,7 @@ const samples = int('samples', opt.samples, 32);
 const evalPrompts = int('eval-prompts', opt['eval-prompts'], 3);
 const steps = int('steps', opt.steps, 20);
 const MAX_LENGTH = int('max-length', opt['max-length'], 2048);
+const WORKERS = int('workers', opt.workers, 1);
 // Every conversation at least this long (1800 at 2048): samples fill max_length, as real reasoning chat does.
 const MIN_TOKENS = Math.floor((MAX_LENGTH * 1800) / 2048);
 const seed = Number(opt.seed);
@@ -133,7 +136,7 @@ function writeRecipe(l: RunLayout, data: { train: string; eval: string }): void 
       eval_interval: steps,
       eval_samples: evalPrompts,
     },
-    parallel: { workers: 1 },
+    parallel: { workers: WORKERS },
     eval: { draft_steps: 7, temperature: 0, max_new_tokens: 64, limit: evalPrompts },
     runtime: { backend: 'auto', seed, ...(opt.engine ? { target_engine: opt.engine } : {}) },
   };
