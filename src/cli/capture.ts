@@ -3,7 +3,7 @@ import type { CommandModule } from 'yargs';
 import { initBackend } from '../backend/backend.ts';
 import { runCapture } from '../capture/run.ts';
 import { loadRecipe } from '../recipe/recipe.ts';
-import { type CommonArgs, withBackend } from './common.ts';
+import { type CommonArgs, commonOverrides, withBackend, withTargetEngine } from './common.ts';
 
 type Args = CommonArgs & { recipe: string; limit?: number; regenerate?: boolean; workers?: number };
 
@@ -11,19 +11,21 @@ export const captureCommand: CommandModule<object, Args> = {
   command: 'capture',
   describe: 'Run the target over a dataset and store its hidden states in Arrow shards',
   builder: (y) =>
-    withBackend(
-      y
-        .option('recipe', { type: 'string', demandOption: true, describe: 'recipe YAML (see recipes/)' })
-        .option('limit', { type: 'number', describe: 'capture at most this many training samples (overrides capture.limit)' })
-        .option('workers', { type: 'number', describe: 'ranks capturing disjoint shards side by side (overrides parallel.workers)' })
-        .option('regenerate', {
-          type: 'boolean',
-          describe: "the target rewrites the training data's assistant turns first, and capture reads its answers (sets data.regenerate)",
-        }),
+    withTargetEngine(
+      withBackend(
+        y
+          .option('recipe', { type: 'string', demandOption: true, describe: 'recipe YAML (see recipes/)' })
+          .option('limit', { type: 'number', describe: 'capture at most this many training samples (overrides capture.limit)' })
+          .option('workers', { type: 'number', describe: 'ranks capturing disjoint shards side by side (overrides parallel.workers)' })
+          .option('regenerate', {
+            type: 'boolean',
+            describe: "the target rewrites the training data's assistant turns first, and capture reads its answers (sets data.regenerate)",
+          }),
+      ),
     ) as never,
   handler: async (args) => {
     const r = loadRecipe(args.recipe, {
-      'runtime.backend': args.backend,
+      ...commonOverrides(args),
       'capture.limit': args.limit,
       'data.regenerate': args.regenerate || undefined,
       'parallel.workers': args.workers,

@@ -1,9 +1,11 @@
 // Options every command shares, and the error exit.
 import type { Argv } from 'yargs';
 import { BACKENDS, type BackendName } from '../backend/backend.ts';
+import { TARGET_ENGINES, type TargetEngine } from '../target/load.ts';
 
 export interface CommonArgs {
   backend?: BackendName;
+  'target-engine'?: TargetEngine;
 }
 
 export function withBackend<T>(y: Argv<T>): Argv<T & CommonArgs> {
@@ -11,4 +13,17 @@ export function withBackend<T>(y: Argv<T>): Argv<T & CommonArgs> {
     choices: BACKENDS,
     describe: 'tfjs engine (auto takes the first that loads: node-gpu, node, wasm, cpu); overrides the recipe',
   }) as Argv<T & CommonArgs>;
+}
+
+/** For the commands that run the target model. */
+export function withTargetEngine<T>(y: Argv<T>): Argv<T & CommonArgs> {
+  return y.option('target-engine', {
+    choices: TARGET_ENGINES,
+    describe: 'engine that runs the target model (runtime.target_engine): ONNX Runtime or tfjs; overrides the recipe',
+  }) as Argv<T & CommonArgs>;
+}
+
+/** The recipe overrides the shared options make. */
+export function commonOverrides(args: CommonArgs): Record<string, unknown> {
+  return { 'runtime.backend': args.backend, 'runtime.target_engine': args['target-engine'] };
 }

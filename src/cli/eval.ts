@@ -3,7 +3,7 @@ import type { CommandModule } from 'yargs';
 import { initBackend } from '../backend/backend.ts';
 import { runEval } from '../decode/run.ts';
 import { loadRecipe } from '../recipe/recipe.ts';
-import { type CommonArgs, withBackend } from './common.ts';
+import { type CommonArgs, commonOverrides, withBackend, withTargetEngine } from './common.ts';
 
 type Args = CommonArgs & {
   recipe: string;
@@ -24,32 +24,35 @@ export const evalCommand: CommandModule<object, Args> = {
   command: 'eval',
   describe: 'Speculative decoding against the target: acceptance length (tau), acceptance per draft position, speedup over plain decoding',
   builder: (y) =>
-    withBackend(
-      y
-        .option('recipe', { type: 'string', demandOption: true, describe: 'recipe YAML (see recipes/)' })
-        .option('checkpoint', { type: 'string', describe: 'draft checkpoint folder (default: the newest step-* of the recipe run)' })
-        .option('draft-onnx', {
-          type: 'string',
-          describe: 'an exported ONNX draft folder (export-onnx --format onnx), run by ONNX Runtime instead of a checkpoint',
-        })
-        .option('draft-steps', {
-          type: 'number',
-          describe: 'chain drafting: draft tokens per verify pass (overrides eval.draft_steps; a chain even where the recipe sets a tree)',
-        })
-        .option('tree', { type: 'string', describe: "dynamic tree 'topk,depth,tokens' (overrides eval.tree; 'none' for a chain)" })
-        .option('temperature', { type: 'number', describe: '0 = greedy; > 0 = speculative sampling (overrides eval.temperature)' })
-        .option('top-p', { type: 'number', describe: 'nucleus sampling cut (overrides eval.top_p)' })
-        .option('max-new-tokens', { type: 'number', describe: 'tokens per prompt (overrides eval.max_new_tokens)' })
-        .option('limit', { type: 'number', describe: 'at most this many prompts (overrides eval.limit)' })
-        .option('input', {
-          type: 'string',
-          describe: 'prompts: MT-bench question JSONL (first turn) or GSM8K JSONL (question) instead of data.eval',
-        })
-        .option('out', { type: 'string', describe: 'output folder for report.json and acceptance.svg (default <run dir>/eval)' })
-        .option('specexit', {
-          type: 'boolean',
-          describe: 'also decode with the SpecExit exit policy and compare reasoning tokens and accuracy (overrides eval.specexit)',
-        }),
+    withTargetEngine(
+      withBackend(
+        y
+          .option('recipe', { type: 'string', demandOption: true, describe: 'recipe YAML (see recipes/)' })
+          .option('checkpoint', { type: 'string', describe: 'draft checkpoint folder (default: the newest step-* of the recipe run)' })
+          .option('draft-onnx', {
+            type: 'string',
+            describe: 'an exported ONNX draft folder (export-onnx --format onnx), run by ONNX Runtime instead of a checkpoint',
+          })
+          .option('draft-steps', {
+            type: 'number',
+            describe:
+              'chain drafting: draft tokens per verify pass (overrides eval.draft_steps; a chain even where the recipe sets a tree)',
+          })
+          .option('tree', { type: 'string', describe: "dynamic tree 'topk,depth,tokens' (overrides eval.tree; 'none' for a chain)" })
+          .option('temperature', { type: 'number', describe: '0 = greedy; > 0 = speculative sampling (overrides eval.temperature)' })
+          .option('top-p', { type: 'number', describe: 'nucleus sampling cut (overrides eval.top_p)' })
+          .option('max-new-tokens', { type: 'number', describe: 'tokens per prompt (overrides eval.max_new_tokens)' })
+          .option('limit', { type: 'number', describe: 'at most this many prompts (overrides eval.limit)' })
+          .option('input', {
+            type: 'string',
+            describe: 'prompts: MT-bench question JSONL (first turn) or GSM8K JSONL (question) instead of data.eval',
+          })
+          .option('out', { type: 'string', describe: 'output folder for report.json and acceptance.svg (default <run dir>/eval)' })
+          .option('specexit', {
+            type: 'boolean',
+            describe: 'also decode with the SpecExit exit policy and compare reasoning tokens and accuracy (overrides eval.specexit)',
+          }),
+      ),
     ) as never,
   handler: async (args) => {
     // --tree none (or --draft-steps without --tree) asks for a chain even where the recipe sets a tree.
@@ -62,7 +65,7 @@ export const evalCommand: CommandModule<object, Args> = {
           ? null
           : args.tree;
     const r = loadRecipe(args.recipe, {
-      'runtime.backend': args.backend,
+      ...commonOverrides(args),
       'eval.draft_steps': args['draft-steps'],
       'eval.tree': tree,
       'eval.temperature': args.temperature,

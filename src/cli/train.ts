@@ -6,7 +6,7 @@ import { loadRecipe } from '../recipe/recipe.ts';
 import { prepareTraining } from '../train/prepare.ts';
 import type { TrainJob, TrainResult } from '../train/trainer.ts';
 import { type Progress, progress } from '../util/progress.ts';
-import { type CommonArgs, withBackend } from './common.ts';
+import { type CommonArgs, commonOverrides, withBackend, withTargetEngine } from './common.ts';
 import { WASM_HEAP_LIMIT, gib } from '../backend/memory.ts';
 
 type Args = CommonArgs & { recipe: string; resume?: string; workers?: number; 'max-steps'?: number };
@@ -15,16 +15,18 @@ export const trainCommand: CommandModule<object, Args> = {
   command: 'train',
   describe: 'Train an EAGLE-3 draft (with SpecExit heads) from a recipe',
   builder: (y) =>
-    withBackend(
-      y
-        .option('recipe', { type: 'string', demandOption: true, describe: 'recipe YAML (see recipes/)' })
-        .option('resume', { type: 'string', describe: "continue a run: 'latest' or a checkpoint folder (…/step-N)" })
-        .option('workers', { type: 'number', describe: 'data-parallel ranks (overrides parallel.workers)' })
-        .option('max-steps', { type: 'number', describe: 'override training.max_steps' }),
+    withTargetEngine(
+      withBackend(
+        y
+          .option('recipe', { type: 'string', demandOption: true, describe: 'recipe YAML (see recipes/)' })
+          .option('resume', { type: 'string', describe: "continue a run: 'latest' or a checkpoint folder (…/step-N)" })
+          .option('workers', { type: 'number', describe: 'data-parallel ranks (overrides parallel.workers)' })
+          .option('max-steps', { type: 'number', describe: 'override training.max_steps' }),
+      ),
     ) as never,
   handler: async (args) => {
     const r = loadRecipe(args.recipe, {
-      'runtime.backend': args.backend,
+      ...commonOverrides(args),
       'training.max_steps': args['max-steps'],
       'parallel.workers': args.workers,
     });
