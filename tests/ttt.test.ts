@@ -180,7 +180,7 @@ describe('EAGLE-3 TTT vs the plain loop reference (other shapes)', () => {
     draft.dispose();
   });
 
-  test('the fused chunked lm_head + loss equals the plain one: losses, argmax and every gradient (chunks of 1, 2 and 4 rows)', () => {
+  test('the fused chunked lm_head + loss and the chunked attention equal the plain ones: losses, argmax and every gradient', () => {
     const draft = new Eagle3Draft(c, weights);
     const batch = {
       inputIds,
@@ -190,11 +190,11 @@ describe('EAGLE-3 TTT vs the plain loop reference (other shapes)', () => {
     };
     const teacher = prepareTeacher(batch, { used, t2d });
     const emb = tf.tensor2d(embed, [30, c.hiddenSize]);
-    const run = (lossChunkRows: number) => {
+    const run = (lossChunkRows: number, attentionChunkRows = 0) => {
       const kept: tf.Tensor[] = [];
       let argmax: number[][][] = [];
       const { value, grads } = tf.variableGrads(() => {
-        const out = tttForward(draft, emb, batch.aux, teacher, ttt, { lossChunkRows });
+        const out = tttForward(draft, emb, batch.aux, teacher, ttt, { lossChunkRows, attentionChunkRows });
         kept.push(...out.stepLosses);
         argmax = out.draftArgmax;
         return out.total;
@@ -209,8 +209,14 @@ describe('EAGLE-3 TTT vs the plain loop reference (other shapes)', () => {
       return res;
     };
     const plain = run(0);
-    for (const rows of [1, 2, 4]) {
-      const fused = run(rows);
+    for (const [rows, attentionRows] of [
+      [1, 0],
+      [2, 0],
+      [4, 0],
+      [0, 2],
+      [3, 4],
+    ]) {
+      const fused = run(rows, attentionRows);
       assert.ok(Math.abs(fused.total - plain.total) <= 1e-5, `rows ${rows}: total ${fused.total} vs ${plain.total}`);
       assert.ok(maxAbsDiff(fused.losses, plain.losses) <= 1e-5);
       assert.deepEqual(fused.argmax, plain.argmax);

@@ -5,6 +5,7 @@ import * as tf from '@tensorflow/tfjs';
 import { type Eagle3Draft, type StepKV, tttAttention } from '../draft/eagle3.ts';
 import { MASKED, ropeTables } from '../nn/layers.ts';
 import { softCrossEntropy } from './soft-cross-entropy.ts';
+import { chunkedTttAttention } from './ttt-attention.ts';
 
 export interface TttBatch {
   /** Raw token ids [B][T] (right-padded), not shifted. */
@@ -106,10 +107,17 @@ export interface TttOptions {
    * 4M logits per chunk.
    */
   lossChunkRows?: number;
+  /**
+   * Query positions per chunk of the TTT attention with its written-out gradient (ttt-attention.ts), which
+   * keeps no [B, H, T, T] scores for the backward pass; 0 runs it plainly. Default: plainly while the
+   * scores stay under 4M floats, else chunks of that size.
+   */
+  attentionChunkRows?: number;
 }
 
-/** Draft logits computed at once by the fused loss: 16 MiB of float32. */
+/** Draft logits computed at once by the fused loss, and attention scores at once: 16 MiB of float32 each. */
 const LOSS_CHUNK_FLOATS = 1 << 22;
+const ATTENTION_CHUNK_FLOATS = 1 << 22;
 
 /**
  * The unrolled TTT forward. Step i embeds ids'[t+i], uses the previous step's output as hidden (fc(aux)
@@ -130,6 +138,8 @@ export function tttForward(
   const normaliser = opts.normaliser ?? B * T;
   const Vd = draft.config.draftVocabSize;
   const chunkRows = keepLogits ? 0 : (opts.lossChunkRows ?? Math.max(1, Math.floor(LOSS_CHUNK_FLOATS / Vd)));
+  const scoreRows = Math.floor(ATTENTION_CHUNK_FLOATS / (B * draft.config.numHeads * T));
+  const attentionRows = opts.attentionChunkRows ?? (scoreRows >= T ? 0 : Math.max(1, scoreRows));
   const stepLosses: tf.Scalar[] = [];
   const draftArgmax: number[][][] = [];
   const stepLogits: tf.Tensor3D[] = [];
@@ -147,7 +157,8 @@ export function tttForward(
       const { cos, sin } = ropeTables([Array.from({ length: T }, (_, t) => t + i)], draft.invFreq);
       const { q, k, v } = draft.qkv(embeds, hidden, cos, sin);
       kvs.push({ k, v });
-      const out = draft.finishLayer(hidden, tttAttention(q, kvs, causal));
+      const attention = attentionRows > 0 ? chunkedTttAttention(q, kvs, causal, attentionRows) : tttAttention(q, kvs, causal);
+      const out = draft.finishLayer(hidden, attention);
       const pmask2 = tf.tensor2d(shiftLeft(teacher.positionMask, i).flat(), [B, T]);
       if (chunkRows > 0) {
         const fused = softCrossEntropy(draft.normed(out), draft.lmHead, teacher.probs, i, pmask2, normaliser, chunkRows);
