@@ -42,6 +42,7 @@ const OUT_OF_MEMORY = /memory access out of bounds|^Aborted|out of memory|Array 
 export function explainOutOfMemory(e: unknown, what: string, hint: string): unknown {
   const msg = e instanceof Error ? e.message : String(e);
   if (!OUT_OF_MEMORY.test(msg)) return e;
+  if (process.env.SPECFORGE_DEBUG) console.error(e);
   const limit = backendLimit();
   const held = tf.memory().numBytes;
   return new OutOfMemoryError(

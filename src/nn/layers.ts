@@ -93,3 +93,16 @@ export const embeddingLookup = tf.customGrad(((table: tf.Tensor2D, ids: tf.Tenso
     },
   };
 }) as unknown as Parameters<typeof tf.customGrad>[0]) as (table: tf.Tensor2D, ids: tf.Tensor) => tf.Tensor;
+
+/**
+ * Rows of a frozen table (columns with axis 1), recorded for autodiff as a function of the ids only. tfjs'
+ * own gather keeps its input for the backward pass, and on wasm keeping is a copy: a vocabulary-sized
+ * embedding copied at every TTT step. Nothing flows back into the table, so nothing of it is kept.
+ */
+export function frozenGather(table: tf.Tensor, ids: tf.Tensor, axis = 0): tf.Tensor {
+  const f = tf.customGrad(((i: tf.Tensor) => ({
+    value: tf.gather(table, i, axis),
+    gradFunc: () => tf.zerosLike(i),
+  })) as unknown as Parameters<typeof tf.customGrad>[0]) as (i: tf.Tensor) => tf.Tensor;
+  return f(ids);
+}

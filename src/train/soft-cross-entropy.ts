@@ -45,7 +45,9 @@ export function softCrossEntropy(
   };
 
   const fused = tf.customGrad(((hIn: tf.Tensor, wIn: tf.Tensor, save: tf.GradSaveFunc) => {
-    save([hIn, wIn, probs, m2]); // the teacher and mask too: the backward pass reads them after this scope ends
+    // Kept for the backward pass: h and the mask (small). Keeping is a copy on wasm, so the teacher and the
+    // weight, which outlive the backward pass (the caller's and a variable), are read where they are.
+    save([hIn, m2]);
     const h2 = hIn.reshape([N, H]) as tf.Tensor2D;
     let total = tf.scalar(0);
     for (const { b, t, at, n } of chunks) {
@@ -65,7 +67,9 @@ export function softCrossEntropy(
     return {
       value,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [hs, ws, ps, ms] = saved as [tf.Tensor3D, tf.Tensor2D, tf.Tensor3D, tf.Tensor2D];
+        const [hs, ms] = saved as [tf.Tensor3D, tf.Tensor2D];
+        const ws = wIn as tf.Tensor2D;
+        const ps = probs;
         const hFlat = hs.reshape([N, H]) as tf.Tensor2D;
         const wT = tf.transpose(ws) as tf.Tensor2D; // explicit: wasm's transposed matmul is slow
         const scale = tf.div(dy, normaliser);

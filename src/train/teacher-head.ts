@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import { linear } from '../backend/matmul.ts';
 import type { ModelConfig } from '../io/hf-config.ts';
 import { SafetensorsFolder } from '../io/safetensors.ts';
+import { frozenGather } from '../nn/layers.ts';
 import type { TargetDraftLogits } from './ttt.ts';
 
 /** Floats of full-vocabulary logits computed at once (64 MiB): the row chunk is this over V. */
@@ -50,9 +51,9 @@ export class TeacherHead {
 
   /** The frozen embedding of ids [B, T] -> [B, T, H]. */
   embed(ids: tf.Tensor2D): tf.Tensor3D {
-    if (this.table) return tf.gather(this.table, ids) as unknown as tf.Tensor3D;
+    if (this.table) return frozenGather(this.table, ids) as tf.Tensor3D;
     const [B, T] = ids.shape;
-    return tf.tidy(() => tf.transpose(tf.gather(this.head, ids.reshape([B * T]), 1)).reshape([B, T, this.head.shape[0]]));
+    return tf.tidy(() => tf.transpose(frozenGather(this.head, ids.reshape([B * T]), 1)).reshape([B, T, this.head.shape[0]]));
   }
 
   /**

@@ -3,7 +3,7 @@
 // normalisation (the semantics are restated in docs/usage.md, "The loss").
 import * as tf from '@tensorflow/tfjs';
 import { type Eagle3Draft, type StepKV, tttAttention } from '../draft/eagle3.ts';
-import { MASKED, ropeTables } from '../nn/layers.ts';
+import { MASKED, frozenGather, ropeTables } from '../nn/layers.ts';
 import { softCrossEntropy } from './soft-cross-entropy.ts';
 import { chunkedTttAttention } from './ttt-attention.ts';
 
@@ -153,7 +153,7 @@ export function tttForward(
     for (let i = 0; i < tttLength; i++) {
       const ids = shiftLeft(teacher.ids, i);
       const idsT = tf.tensor2d(ids.flat(), [B, T], 'int32');
-      const embeds = 'embed' in embedding ? embedding.embed(idsT) : (tf.gather(embedding, idsT) as unknown as tf.Tensor3D);
+      const embeds = 'embed' in embedding ? embedding.embed(idsT) : (frozenGather(embedding, idsT) as tf.Tensor3D);
       const { cos, sin } = ropeTables([Array.from({ length: T }, (_, t) => t + i)], draft.invFreq);
       const { q, k, v } = draft.qkv(embeds, hidden, cos, sin);
       kvs.push({ k, v });
