@@ -5,14 +5,20 @@
 // then multiplies without flags, so forward and backward both take the fast kernel.
 import * as tf from '@tensorflow/tfjs';
 
-/** Plain product of equal-rank operands: [..., M, K] x [..., K, N] -> [..., M, N] (batch dims must match). */
+/**
+ * Plain product of equal-rank operands: [..., M, K] x [..., K, N] -> [..., M, N] (batch dims must match).
+ * A variable b (a weight) is read where it is in the backward pass rather than kept: keeping is a copy on
+ * wasm, a copy of every weight at every use (every TTT step).
+ */
 const plainMatMul = tf.customGrad(((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
-  save([a, b]);
+  const weight = b instanceof tf.Variable;
+  save(weight ? [a] : [a, b]);
   const value = a.rank === 2 ? tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D) : tf.matMul(a as tf.Tensor3D, b as tf.Tensor3D);
   return {
     value,
     gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-      const [sa, sb] = saved;
+      const sa = saved[0];
+      const sb = weight ? b : saved[1];
       const da = batchedProduct(dy, swapLast(sb)); // dA = dY B^T
       const db = batchedProduct(swapLast(sa), dy); // dB = A^T dY
       return [da, db];

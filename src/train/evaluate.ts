@@ -35,6 +35,7 @@ export async function evaluate(source: FeatureSource, m: TrainingModel, t: Recip
     const samples = await Promise.all(Array.from({ length: Math.min(t.batch_size, limit - i) }, (_, k) => source.get(i + k)));
     const batch = collateFeatures(samples, m);
     const teacher = prepareTeacher(batch, m.vocab);
+    batch.targetDraft?.logits.dispose(); // the teacher holds what the loss reads
     const out = tttForward(m.draft, m.head, batch.aux, teacher, t.ttt_length);
     const acc = stepAccuracies(teacher, out.draftArgmax);
     out.stepLosses.forEach((l, k) => (lossSum[k] += l.dataSync()[0]));

@@ -136,6 +136,7 @@ export class OptimizerStep {
     const { m, t } = this;
     const batch = collateFeatures(part, m, padTo);
     const teacher = prepareTeacher(batch, m.vocab);
+    batch.targetDraft?.logits.dispose(); // the teacher holds what the loss reads
     const kept: tf.Scalar[] = [];
     const keptSignals: tf.Scalar[] = [];
     let argmax: number[][][] = [];
