@@ -49,6 +49,7 @@ async function tryLoad(name: ConcreteBackend): Promise<void> {
       wasm.setWasmPaths(path.join(dir, 'dist') + path.sep);
       // Threads need a worker from a blob URL, which Node lacks; SIMD single-thread is what runs.
       wasm.setThreadsCount(1);
+      shareIdentityOnWasm();
       break;
     }
     case 'cpu': // registered by @tensorflow/tfjs itself
@@ -68,6 +69,24 @@ async function tryLoad(name: ConcreteBackend): Promise<void> {
   if (name === 'node-gpu' && !gpuVisible()) {
     throw new BackendError(`backend 'node-gpu': libtensorflow loaded but sees no GPU`);
   }
+}
+
+/**
+ * tfjs keeps each tensor a gradient needs by cloning it (the Identity kernel). The cpu backend's clone shares
+ * the data and counts a reference, as its reshape does; wasm's copies it, so on wasm training held a second
+ * copy of every saved activation (at a real draft size, most of the memory of each TTT step) and spent time
+ * copying. Tensors are immutable (a variable's assign takes new data), so sharing is safe.
+ */
+function shareIdentityOnWasm(): void {
+  if (tf.getKernel('Identity', 'wasm')?.kernelFunc === shareData) return;
+  tf.unregisterKernel('Identity', 'wasm');
+  tf.registerKernel({ kernelName: 'Identity', backendName: 'wasm', kernelFunc: shareData as unknown as tf.KernelFunc });
+}
+
+function shareData({ inputs, backend }: { inputs: { x: tf.TensorInfo }; backend: { incRef(id: object): void } }): tf.TensorInfo {
+  const { x } = inputs;
+  backend.incRef(x.dataId);
+  return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
 }
 
 function gpuVisible(): boolean {
