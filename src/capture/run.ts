@@ -39,13 +39,13 @@ export async function runRank(ctx: RankContext): Promise<void> {
     const train = trainFiles(r);
     const common = {
       targetDir: r.model.target,
-      template: r.data.template as never,
+      template: r.data.template,
       maxLength: r.data.max_length,
       skipInvalid: r.data.skip_invalid,
-      answerExtractor: r.data.answer_extractor as never,
+      answerExtractor: r.data.answer_extractor,
       auxLayerIds: r.model.aux_layer_ids,
       batchSize: r.capture.batch_size,
-      dtype: r.capture.dtype as never,
+      dtype: r.capture.dtype,
       samplesPerShard: r.capture.samples_per_shard,
       collective: ctx.collective,
       log,
@@ -56,7 +56,7 @@ export async function runRank(ctx: RankContext): Promise<void> {
       const res = await captureSplit(model, tok, {
         ...common,
         files: s.files,
-        format: s.format as never,
+        format: s.format,
         storeDir: path.join(r.data.store, s.label),
         limit: s.limit,
         label: s.label,

@@ -63,10 +63,10 @@ export function regenerateOptions(r: Recipe, log: (m: string) => void): Regenera
   const base = {
     targetDir: r.model.target,
     files: r.data.train,
-    format: r.data.format as DatasetFormat,
+    format: r.data.format,
     skipInvalid: r.data.skip_invalid,
     limit: r.capture.limit,
-    template: r.data.template as TemplateName,
+    template: r.data.template,
     maxLength: r.data.max_length,
     batchSize: g.batch_size,
     maxNewTokens: g.max_new_tokens,

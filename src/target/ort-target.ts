@@ -16,7 +16,7 @@ import { type BodyKind, CAPTURE_BLOCKS, MASKED, buildBodyGraph, buildHeadGraph }
 import { type CacheOp, OrtKVCache, capacityFor } from './ort-kv-cache.ts';
 import { type WeightCache, ensureWeightCache, readStored } from './ort-weights.ts';
 import type { HeadRequest, RunRequest, WorkerData, WorkerReply, WorkerRequest } from './ort-worker.ts';
-import type { ForwardOptions, TargetInput, TargetModel, TargetOutput } from './runtime.ts';
+import { checkIds, type ForwardOptions, type TargetInput, type TargetModel, type TargetOutput } from './runtime.ts';
 
 export const ORT_PROVIDERS = ['cpu', 'cuda'] as const;
 export type OrtProvider = (typeof ORT_PROVIDERS)[number];
@@ -265,15 +265,7 @@ export class OrtTarget implements TargetModel {
   private prepare(input: TargetInput, opts: ForwardOptions) {
     const c = this.config;
     const { ids } = input;
-    const B = ids.length;
-    const T = ids[0]?.length ?? 0;
-    if (B === 0 || T === 0) throw new Error('target forward: empty batch');
-    for (const row of ids) {
-      if (row.length !== T) throw new Error(`target forward: rows of ids differ in length (${row.length} vs ${T}); right-pad them`);
-      for (const id of row)
-        if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize)
-          throw new Error(`target forward: token id ${id} outside the vocabulary [0, ${c.vocabSize})`);
-    }
+    const [B, T] = checkIds(ids, c.vocabSize);
     const mask = input.attentionMask ?? ids.map((row) => row.map(() => 1));
     if (mask.length !== B || mask.some((r) => r.length !== T))
       throw new Error(`target forward: attentionMask must be [${B}][${T}] like ids`);

@@ -57,3 +57,17 @@ export interface TargetModel {
   embeddings(): tf.Tensor2D;
   dispose(): void;
 }
+
+/** Checks a batch of token ids (non-empty, right-padded to one length, inside the vocabulary); returns [B, T]. */
+export function checkIds(ids: number[][], vocabSize: number): [number, number] {
+  const B = ids.length;
+  const T = ids[0]?.length ?? 0;
+  if (B === 0 || T === 0) throw new Error('target forward: empty batch');
+  for (const row of ids) {
+    if (row.length !== T) throw new Error(`target forward: rows of ids differ in length (${row.length} vs ${T}); right-pad them`);
+    for (const id of row)
+      if (!Number.isInteger(id) || id < 0 || id >= vocabSize)
+        throw new Error(`target forward: token id ${id} outside the vocabulary [0, ${vocabSize})`);
+  }
+  return [B, T];
+}

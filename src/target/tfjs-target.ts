@@ -6,7 +6,7 @@ import { type ModelConfig, loadModelConfig, ropeInverseFrequencies } from '../io
 import { SafetensorsFolder, type StoredTensor } from '../io/safetensors.ts';
 import { MASKED, applyRope, embeddingLookup, groupedAttention, rmsNorm, ropeTables, silu } from '../nn/layers.ts';
 import { TfjsKVCache } from './kv-cache.ts';
-import type { ForwardOptions, TargetInput, TargetModel, TargetOutput } from './runtime.ts';
+import { checkIds, type ForwardOptions, type TargetInput, type TargetModel, type TargetOutput } from './runtime.ts';
 
 /** Where weights come from: a checkpoint folder, or an in-memory map in tests. */
 export interface WeightSource {
@@ -222,15 +222,7 @@ export class TfjsTarget implements TargetModel {
   forward(input: TargetInput, opts: ForwardOptions = {}): TargetOutput {
     const c = this.config;
     const { ids } = input;
-    const B = ids.length;
-    const T = ids[0]?.length ?? 0;
-    if (B === 0 || T === 0) throw new Error('target forward: empty batch');
-    for (const row of ids) {
-      if (row.length !== T) throw new Error(`target forward: rows of ids differ in length (${row.length} vs ${T}); right-pad them`);
-      for (const id of row)
-        if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize)
-          throw new Error(`target forward: token id ${id} outside the vocabulary [0, ${c.vocabSize})`);
-    }
+    const [B, T] = checkIds(ids, c.vocabSize);
     const mask = input.attentionMask ?? ids.map((row) => row.map(() => 1));
     const cache = opts.cache as TfjsKVCache | undefined;
     if (cache && !(cache instanceof TfjsKVCache)) throw new Error('target forward: cache was not made by this model');
