@@ -18,14 +18,14 @@ const target = path.join(work, 'target');
 before(() => makeRandomTarget(target, 5));
 
 /** A 10-step run with SpecExit heads, the micro-batch run in chunks of at most `chunkTokens` positions. */
-function recipe(name: string, batch: number, workers: number, chunkTokens = 100): string {
+function recipe(name: string, batch: number, workers: number, chunkTokens = 100, recompute = 'auto'): string {
   const file = path.join(work, `${name}.yaml`);
   fs.writeFileSync(
     file,
     `model:\n  target: ${target}\n  aux_layer_ids: [1, 2, 4]\n  draft_vocab_size: 100\n` +
       `data:\n  train: ${path.join(repo, 'data/corpus/reasoning-eval.jsonl')}\n  format: sharegpt\n  max_length: 160\n  answer_extractor: gsm8k\n  store: ${path.join(work, 'store')}\n  cache_dir: ${path.join(work, 'cache')}\n` +
       `capture:\n  batch_size: 4\n  dtype: float32\n  limit: 48\n` +
-      `training:\n  batch_size: ${batch}\n  max_steps: 10\n  learning_rate: 0.003\n  output_dir: ${path.join(work, 'ckpt')}\n  log_interval: 1\n  save_interval: 5\n  specexit: true\n  chunk_tokens: ${chunkTokens}\n` +
+      `training:\n  batch_size: ${batch}\n  max_steps: 10\n  learning_rate: 0.003\n  output_dir: ${path.join(work, 'ckpt')}\n  log_interval: 1\n  save_interval: 5\n  specexit: true\n  chunk_tokens: ${chunkTokens}\n  recompute: ${recompute}\n` +
       `parallel:\n  workers: ${workers}\nruntime:\n  backend: wasm\n  seed: 3\n`,
   );
   return file;
@@ -82,6 +82,19 @@ describe('data-parallel training', () => {
       assert.deepEqual(a[i].acc, b[i].acc, `step ${i + 1} accuracies`);
     }
     assertSameWeights('one', 'whole', 10, 1e-5);
+  });
+
+  test('recomputing the TTT steps in the backward pass equals the taped run: losses and weights within 1e-5 after 10 steps', () => {
+    const re = train('--recipe', recipe('recompute', 2, 2, 100, 'on'));
+    assert.equal(re.status, 0, re.stderr + re.stdout);
+    const a = lossRows('one');
+    const b = lossRows('recompute');
+    for (let i = 0; i < 10; i++) {
+      assert.ok(maxAbsDiff(a[i].loss, b[i].loss) <= 1e-5, `step ${i + 1} losses`);
+      assert.ok(maxAbsDiff(a[i].specexit_loss, b[i].specexit_loss) <= 1e-5, `step ${i + 1} SpecExit losses`);
+      assert.deepEqual(a[i].acc, b[i].acc, `step ${i + 1} accuracies`);
+    }
+    assertSameWeights('one', 'recompute', 10, 1e-5);
   });
 
   test('resume works with 2 workers', async () => {

@@ -8,7 +8,7 @@ import { initBackend } from '../src/backend/backend.ts';
 import type { DraftConfig } from '../src/draft/config.ts';
 import { Eagle3Draft, draftTensorShapes } from '../src/draft/eagle3.ts';
 import { SafetensorsFile } from '../src/io/safetensors.ts';
-import { prepareTeacher, simulatedAcceptanceLength, stepAccuracies, tttForward } from '../src/train/ttt.ts';
+import { prepareTeacher, tttGradients, simulatedAcceptanceLength, stepAccuracies, tttForward } from '../src/train/ttt.ts';
 import { Rng } from '../src/util/random.ts';
 import { fixture, maxAbs, maxAbsDiff } from './helpers.ts';
 import { finiteDifference, plainEagle3Forward } from './reference/plain-eagle3.ts';
@@ -223,6 +223,66 @@ describe('EAGLE-3 TTT vs the plain loop reference (other shapes)', () => {
       for (const [k, g] of Object.entries(plain.grads)) assert.ok(maxAbsDiff(fused.grads[k], g) <= 1e-5, `rows ${rows}: gradient of ${k}`);
     }
     tf.dispose([teacher.probs, batch.aux, batch.targetLogits, emb]);
+    draft.dispose();
+  });
+
+  test('recomputing each TTT step in the backward pass (activation checkpointing) gives the taped losses, argmax and every gradient', () => {
+    const draft = new Eagle3Draft(c, weights);
+    const batch = {
+      inputIds,
+      lossMask,
+      aux: tf.tensor3d(aux, [B, T, 3 * c.targetHiddenSize]),
+      targetLogits: tf.tensor3d(logits, [B, T, 30]),
+    };
+    const teacher = prepareTeacher(batch, { used, t2d });
+    const emb = tf.tensor2d(embed, [30, c.hiddenSize]);
+    for (const [lossChunkRows, attentionChunkRows, steps] of [
+      [0, 0, ttt],
+      [4, 3, ttt],
+      [2, 0, 1],
+      [0, 2, 3],
+    ]) {
+      const kept: tf.Tensor[] = [];
+      let argmax: number[][][] = [];
+      const taped = tf.variableGrads(() => {
+        const out = tttForward(draft, emb, batch.aux, teacher, steps, { lossChunkRows, attentionChunkRows });
+        kept.push(...out.stepLosses);
+        argmax = out.draftArgmax;
+        return tf.mul(out.total, 0.5) as tf.Scalar;
+      }, draft.variables());
+      const before = tf.memory().numTensors;
+      const re = tttGradients(draft, emb, batch.aux, teacher, steps, { lossChunkRows, attentionChunkRows, scale: 0.5 });
+      const what = `loss rows ${lossChunkRows}, attention rows ${attentionChunkRows}, ${steps} steps`;
+      assert.equal(tf.memory().numTensors, before + Object.keys(re.grads).length, `${what}: only the gradients stay held`);
+      assert.ok(Math.abs(re.total * 0.5 - taped.value.dataSync()[0]) <= 1e-5, what);
+      assert.ok(
+        maxAbsDiff(
+          re.stepLosses,
+          kept.map((l) => l.dataSync()[0]),
+        ) <= 1e-5,
+        what,
+      );
+      assert.deepEqual(re.draftArgmax, argmax, what);
+      assert.deepEqual(Object.keys(re.grads).sort(), Object.keys(taped.grads).sort(), what);
+      for (const [k, g] of Object.entries(taped.grads)) {
+        const d = maxAbsDiff(re.grads[k].dataSync() as Float32Array, g.dataSync() as Float32Array);
+        assert.ok(d <= 1e-5, `${what}: gradient of ${k} differs by ${d}`);
+      }
+      tf.dispose([taped.value, ...Object.values(taped.grads), ...Object.values(re.grads), ...kept]);
+    }
+    // And against finite differences of the independent reference, on the weights that only later steps' keys reach.
+    const re = tttGradients(draft, emb, batch.aux, teacher, ttt);
+    for (const [name, index] of [
+      ['fc.weight', 5],
+      ['midlayer.self_attn.k_proj.weight', 11],
+      ['midlayer.self_attn.v_proj.weight', 23],
+    ] as const) {
+      const v = draft.params.get(name)!;
+      const g = (v.rank === 2 ? tf.transpose(re.grads[v.name]) : re.grads[v.name]).dataSync()[index];
+      const fd = finiteDifference(plainCfg, weights, plainIn, name, index);
+      assert.ok(Math.abs(g - fd) <= 1e-3 * Math.abs(fd) + 1e-5, `${name}[${index}]: recomputed ${g} vs finite difference ${fd}`);
+    }
+    tf.dispose([...Object.values(re.grads), teacher.probs, batch.aux, batch.targetLogits, emb]);
     draft.dispose();
   });
 });

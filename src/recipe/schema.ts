@@ -119,6 +119,12 @@ export const RECIPE_SPEC = {
       default: 512,
       doc: 'a rank runs its micro-batch through the draft in length-sorted chunks of at most this many padded positions, gradients summed (the same result as the whole batch, in less working memory); 0: the whole batch at once',
     },
+    recompute: {
+      type: 'enum',
+      values: ['auto', 'on', 'off'],
+      default: 'auto',
+      doc: "activation checkpointing: keep only each TTT step's output, keys and values in the forward pass and recompute the step's activations in the backward pass (about a third more compute; the activations of one TTT step held instead of ttt_length); auto: on when a chunk's activations would take over half the backend's memory limit (the wasm heap's 4 GiB)",
+    },
     learning_rate: { type: 'number', min: 0, default: 1e-4, doc: 'peak learning rate (AdamW); SpecForge: learning_rate' },
     warmup_ratio: {
       type: 'number',

@@ -3,6 +3,7 @@
 // micro-batches; the step then all-reduces them (mean over ranks), clips them to max_grad_norm and
 // applies the same AdamW update on every rank, so the replicas stay identical.
 import * as tf from '@tensorflow/tfjs';
+import { backendLimit } from '../backend/memory.ts';
 import type { Collective } from '../parallel/collective.ts';
 import type { Recipe } from '../recipe/recipe.ts';
 import { signalBatch, signalLosses, signalMaskCounts } from '../specexit/loss.ts';
@@ -11,7 +12,7 @@ import { planChunks } from './chunks.ts';
 import { collateFeatures, type TrainingModel } from './collate.ts';
 import { BatchSums } from './metrics.ts';
 import { type AdamW, clipByGlobalNorm, type Schedule } from './optimizer.ts';
-import { prepareTeacher, stepAccuracies, tttForward } from './ttt.ts';
+import { prepareTeacher, stepAccuracies, tttForward, tttGradients } from './ttt.ts';
 
 type Divisors = [number, number, number];
 
@@ -141,19 +142,36 @@ export class OptimizerStep {
     const keptSignals: tf.Scalar[] = [];
     let argmax: number[][][] = [];
     const sig = t.specexit ? signalBatch(part, padTo) : null;
-    const { value, grads } = tf.variableGrads(() => {
-      const out = tttForward(m.draft, m.head, batch.aux, teacher, t.ttt_length, { normaliser });
-      kept.push(...out.stepLosses);
-      argmax = out.draftArgmax;
-      let total: tf.Scalar = out.total;
+    // SpecExit multi-task loss, added to the TTT loss with the recipe's weights.
+    const signalTotal = () => {
+      const losses = signalLosses(m.draft.signalLogits(batch.aux), sig!, divisors);
+      keptSignals.push(...losses.map((l) => tf.keep(l)));
+      return losses.reduce((sum: tf.Scalar, l, k) => tf.add(sum, tf.mul(l, t.specexit_weights[k])), tf.scalar(0));
+    };
+    let value: tf.Scalar;
+    let grads: Record<string, tf.Tensor>;
+    if (this.recomputes(batch.aux.shape[0], padTo)) {
+      const re = tttGradients(m.draft, m.head, batch.aux, teacher, t.ttt_length, { normaliser, scale: 1 / t.accumulation_steps });
+      kept.push(...re.stepLosses.map((l) => tf.scalar(l)));
+      argmax = re.draftArgmax;
+      grads = re.grads;
+      let total = re.total;
       if (sig) {
-        // SpecExit multi-task loss, added to the TTT loss with the recipe's weights.
-        const losses = signalLosses(m.draft.signalLogits(batch.aux), sig, divisors);
-        keptSignals.push(...losses.map((l) => tf.keep(l)));
-        losses.forEach((l, k) => (total = tf.add(total, tf.mul(l, t.specexit_weights[k]))));
+        const signal = tf.variableGrads(() => tf.div(signalTotal(), t.accumulation_steps) as tf.Scalar, this.vars);
+        total += signal.value.dataSync()[0] * t.accumulation_steps;
+        signal.value.dispose();
+        this.addInto(grads, signal.grads);
       }
-      return tf.div(total, t.accumulation_steps) as tf.Scalar;
-    }, this.vars);
+      value = tf.scalar(total / t.accumulation_steps);
+    } else {
+      ({ value, grads } = tf.variableGrads(() => {
+        const out = tttForward(m.draft, m.head, batch.aux, teacher, t.ttt_length, { normaliser });
+        kept.push(...out.stepLosses);
+        argmax = out.draftArgmax;
+        const total = sig ? tf.add(out.total, signalTotal()) : out.total;
+        return tf.div(total, t.accumulation_steps) as tf.Scalar;
+      }, this.vars));
+    }
     const acc = stepAccuracies(teacher, argmax);
     kept.forEach((l, k) => (sums.loss[k] += l.dataSync()[0]));
     acc.correct.forEach((c, k) => {
@@ -174,16 +192,38 @@ export class OptimizerStep {
     return { grads, loss };
   }
 
+  /**
+   * Whether a chunk of B samples padded to T recomputes its TTT steps in the backward pass: as the recipe
+   * says, or under auto when the activations of all steps (about 48 H + 32 I floats per position and
+   * step, measured on the wasm backend) would take over half the backend's memory limit.
+   */
+  private recomputes(B: number, T: number): boolean {
+    const mode = this.t.recompute;
+    if (mode !== 'auto') return mode === 'on';
+    const limit = backendLimit();
+    const c = this.m.draft.config;
+    const bytes = 4 * B * T * this.t.ttt_length * (48 * c.hiddenSize + 32 * c.intermediateSize);
+    return limit !== null && bytes > limit / 2;
+  }
+
   private accumulate(grads: Record<string, tf.Tensor>): void {
     if (!this.accumulated) {
       this.accumulated = grads;
       return;
     }
-    for (const v of this.vars) {
-      const sum = tf.add(this.accumulated[v.name], grads[v.name]);
-      this.accumulated[v.name].dispose();
-      grads[v.name].dispose();
-      this.accumulated[v.name] = sum;
+    this.addInto(this.accumulated, grads);
+  }
+
+  /** sums[name] += more[name] for every gradient in `more`, which is consumed. */
+  private addInto(sums: Record<string, tf.Tensor>, more: Record<string, tf.Tensor>): void {
+    for (const [name, g] of Object.entries(more)) {
+      if (!sums[name]) {
+        sums[name] = g;
+        continue;
+      }
+      const sum = tf.add(sums[name], g);
+      tf.dispose([sums[name], g]);
+      sums[name] = sum;
     }
   }
 }

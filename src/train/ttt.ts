@@ -119,6 +119,86 @@ export interface TttOptions {
 const LOSS_CHUNK_FLOATS = 1 << 22;
 const ATTENTION_CHUNK_FLOATS = 1 << 22;
 
+/** What every step of one TTT pass shares. */
+interface StepSetup {
+  B: number;
+  T: number;
+  normaliser: number;
+  stepWeight: number;
+  /** Rows per chunk of the fused loss (0: the plain loss, which can keep logits). */
+  lossRows: number;
+  keepLogits: boolean;
+  /** Query rows per chunk of the chunked attention (0: plain attention). */
+  attentionRows: number;
+  /** [1, 1, T, T] causal bias. */
+  causal: tf.Tensor4D;
+}
+
+function stepSetup(draft: Eagle3Draft, teacher: Teacher, opts: TttOptions): StepSetup {
+  const { stepWeight = 0.8, keepLogits = false } = opts;
+  const B = teacher.ids.length;
+  const T = teacher.ids[0].length;
+  const Vd = draft.config.draftVocabSize;
+  const scoreRows = Math.floor(ATTENTION_CHUNK_FLOATS / (B * draft.config.numHeads * T));
+  const causalData = new Float32Array(T * T);
+  for (let i = 0; i < T; i++) for (let j = i + 1; j < T; j++) causalData[i * T + j] = MASKED;
+  return {
+    B,
+    T,
+    normaliser: opts.normaliser ?? B * T,
+    stepWeight,
+    keepLogits,
+    lossRows: keepLogits ? 0 : (opts.lossChunkRows ?? Math.max(1, Math.floor(LOSS_CHUNK_FLOATS / Vd))),
+    attentionRows: opts.attentionChunkRows ?? (scoreRows >= T ? 0 : Math.max(1, scoreRows)),
+    causal: tf.tensor4d(causalData, [1, 1, T, T]),
+  };
+}
+
+/**
+ * The layer of TTT step i: embeds ids'[t+i], RoPE at position t+i, attends causally to step 0's keys and
+ * diagonally to each later step's key at the same position (`prev` holds steps 0..i-1). Returns the
+ * pre-norm output (the next step's hidden) and this step's keys and values.
+ */
+function stepLayer(
+  draft: Eagle3Draft,
+  embedding: FrozenEmbedding,
+  teacher: Teacher,
+  s: StepSetup,
+  i: number,
+  hidden: tf.Tensor3D,
+  prev: StepKV[],
+): { out: tf.Tensor3D; kv: StepKV } {
+  const idsT = tf.tensor2d(shiftLeft(teacher.ids, i).flat(), [s.B, s.T], 'int32');
+  const embeds = 'embed' in embedding ? embedding.embed(idsT) : (frozenGather(embedding, idsT) as tf.Tensor3D);
+  const { cos, sin } = ropeTables([Array.from({ length: s.T }, (_, t) => t + i)], draft.invFreq);
+  const { q, k, v } = draft.qkv(embeds, hidden, cos, sin);
+  const kvs = [...prev, { k, v }];
+  const attention = s.attentionRows > 0 ? chunkedTttAttention(q, kvs, s.causal, s.attentionRows) : tttAttention(q, kvs, s.causal);
+  return { out: draft.finishLayer(hidden, attention), kv: { k, v } };
+}
+
+/** loss_i of a step's output against the teacher rows t+i, and the draft's argmax; the logits when kept. */
+function stepLoss(draft: Eagle3Draft, teacher: Teacher, s: StepSetup, i: number, out: tf.Tensor3D) {
+  const { B, T } = s;
+  const Vd = draft.config.draftVocabSize;
+  const pmask2 = tf.tensor2d(shiftLeft(teacher.positionMask, i).flat(), [B, T]);
+  if (s.lossRows > 0) {
+    const fused = softCrossEntropy(draft.normed(out), draft.lmHead, teacher.probs, i, pmask2, s.normaliser, s.lossRows);
+    return { loss: fused.loss, argmax: fused.argmax };
+  }
+  const logits = draft.logits(out);
+  // Teacher rows t+i, padded past the end with the uniform distribution (masked there anyway).
+  const p =
+    i === 0
+      ? teacher.probs
+      : i >= T
+        ? tf.fill([B, T, Vd], 1 / Vd)
+        : tf.concat([teacher.probs.slice([0, i, 0], [B, T - i, Vd]), tf.fill([B, i, Vd], 1 / Vd)], 1);
+  const pmask = pmask2.reshape([B, T, 1]);
+  const loss = tf.div(tf.neg(tf.sum(tf.mul(pmask, tf.mul(p, tf.logSoftmax(logits))))), s.normaliser) as tf.Scalar;
+  return { loss, argmax: tf.argMax(logits, -1).arraySync() as number[][], logits };
+}
+
 /**
  * The unrolled TTT forward. Step i embeds ids'[t+i], uses the previous step's output as hidden (fc(aux)
  * at step 0), RoPE position t+i, attends causally to step 0's keys and diagonally to each later step's
@@ -132,61 +212,131 @@ export function tttForward(
   tttLength: number,
   opts: TttOptions = {},
 ): TttOutput {
-  const { stepWeight = 0.8, keepLogits = false } = opts;
-  const B = teacher.ids.length;
-  const T = teacher.ids[0].length;
-  const normaliser = opts.normaliser ?? B * T;
-  const Vd = draft.config.draftVocabSize;
-  const chunkRows = keepLogits ? 0 : (opts.lossChunkRows ?? Math.max(1, Math.floor(LOSS_CHUNK_FLOATS / Vd)));
-  const scoreRows = Math.floor(ATTENTION_CHUNK_FLOATS / (B * draft.config.numHeads * T));
-  const attentionRows = opts.attentionChunkRows ?? (scoreRows >= T ? 0 : Math.max(1, scoreRows));
   const stepLosses: tf.Scalar[] = [];
   const draftArgmax: number[][][] = [];
   const stepLogits: tf.Tensor3D[] = [];
-  const causalData = new Float32Array(T * T);
-  for (let i = 0; i < T; i++) for (let j = i + 1; j < T; j++) causalData[i * T + j] = MASKED;
+  const s = stepSetup(draft, teacher, opts);
   const total = tf.tidy(() => {
-    const causal = tf.tensor4d(causalData, [1, 1, T, T]);
     let hidden = draft.projectFeatures(aux);
     const kvs: StepKV[] = [];
     let total = tf.scalar(0);
     for (let i = 0; i < tttLength; i++) {
-      const ids = shiftLeft(teacher.ids, i);
-      const idsT = tf.tensor2d(ids.flat(), [B, T], 'int32');
-      const embeds = 'embed' in embedding ? embedding.embed(idsT) : (frozenGather(embedding, idsT) as tf.Tensor3D);
-      const { cos, sin } = ropeTables([Array.from({ length: T }, (_, t) => t + i)], draft.invFreq);
-      const { q, k, v } = draft.qkv(embeds, hidden, cos, sin);
-      kvs.push({ k, v });
-      const attention = attentionRows > 0 ? chunkedTttAttention(q, kvs, causal, attentionRows) : tttAttention(q, kvs, causal);
-      const out = draft.finishLayer(hidden, attention);
-      const pmask2 = tf.tensor2d(shiftLeft(teacher.positionMask, i).flat(), [B, T]);
-      if (chunkRows > 0) {
-        const fused = softCrossEntropy(draft.normed(out), draft.lmHead, teacher.probs, i, pmask2, normaliser, chunkRows);
-        stepLosses.push(tf.keep(fused.loss));
-        draftArgmax.push(fused.argmax);
-        total = tf.add(total, tf.mul(fused.loss, stepWeight ** i));
-        hidden = out;
-        continue;
-      }
-      const logits = draft.logits(out);
-      // Teacher rows t+i, padded past the end with the uniform distribution (masked there anyway).
-      const p =
-        i === 0
-          ? teacher.probs
-          : i >= T
-            ? tf.fill([B, T, Vd], 1 / Vd)
-            : tf.concat([teacher.probs.slice([0, i, 0], [B, T - i, Vd]), tf.fill([B, i, Vd], 1 / Vd)], 1);
-      const pmask = pmask2.reshape([B, T, 1]);
-      const loss = tf.div(tf.neg(tf.sum(tf.mul(pmask, tf.mul(p, tf.logSoftmax(logits))))), normaliser) as tf.Scalar;
+      const { out, kv } = stepLayer(draft, embedding, teacher, s, i, hidden, kvs);
+      kvs.push(kv);
+      const { loss, argmax, logits } = stepLoss(draft, teacher, s, i, out);
       stepLosses.push(tf.keep(loss));
-      draftArgmax.push(tf.argMax(logits, -1).arraySync() as number[][]);
-      if (keepLogits) stepLogits.push(tf.keep(logits));
-      total = tf.add(total, tf.mul(loss, stepWeight ** i));
+      draftArgmax.push(argmax);
+      if (s.keepLogits && logits) stepLogits.push(tf.keep(logits));
+      total = tf.add(total, tf.mul(loss, s.stepWeight ** i));
       hidden = out;
     }
     return total;
   });
-  return { total, stepLosses, draftArgmax, ...(keepLogits ? { stepLogits } : {}) };
+  s.causal.dispose();
+  return { total, stepLosses, draftArgmax, ...(s.keepLogits ? { stepLogits } : {}) };
+}
+
+export interface TttGradients {
+  /** sum_i weight^i * loss_i (unscaled). */
+  total: number;
+  stepLosses: number[];
+  draftArgmax: number[][][];
+  /** Gradients of scale * total by variable name (trainable variables that get one). */
+  grads: Record<string, tf.Tensor>;
+}
+
+/**
+ * tttForward's loss and its gradients with each TTT step recomputed in the backward pass (activation
+ * checkpointing). Taped whole, the unrolled loop keeps every step's activations until the backward pass:
+ * at T = 2048 with a 0.6B target's draft that is about 1 GiB a step, seven steps, past the wasm heap. Here
+ * the forward pass keeps only each step's input hidden, keys and values; the backward pass then runs the
+ * steps last to first, each recomputed under its own tape and differentiated with the gradients that
+ * reach its outputs from later steps (its hidden output feeds step i+1, its keys and values every later
+ * step's attention). One step's activations are held at a time, for about a third more compute.
+ */
+export function tttGradients(
+  draft: Eagle3Draft,
+  embedding: FrozenEmbedding,
+  aux: tf.Tensor3D,
+  teacher: Teacher,
+  tttLength: number,
+  opts: TttOptions & { scale?: number } = {},
+): TttGradients {
+  const scale = opts.scale ?? 1;
+  const s = stepSetup(draft, teacher, { ...opts, keepLogits: false });
+  const vars = draft.variables().filter((v) => v.trainable);
+  // Forward, untaped: each step's input hidden, keys and values.
+  const hiddens: tf.Tensor3D[] = [];
+  const kvs: StepKV[] = [];
+  let hidden = tf.tidy(() => draft.projectFeatures(aux));
+  for (let i = 0; i < tttLength; i++) {
+    hiddens.push(hidden);
+    const step = tf.tidy(() => {
+      const { out, kv } = stepLayer(draft, embedding, teacher, s, i, hidden, kvs);
+      return { out, k: kv.k, v: kv.v };
+    });
+    kvs.push({ k: step.k, v: step.v });
+    hidden = step.out;
+  }
+  hidden.dispose();
+  // Backward, last step first. dK[j], dV[j]: gradients reaching step j's keys and values from later steps.
+  const dK: (tf.Tensor | null)[] = kvs.map(() => null);
+  const dV: (tf.Tensor | null)[] = kvs.map(() => null);
+  let dHidden: tf.Tensor | null = null; // reaching step i's output from step i+1
+  const grads: Record<string, tf.Tensor> = {};
+  const stepLosses: number[] = new Array(tttLength).fill(0);
+  const draftArgmax: number[][][] = new Array(tttLength);
+  for (let i = tttLength - 1; i >= 0; i--) {
+    const prev = kvs.slice(0, i);
+    // Step 0 recomputes fc(aux) inside its tape, so that fc gets its gradient there.
+    const inputs: tf.Tensor[] = [...(i > 0 ? [hiddens[i]] : []), ...prev.flatMap(({ k, v }) => [k, v])];
+    const g = tf.tidy(() => {
+      const { grads: g } = tf.engine().gradients(
+        () => {
+          const h = i > 0 ? hiddens[i] : draft.projectFeatures(aux);
+          const { out, kv } = stepLayer(draft, embedding, teacher, s, i, h, prev);
+          const { loss, argmax } = stepLoss(draft, teacher, s, i, out);
+          stepLosses[i] = loss.dataSync()[0];
+          draftArgmax[i] = argmax;
+          // A scalar whose gradient is this step's vector-Jacobian product with the incoming gradients.
+          let surrogate = tf.mul(loss, scale * s.stepWeight ** i) as tf.Scalar;
+          const dot = (x: tf.Tensor, dx: tf.Tensor | null) => {
+            if (dx) surrogate = tf.add(surrogate, tf.sum(tf.mul(x, dx)));
+          };
+          dot(out, dHidden);
+          dot(kv.k, dK[i]);
+          dot(kv.v, dV[i]);
+          return surrogate;
+        },
+        [...inputs, ...vars],
+        undefined,
+        true,
+      );
+      return g.map((x) => x ?? tf.scalar(0));
+    });
+    tf.dispose([dHidden, dK[i], dV[i]].filter((x): x is tf.Tensor => x !== null));
+    dK[i] = dV[i] = null;
+    let at = 0;
+    dHidden = i > 0 ? g[at++] : null;
+    for (let j = 0; j < i; j++) {
+      for (const d of [dK, dV]) {
+        const x = g[at++];
+        const sum = d[j] ? tf.add(d[j]!, x) : x;
+        if (d[j]) tf.dispose([d[j]!, x]);
+        d[j] = sum;
+      }
+    }
+    vars.forEach((v, k) => {
+      const x = g[at + k];
+      if (x.rank === 0) return x.dispose(); // no gradient reached it
+      const sum = grads[v.name] ? tf.add(grads[v.name], x) : x;
+      if (grads[v.name]) tf.dispose([grads[v.name], x]);
+      grads[v.name] = sum;
+    });
+  }
+  tf.dispose([...hiddens, ...kvs.flatMap(({ k, v }) => [k, v]), s.causal]);
+  const total = stepLosses.reduce((sum, l, i) => sum + l * s.stepWeight ** i, 0);
+  return { total, stepLosses, draftArgmax, grads };
 }
 
 /** acc_i = sum(pmask_i * [argmax q == argmax p_i]) / sum(lossMask_i), masks shifted for step i. */
