@@ -6,7 +6,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { StageRun } from './scale-run.ts';
 
-export const STAGES = ['capture', 'train', 'eval', 'export'] as const;
+// Export comes before eval: eval runs the exported draft on ONNX Runtime beside the ORT target when there is one.
+export const STAGES = ['capture', 'train', 'export', 'eval'] as const;
 export type StageName = (typeof STAGES)[number];
 
 /** The folders of one bench run; every stage writes only below `root`. */
@@ -59,8 +60,11 @@ export function stageCommand(stage: StageName, l: RunLayout, backend: string | u
       return { args: ['capture', '--recipe', l.recipe, ...be], clean: [l.store, l.cacheDir] };
     case 'train':
       return { args: ['train', '--recipe', l.recipe, ...be], clean: [l.trainRun] };
-    case 'eval':
-      return { args: ['eval', '--recipe', l.recipe, '--out', l.evalOut, ...be], clean: [l.evalOut] };
+    case 'eval': {
+      const onnx = path.join(l.exportOut, 'onnx');
+      const draft = fs.existsSync(path.join(onnx, 'model.onnx')) ? ['--draft-onnx', onnx] : [];
+      return { args: ['eval', '--recipe', l.recipe, '--out', l.evalOut, ...draft, ...be], clean: [l.evalOut] };
+    }
     case 'export': {
       const ckpt = latestCheckpoint(l) ?? path.join(l.trainRun, 'step-missing');
       const args = ['export-onnx', '--checkpoint', ckpt, '--out', l.exportOut, '--format', 'onnx,sglang', '--target', l.modelDir, ...be];

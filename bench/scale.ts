@@ -3,7 +3,8 @@
 // export-onnx), each measured for wall time, tokens/s and peak RSS; a final table, also saved as JSON.
 //
 // Usage: npm run bench:scale [-- options]
-//   --stage capture,train,eval,export   stages to run (default all; a later stage reuses an earlier run's output)
+//   --stage capture,train,export,eval   stages to run (default all; a later stage reuses an earlier run's output;
+//                                       eval runs the exported ONNX draft when export has run)
 //   --layers N --hidden N --intermediate N --heads N --kv-heads N --head-dim N
 //                                       scale the model down for quick checks (default: Qwen3-0.6B; the
 //                                       vocabulary stays Qwen3's 151936)

@@ -10,7 +10,7 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/backend.ts';
 import { type ModelConfig, parseModelConfig } from '../src/io/hf-config.ts';
 import { SafetensorsFolder, SafetensorsFile, writeSafetensors } from '../src/io/safetensors.ts';
-import { loadTarget, targetOptions } from '../src/target/load.ts';
+import { loadTarget, prepareRecipeTarget, targetOptions } from '../src/target/load.ts';
 import { OrtTarget, checkProvider } from '../src/target/ort-target.ts';
 import { DATA_FILE, MANIFEST } from '../src/target/ort-weights.ts';
 import type { KVCache, TargetInput, TargetModel, TargetOutput } from '../src/target/runtime.ts';
@@ -271,6 +271,28 @@ describe('converted-weight cache', () => {
     second.dispose();
     ref.dispose();
     disposeOut(a, b, c);
+  });
+
+  test('prepareRecipeTarget converts once before ranks start (ort), and does nothing for tfjs', async () => {
+    const { dir } = writeModel(raw, 6);
+    const root = tempDir('ort-cache-prepare-');
+    const recipe = (engine: 'ort' | 'tfjs') =>
+      ({
+        model: { target: dir },
+        data: { cache_dir: root },
+        runtime: { target_engine: engine, target_provider: 'cpu', target_threads: 0 },
+      }) as never;
+    prepareRecipeTarget(recipe('tfjs'));
+    assert.equal(fs.existsSync(path.join(root, 'ort-target')), false, 'tfjs: nothing converted');
+    const said: string[] = [];
+    prepareRecipeTarget(recipe('ort'), (m) => said.push(m));
+    assert.ok(
+      said.some((m) => m.includes('converting')),
+      said.join('; '),
+    );
+    const t = await OrtTarget.load(dir, { cacheDir: root, threads: 1 });
+    assert.equal(t.weights.built, false, 'the ranks find it built');
+    t.dispose();
   });
 
   test('a truncated data file, a missing manifest or a changed byte is detected and rebuilt', async () => {

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { loadTokenizer } from '../io/tokenizer.ts';
 import { launchRanks, type RankContext } from '../parallel/launch.ts';
 import type { Recipe } from '../recipe/recipe.ts';
-import { loadRecipeTarget } from '../target/load.ts';
+import { loadRecipeTarget, prepareRecipeTarget } from '../target/load.ts';
 import { initBackend, type BackendName } from '../backend/backend.ts';
 import { saveDraftVocab } from '../data/draft-vocab.ts';
 import { trainFiles } from '../data/train-files.ts';
@@ -24,6 +24,7 @@ export async function runCapture(r: Recipe, log: (m: string) => void): Promise<v
       model.dispose();
     }
   }
+  if (r.parallel.workers > 1) prepareRecipeTarget(r, log);
   await launchRanks({ module: import.meta.url, worldSize: r.parallel.workers, payload: r, onLog: log });
 }
 

@@ -3,6 +3,7 @@
 import type { CommandModule } from 'yargs';
 import { launchRanks } from '../parallel/launch.ts';
 import { loadRecipe } from '../recipe/recipe.ts';
+import { prepareRecipeTarget } from '../target/load.ts';
 import { prepareTraining } from '../train/prepare.ts';
 import type { TrainJob, TrainResult } from '../train/trainer.ts';
 import { type Progress, progress } from '../util/progress.ts';
@@ -31,6 +32,7 @@ export const trainCommand: CommandModule<object, Args> = {
       'parallel.workers': args.workers,
     });
     await prepareTraining(r, console.log);
+    if (r.training.mode === 'online' && r.parallel.workers > 1) prepareRecipeTarget(r, console.log);
     let bar: Progress | undefined;
     const job: TrainJob = { recipe: r, resume: args.resume ?? null };
     const result = (await launchRanks({

@@ -2,7 +2,9 @@
 import os from 'node:os';
 import type { Recipe } from '../recipe/recipe.ts';
 import type { ForwardOptions, TargetInput, TargetModel, TargetOutput } from './runtime.ts';
+import { loadModelConfig } from '../io/hf-config.ts';
 import { ORT_PROVIDERS, OrtTarget, type OrtProvider } from './ort-target.ts';
+import { ensureWeightCache } from './ort-weights.ts';
 import { TfjsTarget } from './tfjs-target.ts';
 
 export const TARGET_ENGINES = ['ort', 'tfjs'] as const;
@@ -54,6 +56,16 @@ export async function loadRecipeTarget(
   const o = targetOptions(r);
   const threads = o.threads || Math.max(1, Math.floor(os.availableParallelism() / Math.max(1, opts.ranks ?? 1)));
   return loadTarget(r.model.target, { ...o, threads, cacheDir: r.data.cache_dir, log: opts.log });
+}
+
+/**
+ * Converts the target's weights for ONNX Runtime now, before ranks start: ranks are threads of one process,
+ * and each would otherwise convert the whole model side by side into the same cache (N times the time,
+ * memory and disk, and one install wins). A no-op for the tfjs engine and when the cache is already built.
+ */
+export function prepareRecipeTarget(r: Pick<Recipe, 'runtime' | 'model' | 'data'>, log?: (m: string) => void): void {
+  if ((targetOptions(r).engine ?? 'ort') !== 'ort') return;
+  ensureWeightCache(r.model.target, loadModelConfig(r.model.target), { cacheRoot: r.data.cache_dir, log });
 }
 
 /**
