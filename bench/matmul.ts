@@ -1,4 +1,5 @@
 // Matmul throughput per backend, and the cost of tfjs' default matmul gradient on wasm.
+// and batched products (attention) through wasm's BatchMatMul against the project's matmul.
 // Usage: npm run bench:matmul [-- --runs 5]
 // Prints medians over runs; the machine is shared, so single timings mislead.
 import * as tf from '@tensorflow/tfjs';
@@ -58,6 +59,30 @@ async function projectionStep(useCustom: boolean): Promise<number> {
 const rows: [string, string][] = [];
 for (const n of [256, 512, 1024]) rows.push([`wasm matmul ${n}^3`, `${(await gflops('wasm', n)).toFixed(1)} GFLOP/s`]);
 for (const n of [256, 512]) rows.push([`cpu matmul ${n}^3`, `${(await gflops('cpu', n)).toFixed(2)} GFLOP/s`]);
+/** Batched [G, M, K] x [G, K, N]: wasm's BatchMatMul kernel against project matmul (2-D products per entry when large). */
+async function batched(G: number, M: number, K: number, N: number): Promise<[number, number]> {
+  await initBackend('wasm');
+  const a = tf.randomNormal([G, M, K]) as tf.Tensor3D;
+  const b = tf.randomNormal([G, K, N]) as tf.Tensor3D;
+  const flops = (2 * G * M * K * N) / 1e9;
+  const kernel = flops / ((await time(() => tf.matMul(a, b), runs)) / 1000);
+  const ours = flops / ((await time(() => matmul(a, b), runs)) / 1000);
+  tf.dispose([a, b]);
+  return [kernel, ours];
+}
+// Attention shapes: the quickstart draft's, and a Qwen3-0.6B draft's TTT attention chunk (8 kv groups, 2 x 128 queries, T 2048).
+for (const [G, M, K, N] of [
+  [16, 64, 16, 64],
+  [16, 256, 16, 256],
+  [8, 256, 128, 2048],
+  [8, 2048, 256, 128],
+]) {
+  const [kernel, ours] = await batched(G, M, K, N);
+  rows.push([
+    `wasm batched [${G}x${M}x${K}]x[${G}x${K}x${N}]: BatchMatMul / project matmul`,
+    `${kernel.toFixed(1)} / ${ours.toFixed(1)} GFLOP/s`,
+  ]);
+}
 const custom = await projectionStep(true);
 const builtin = await projectionStep(false);
 rows.push(['wasm fwd+bwd [1024x512]x[512x8000] + softmax CE, custom-gradient matmul', `${custom.toFixed(0)} ms`]);

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import { BackendError, initBackend } from '../src/backend/backend.ts';
-import { linear, matmul } from '../src/backend/matmul.ts';
+import { SPLIT_BATCH_MACS, linear, matmul } from '../src/backend/matmul.ts';
 import { Rng } from '../src/util/random.ts';
 import { maxAbs, maxAbsDiff } from './helpers.ts';
 
@@ -48,6 +48,10 @@ for (const backend of ['cpu', 'wasm'] as const) {
           [4, 7, 3],
         ], // batched
         [
+          [3, 64, 96],
+          [3, 96, 96],
+        ], // batched, large enough (SPLIT_BATCH_MACS) to run as one 2-D product per entry on wasm
+        [
           [2, 3, 5, 7],
           [2, 3, 7, 4],
         ], // batched, rank 4
@@ -65,6 +69,15 @@ for (const backend of ['cpu', 'wasm'] as const) {
         const [ga, gb] = ours([a, b]);
         const [ra, rb] = ref([a, b]);
         const fwd = matmul(a, b);
+        const plain = tf.matMul(a, b);
+        assert.ok(maxAbsDiff(fwd.dataSync(), plain.dataSync()) <= 1e-4 * Math.max(1, maxAbs(plain.dataSync())), `forward ${sa} x ${sb}`);
+        plain.dispose();
+        if (backend === 'wasm' && sa[1] * sa[2] * sb[2] >= SPLIT_BATCH_MACS) {
+          // The split path really runs: one product kernel per batch entry.
+          const info = await tf.profile(() => matmul(a, b));
+          assert.equal(info.kernels.filter((k) => k.name === 'BatchMatMul').length, sa[0], `split ${sa} x ${sb}`);
+          tf.dispose(info.result as tf.Tensor);
+        }
         const tol = 1e-5 * Math.max(1, maxAbs(ra.dataSync()), maxAbs(rb.dataSync()));
         assert.deepEqual(fwd.shape, w.shape);
         assert.ok(maxAbsDiff(ga.dataSync(), ra.dataSync()) <= tol, `dA ${sa} x ${sb}`);

@@ -13,7 +13,7 @@ import * as tf from '@tensorflow/tfjs';
 const plainMatMul = tf.customGrad(((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
   const weight = b instanceof tf.Variable;
   save(weight ? [a] : [a, b]);
-  const value = a.rank === 2 ? tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D) : tf.matMul(a as tf.Tensor3D, b as tf.Tensor3D);
+  const value = batchedProduct(a, b);
   return {
     value,
     gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
@@ -33,8 +33,24 @@ function swapLast(x: tf.Tensor): tf.Tensor {
   return tf.transpose(x, perm);
 }
 
+/**
+ * Batch entries of at least this many multiply-adds run as separate 2-D products: the wasm backend's
+ * BatchMatMul is a generic kernel (about 2 GFLOP/s on this machine class), its 2-D product is XNNPACK's
+ * (about 25); below this size the extra dispatches cost more than they save (bench/matmul.ts --batched).
+ */
+export const SPLIT_BATCH_MACS = 1 << 19;
+
 function batchedProduct(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
-  return a.rank === 2 ? tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D) : tf.matMul(a as tf.Tensor3D, b as tf.Tensor3D);
+  if (a.rank === 2) return tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D);
+  const [G, M, K] = a.shape;
+  const N = b.shape[2]!;
+  if (tf.getBackend() !== 'wasm' || M * K * N < SPLIT_BATCH_MACS) return tf.matMul(a as tf.Tensor3D, b as tf.Tensor3D);
+  return tf.tidy(() => {
+    const entry = (x: tf.Tensor, i: number, rows: number, cols: number) =>
+      x.slice([i, 0, 0], [1, rows, cols]).reshape([rows, cols]) as tf.Tensor2D;
+    const ys = Array.from({ length: G }, (_, i) => tf.matMul(entry(a, i, M, K), entry(b, i, K, N)).reshape([1, M, N]));
+    return G === 1 ? ys[0] : tf.concat(ys, 0);
+  });
 }
 
 /**
