@@ -394,7 +394,9 @@ describe('factory and options', () => {
     assert.equal((o as OrtTarget).threads, 1);
     o.dispose();
     await assert.rejects(loadTarget(dir, { engine: 'torch' as never }), /engine 'torch': expected one of ort, tfjs/);
-    const recipe = { runtime: { backend: 'wasm', seed: 1, target_engine: 'ort', target_provider: 'cpu', target_threads: 0 } } as const;
+    const recipe = {
+      runtime: { backend: 'wasm', seed: 1, gemm: 'auto', target_engine: 'ort', target_provider: 'cpu', target_threads: 0 },
+    } as const;
     assert.deepEqual(targetOptions(recipe), { engine: 'ort', provider: 'cpu', threads: 0 });
   });
 

@@ -3,7 +3,55 @@
 // tfjs' built-in matMul gradient calls BatchMatMul with transpose flags, which the wasm backend runs
 // ~20x slower than a plain product. This version's gradient transposes its operands explicitly and
 // then multiplies without flags, so forward and backward both take the fast kernel.
+import os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
+import { OrtGemm } from './ort-gemm.ts';
+
+/** ONNX Runtime's GEMM for large 2-D products (useOrtGemm), or null: tfjs does every product. */
+let gemm: OrtGemm | null = null;
+
+/**
+ * Products of at least this many multiply-adds go to ONNX Runtime when it is on: below it, copying the
+ * operands out of the wasm heap and the result back costs more than the faster arithmetic saves
+ * (bench/matmul.ts --gemm measures both sides).
+ */
+export const ORT_GEMM_MIN_MACS = 1 << 24;
+
+/**
+ * Runs this thread's large 2-D products on ONNX Runtime's GEMM with `threads` threads from now on (each
+ * rank its own). A no-op when already on with as many threads.
+ */
+export async function useOrtGemm(threads: number): Promise<void> {
+  if (gemm?.threads === threads) return;
+  stopOrtGemm();
+  gemm = await OrtGemm.start(threads);
+}
+
+/**
+ * The recipe's runtime.gemm for this thread, one of `ranks` sharing this machine's cores: ORT's GEMM on the
+ * wasm and cpu backends under auto (tfjs when it cannot load), always under ort, never under tfjs.
+ */
+export async function configureGemm(engine: 'auto' | 'ort' | 'tfjs', ranks: number, log?: (m: string) => void): Promise<void> {
+  const on = engine === 'ort' || (engine === 'auto' && ['wasm', 'cpu'].includes(tf.getBackend()));
+  if (!on) return stopOrtGemm();
+  const threads = Math.max(1, Math.floor(os.availableParallelism() / Math.max(1, ranks)));
+  try {
+    await useOrtGemm(threads);
+    log?.(`large matrix products: ONNX Runtime GEMM, ${threads} thread(s) per rank`);
+  } catch (e) {
+    if (engine === 'ort') throw e;
+    log?.(`large matrix products: tfjs (ONNX Runtime GEMM unavailable: ${e instanceof Error ? e.message : String(e)})`);
+  }
+}
+
+export function stopOrtGemm(): void {
+  gemm?.dispose();
+  gemm = null;
+}
+
+export function ortGemmThreads(): number | null {
+  return gemm?.threads ?? null;
+}
 
 /**
  * Plain product of equal-rank operands: [..., M, K] x [..., K, N] -> [..., M, N] (batch dims must match).
@@ -13,15 +61,13 @@ import * as tf from '@tensorflow/tfjs';
 const plainMatMul = tf.customGrad(((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
   const weight = b instanceof tf.Variable;
   save(weight ? [a] : [a, b]);
-  const value = batchedProduct(a, b);
+  const value = product(a, b, false, false);
   return {
     value,
     gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
       const sa = saved[0];
       const sb = weight ? b : saved[1];
-      const da = batchedProduct(dy, swapLast(sb)); // dA = dY B^T
-      const db = batchedProduct(swapLast(sa), dy); // dB = A^T dY
-      return [da, db];
+      return [product(dy, sb, false, true), product(sa, dy, true, false)]; // dA = dY B^T, dB = A^T dY
     },
   };
 }) as unknown as Parameters<typeof tf.customGrad>[0]) as (a: tf.Tensor, b: tf.Tensor) => tf.Tensor;
@@ -40,15 +86,30 @@ function swapLast(x: tf.Tensor): tf.Tensor {
  */
 export const SPLIT_BATCH_MACS = 1 << 19;
 
-function batchedProduct(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
-  if (a.rank === 2) return tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D);
-  const [G, M, K] = a.shape;
-  const N = b.shape[2]!;
-  if (tf.getBackend() !== 'wasm' || M * K * N < SPLIT_BATCH_MACS) return tf.matMul(a as tf.Tensor3D, b as tf.Tensor3D);
+/**
+ * op(x) op(y) of 2-D, or batched 3-D, x and y (op: a transpose of the last two axes where asked): on ONNX
+ * Runtime when it is on and the product is large; else tfjs, with explicit transposes (wasm's flagged
+ * matmul is slow) and large batch entries as separate 2-D products on wasm.
+ */
+function product(x: tf.Tensor, y: tf.Tensor, transA: boolean, transB: boolean): tf.Tensor {
+  const [xr, xc] = x.shape.slice(-2) as [number, number];
+  const [yr, yc] = y.shape.slice(-2) as [number, number];
+  const [M, K, N] = [transA ? xc : xr, transA ? xr : xc, transB ? yr : yc];
+  const G = x.rank === 3 ? x.shape[0] : 1;
+  const outShape = x.rank === 3 ? [G, M, N] : [M, N];
+  if (gemm && G * M * K * N >= ORT_GEMM_MIN_MACS) {
+    // wasm's dataSync is a copy the GEMM worker may take over; other backends may hand out their own storage.
+    const read = (t: tf.Tensor) => (tf.getBackend() === 'wasm' ? (t.dataSync() as Float32Array) : Float32Array.from(t.dataSync()));
+    const { c } = gemm.product(read(x), x.shape, read(y), y.shape, transA, transB);
+    return tf.tensor(c, outShape);
+  }
   return tf.tidy(() => {
-    const entry = (x: tf.Tensor, i: number, rows: number, cols: number) =>
-      x.slice([i, 0, 0], [1, rows, cols]).reshape([rows, cols]) as tf.Tensor2D;
-    const ys = Array.from({ length: G }, (_, i) => tf.matMul(entry(a, i, M, K), entry(b, i, K, N)).reshape([1, M, N]));
+    const a = transA ? swapLast(x) : x;
+    const b = transB ? swapLast(y) : y;
+    if (a.rank === 2) return tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D);
+    if (tf.getBackend() !== 'wasm' || M * K * N < SPLIT_BATCH_MACS) return tf.matMul(a as tf.Tensor3D, b as tf.Tensor3D);
+    const entry = (t: tf.Tensor, i: number) => t.slice([i, 0, 0], [1, t.shape[1]!, t.shape[2]!]).reshape(t.shape.slice(1)) as tf.Tensor2D;
+    const ys = Array.from({ length: G }, (_, i) => tf.matMul(entry(a, i), entry(b, i)).reshape([1, M, N]));
     return G === 1 ? ys[0] : tf.concat(ys, 0);
   });
 }

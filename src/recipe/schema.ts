@@ -231,6 +231,12 @@ export const RECIPE_SPEC = {
       doc: 'tfjs engine; auto = first that loads of node-gpu, node, wasm, cpu (--backend overrides)',
     },
     seed: { type: 'integer', default: 42, doc: 'seed of every random choice (data order, initialisation)' },
+    gemm: {
+      type: 'enum',
+      values: ['auto', 'ort', 'tfjs'],
+      default: 'auto',
+      doc: "engine of draft training's large matrix products: ort = ONNX Runtime's GEMM in a worker thread (threads: cores / parallel.workers), tfjs = the tfjs backend itself; auto = ort on the wasm and cpu backends (falling back to tfjs when onnxruntime-node cannot load), tfjs on node and node-gpu",
+    },
     target_engine: {
       type: 'enum',
       values: ['ort', 'tfjs'],

@@ -4,6 +4,7 @@
 // AdamW update (step.ts), so replicas stay identical; rank 0 logs (metrics.ts), evaluates (evaluate.ts)
 // and checkpoints (checkpoint.ts).
 import { type BackendName, initBackend } from '../backend/backend.ts';
+import { configureGemm } from '../backend/matmul.ts';
 import { checkFits, explainOutOfMemory, peakRssBytes, wasmHeapBytes } from '../backend/memory.ts';
 import { draftConfigFor } from '../draft/config.ts';
 import { loadModelConfig } from '../io/hf-config.ts';
@@ -51,6 +52,7 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
   const { rank, worldSize } = ctx.collective;
   const log = rank === 0 ? ctx.log : () => {};
   await initBackend(r.runtime.backend as BackendName, log);
+  await configureGemm(r.runtime.gemm, worldSize, log);
 
   // Set up: the target's parts the draft learns from, the data, the schedule, the draft and its optimizer.
   const config = loadModelConfig(r.model.target);

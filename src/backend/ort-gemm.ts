@@ -1,0 +1,99 @@
+// Large 2-D products of the tfjs models run by ONNX Runtime's GEMM (MLAS) in a worker thread. On the wasm
+// backend tfjs multiplies on one core through XNNPACK at about 16-25 GFLOP/s; ORT's GEMM uses every core it
+// is given at several times that. A product crosses the wasm heap twice each way (copies), so only products
+// large enough for the copies to be cheap against the arithmetic go this way (backend/matmul.ts decides).
+// The call is synchronous, as tfjs kernels are: the worker runs ORT's asynchronous run() and wakes the caller,
+// blocked in Atomics.wait, through a shared flag.
+import { MessageChannel, type MessagePort, Worker, receiveMessageOnPort } from 'node:worker_threads';
+import type { GemmReply, GemmRequest, GemmWorkerData } from './ort-gemm-worker.ts';
+
+export class OrtGemmError extends Error {}
+
+export class OrtGemm {
+  readonly threads: number;
+  private readonly worker: Worker;
+  private readonly port: MessagePort;
+  private readonly flag: Int32Array;
+  private closed = false;
+  private failure: string | null = null;
+
+  private constructor(threads: number) {
+    this.threads = threads;
+    // flag[0]: a reply is waiting; flag[1]: the worker has exited.
+    const sab = new SharedArrayBuffer(8);
+    this.flag = new Int32Array(sab);
+    const { port1, port2 } = new MessageChannel();
+    this.port = port1;
+    const workerData: GemmWorkerData = { flag: sab, port: port2, threads };
+    this.worker = new Worker(new URL('./ort-gemm-worker-bootstrap.mjs', import.meta.url), { workerData, transferList: [port2] });
+    this.worker.unref();
+    this.worker.on('error', (e) => {
+      this.failure ??= e instanceof Error ? e.message : String(e);
+      this.signalExit();
+    });
+    this.worker.on('exit', () => this.signalExit());
+  }
+
+  /** Starts the worker with `threads` intra-op threads; resolves once ONNX Runtime has loaded there. */
+  static async start(threads: number): Promise<OrtGemm> {
+    const g = new OrtGemm(threads);
+    const wait = (
+      Atomics as unknown as { waitAsync(a: Int32Array, i: number, v: number): { async: boolean; value: Promise<string> | string } }
+    ).waitAsync(g.flag, 0, 0);
+    g.worker.ref();
+    try {
+      if (wait.async) await wait.value;
+    } finally {
+      g.worker.unref();
+    }
+    try {
+      g.wake();
+    } catch (e) {
+      g.dispose();
+      throw e;
+    }
+    return g;
+  }
+
+  /**
+   * op(A) op(B) for row-major A [aDims] and B [bDims], both 2-D or both 3-D (batched; op: a transpose of
+   * the last two axes where asked). The inputs are handed
+   * to the worker (their buffers are transferred when they own them whole, so the caller must not reuse them).
+   */
+  product(a: Float32Array, aDims: number[], b: Float32Array, bDims: number[], transA = false, transB = false) {
+    if (this.closed) throw new OrtGemmError('ORT GEMM: used after dispose()');
+    if (Atomics.load(this.flag, 1)) throw new OrtGemmError(this.exitMessage());
+    const request: GemmRequest = { a, aDims, b, bDims, transA, transB };
+    const own = (x: Float32Array) => (x.byteOffset === 0 && x.buffer.byteLength === x.byteLength ? [x.buffer as ArrayBuffer] : []);
+    this.port.postMessage(request, a.buffer === b.buffer ? own(a) : [...own(a), ...own(b)]);
+    Atomics.wait(this.flag, 0, 0);
+    const reply = this.wake();
+    return { c: reply.c, dims: reply.dims };
+  }
+
+  dispose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.port.close();
+    void this.worker.terminate();
+  }
+
+  private wake(): GemmReply & { ok: true } {
+    Atomics.store(this.flag, 0, 0);
+    const m = receiveMessageOnPort(this.port);
+    if (!m) throw new OrtGemmError(Atomics.load(this.flag, 1) ? this.exitMessage() : 'ORT GEMM worker: woke without a reply');
+    const reply = m.message as GemmReply;
+    if (!reply.ok) throw new OrtGemmError(`ONNX Runtime GEMM: ${reply.error}`);
+    return reply;
+  }
+
+  private exitMessage(): string {
+    return `ONNX Runtime GEMM worker exited${this.failure ? `: ${this.failure}` : ''}`;
+  }
+
+  private signalExit(): void {
+    Atomics.store(this.flag, 1, 1);
+    Atomics.store(this.flag, 0, 1);
+    Atomics.notify(this.flag, 0);
+  }
+}
