@@ -1,9 +1,19 @@
 // Backend choice and the custom-gradient matmul.
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import os from 'node:os';
+import { after, before, describe, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import { BackendError, initBackend } from '../src/backend/backend.ts';
-import { SPLIT_BATCH_MACS, linear, matmul } from '../src/backend/matmul.ts';
+import {
+  SPLIT_BATCH_MACS,
+  ORT_GEMM_MIN_MACS,
+  configureGemm,
+  linear,
+  matmul,
+  ortGemmThreads,
+  stopOrtGemm,
+  useOrtGemm,
+} from '../src/backend/matmul.ts';
 import { Rng } from '../src/util/random.ts';
 import { maxAbs, maxAbsDiff } from './helpers.ts';
 
@@ -26,11 +36,21 @@ test('an explicit backend that cannot load is a clear error, never a silent fall
   await assert.rejects(initBackend('bogus' as never), /unknown backend 'bogus': expected one of auto, node-gpu, node, wasm, cpu/);
 });
 
-for (const backend of ['cpu', 'wasm'] as const) {
-  describe(`matmul on ${backend}`, () => {
+for (const [backend, ort] of [
+  ['cpu', false],
+  ['wasm', false],
+  ['wasm', true],
+] as const) {
+  describe(`matmul on ${backend}${ort ? ' with every product on ONNX Runtime GEMM' : ''}`, () => {
+    before(async () => {
+      if (ort) await useOrtGemm(1, 0);
+    });
+    after(() => stopOrtGemm());
+
     test('forward and gradients equal tf.matMul, shared weight and batched', async () => {
       assert.equal(await initBackend(backend), backend);
       assert.equal(tf.getBackend(), backend);
+      assert.equal(ortGemmThreads(), ort ? 1 : null);
       const rng = new Rng(1);
       const rand = (shape: number[]) => tf.tensor(rng.normalArray(shape.reduce((a, b) => a * b, 1)), shape);
       const before = tf.memory().numTensors;
@@ -72,7 +92,7 @@ for (const backend of ['cpu', 'wasm'] as const) {
         const plain = tf.matMul(a, b);
         assert.ok(maxAbsDiff(fwd.dataSync(), plain.dataSync()) <= 1e-4 * Math.max(1, maxAbs(plain.dataSync())), `forward ${sa} x ${sb}`);
         plain.dispose();
-        if (backend === 'wasm' && sa[1] * sa[2] * sb[2] >= SPLIT_BATCH_MACS) {
+        if (backend === 'wasm' && !ort && sa[1] * sa[2] * sb[2] >= SPLIT_BATCH_MACS) {
           // The split path really runs: one product kernel per batch entry.
           const info = await tf.profile(() => matmul(a, b));
           assert.equal(info.kernels.filter((k) => k.name === 'BatchMatMul').length, sa[0], `split ${sa} x ${sb}`);
@@ -100,3 +120,23 @@ for (const backend of ['cpu', 'wasm'] as const) {
     });
   });
 }
+
+test('runtime.gemm: auto turns ONNX Runtime GEMM on for wasm and off for tfjs; products only past the size threshold go there', async () => {
+  await initBackend('wasm');
+  await configureGemm('tfjs', 1);
+  assert.equal(ortGemmThreads(), null);
+  await configureGemm('auto', 2);
+  assert.equal(ortGemmThreads(), Math.max(1, Math.floor(os.availableParallelism() / 2)));
+  // Below ORT_GEMM_MIN_MACS the product stays a tfjs kernel; at it, it leaves tfjs.
+  const kernels = async (n: number) => {
+    const a = tf.ones([n, 256]);
+    const b = tf.ones([256, 256]);
+    const info = await tf.profile(() => matmul(a, b));
+    tf.dispose([a, b, info.result as tf.Tensor]);
+    return info.kernels.filter((k) => k.name === 'BatchMatMul').length;
+  };
+  assert.equal(await kernels(8), 1);
+  assert.equal(await kernels(ORT_GEMM_MIN_MACS / (256 * 256)), 0);
+  stopOrtGemm();
+  assert.equal(ortGemmThreads(), null);
+});

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import { before, describe, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/backend.ts';
+import { stopOrtGemm, useOrtGemm } from '../src/backend/matmul.ts';
 import type { DraftConfig } from '../src/draft/config.ts';
 import { Eagle3Draft, draftTensorShapes } from '../src/draft/eagle3.ts';
 import { SafetensorsFile } from '../src/io/safetensors.ts';
@@ -222,6 +223,37 @@ describe('EAGLE-3 TTT vs the plain loop reference (other shapes)', () => {
       assert.deepEqual(fused.argmax, plain.argmax);
       for (const [k, g] of Object.entries(plain.grads)) assert.ok(maxAbsDiff(fused.grads[k], g) <= 1e-5, `rows ${rows}: gradient of ${k}`);
     }
+    tf.dispose([teacher.probs, batch.aux, batch.targetLogits, emb]);
+    draft.dispose();
+  });
+
+  test('with every product on ONNX Runtime GEMM: losses, argmax and every gradient as with tfjs products', async () => {
+    const draft = new Eagle3Draft(c, weights);
+    const batch = {
+      inputIds,
+      lossMask,
+      aux: tf.tensor3d(aux, [B, T, 3 * c.targetHiddenSize]),
+      targetLogits: tf.tensor3d(logits, [B, T, 30]),
+    };
+    const teacher = prepareTeacher(batch, { used, t2d });
+    const emb = tf.tensor2d(embed, [30, c.hiddenSize]);
+    const run = () => {
+      const re = tttGradients(draft, emb, batch.aux, teacher, 4, { lossChunkRows: 4, attentionChunkRows: 3 });
+      const grads = Object.fromEntries(Object.entries(re.grads).map(([k, g]) => [k, g.dataSync() as Float32Array]));
+      tf.dispose(Object.values(re.grads));
+      return { ...re, grads };
+    };
+    const plain = run();
+    await useOrtGemm(1, 0);
+    let ort: ReturnType<typeof run>;
+    try {
+      ort = run();
+    } finally {
+      stopOrtGemm();
+    }
+    assert.ok(maxAbsDiff(ort.stepLosses, plain.stepLosses) <= 1e-5);
+    assert.deepEqual(ort.draftArgmax, plain.draftArgmax);
+    for (const [k, g] of Object.entries(plain.grads)) assert.ok(maxAbsDiff(ort.grads[k], g) <= 1e-5, `gradient of ${k}`);
     tf.dispose([teacher.probs, batch.aux, batch.targetLogits, emb]);
     draft.dispose();
   });

@@ -16,12 +16,14 @@ let gemm: OrtGemm | null = null;
  * (bench/matmul.ts --gemm measures both sides).
  */
 export const ORT_GEMM_MIN_MACS = 1 << 24;
+let gemmMinMacs = ORT_GEMM_MIN_MACS;
 
 /**
- * Runs this thread's large 2-D products on ONNX Runtime's GEMM with `threads` threads from now on (each
- * rank its own). A no-op when already on with as many threads.
+ * Runs this thread's products of at least `minMacs` multiply-adds on ONNX Runtime's GEMM with `threads`
+ * threads from now on (each rank its own; tests lower `minMacs` to send every product there).
  */
-export async function useOrtGemm(threads: number): Promise<void> {
+export async function useOrtGemm(threads: number, minMacs = ORT_GEMM_MIN_MACS): Promise<void> {
+  gemmMinMacs = minMacs;
   if (gemm?.threads === threads) return;
   stopOrtGemm();
   gemm = await OrtGemm.start(threads);
@@ -97,7 +99,7 @@ function product(x: tf.Tensor, y: tf.Tensor, transA: boolean, transB: boolean): 
   const [M, K, N] = [transA ? xc : xr, transA ? xr : xc, transB ? yr : yc];
   const G = x.rank === 3 ? x.shape[0] : 1;
   const outShape = x.rank === 3 ? [G, M, N] : [M, N];
-  if (gemm && G * M * K * N >= ORT_GEMM_MIN_MACS) {
+  if (gemm && G * M * K * N >= gemmMinMacs) {
     // wasm's dataSync is a copy the GEMM worker may take over; other backends may hand out their own storage.
     const read = (t: tf.Tensor) => (tf.getBackend() === 'wasm' ? (t.dataSync() as Float32Array) : Float32Array.from(t.dataSync()));
     const { c } = gemm.product(read(x), x.shape, read(y), y.shape, transA, transB);
