@@ -161,7 +161,8 @@ describe('capture', () => {
 
   test('a store captured with other settings is refused by name', async () => {
     const { storeIdentity } = await import('../src/store/identity.ts');
-    const expected = storeIdentity(target, 'chatml', [1, 2, 4], 160);
+    const { readManifest } = await import('../src/store/manifest.ts');
+    const expected = storeIdentity(target, 'chatml', [1, 2, 4], 160, readManifest(path.join(work, 'direct', 'train')).source);
     await assert.rejects(ArrowStore.open(path.join(work, 'direct', 'train'), expected), /template/);
   });
 });

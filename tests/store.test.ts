@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { f16ToF32, f32ToF16 } from '../src/io/dtypes.ts';
-import { checkCompatible, readManifest, type StoreExpectation } from '../src/store/manifest.ts';
+import { checkCompatible, readManifest, type StoreExpectation, type StoreSource } from '../src/store/manifest.ts';
 import { ArrowStore } from '../src/store/reader.ts';
 import { balancedShares } from '../src/store/sampler.ts';
 import type { FeatureSample } from '../src/store/schema.ts';
@@ -19,6 +19,16 @@ const freshDir = () => path.join(tmpRoot, `s${dirCount++}`);
 
 const sha = (c: string) => c.repeat(64);
 const H = 8;
+
+const source: StoreSource = {
+  data_sha256: sha('e'),
+  data_files: ['train.jsonl'],
+  format: 'sharegpt',
+  skip_invalid: false,
+  limit: null,
+  answer_extractor: 'gsm8k',
+  regenerate: null,
+};
 
 function meta(over: Partial<StoreMetaInput> = {}): StoreMetaInput {
   return {
@@ -34,6 +44,7 @@ function meta(over: Partial<StoreMetaInput> = {}): StoreMetaInput {
     aux_layer_ids: [1, 3, 5],
     max_length: 32,
     samples_per_shard: 4,
+    source,
     ...over,
   };
 }
@@ -45,6 +56,7 @@ const expectation: StoreExpectation = {
   template: 'qwen3',
   aux_layer_ids: [1, 3, 5],
   max_length: 32,
+  source,
 };
 
 function sample(i: number, h = H): FeatureSample {
