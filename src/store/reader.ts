@@ -97,7 +97,7 @@ function rawRow(c: Data[], row: number) {
 
 /** A column chunk's offsets and values as read (what its checksum covers); null when its offsets are out of range. */
 function chunkViews(d: Data): [Int32Array, NodeJS.ArrayBufferView] | null {
-  const offsets = d.valueOffsets as Int32Array;
+  const offsets = (d.valueOffsets as Int32Array).subarray(0, d.length + 1); // read buffers are padded to 8 bytes
   const values = (d.children.length ? d.children[0].values : d.values) as Uint8Array | Int32Array | Uint16Array | Float32Array;
   const end = offsets[offsets.length - 1];
   return end >= 0 && end <= values.length ? [offsets, values.subarray(0, end)] : null;

@@ -262,23 +262,29 @@ export async function writeShardFile(
     const out = fd;
     writer.reset(undefined, schema);
     // Drain the writer's byte queue into the file as it fills, so the shard never sits in memory twice.
-    let failed = false;
+    // A failed write (a full disk) is the error reported; until it is awaited below it must not be an
+    // unhandled rejection, and the writer's own complaint about its closed queue must not replace it.
+    let failed: Error | null = null;
     const pump = (async () => {
       for await (const chunk of writer) {
         fs.writeSync(out, chunk);
         bytes += chunk.byteLength;
       }
     })();
-    // A failed write (a full disk) is awaited below; until then it must not be an unhandled rejection.
-    pump.catch(() => {
-      failed = true;
+    pump.catch((e: Error) => {
+      failed = e;
     });
-    for (const g of groups) {
-      if (failed) break;
-      writer.write(recordBatch(g, schema, dtype));
-      await new Promise((r) => setImmediate(r));
+    try {
+      for (const g of groups) {
+        if (failed) break;
+        writer.write(recordBatch(g, schema, dtype));
+        await new Promise((r) => setImmediate(r));
+      }
+      writer.finish();
+    } catch (e) {
+      await pump.catch(() => {});
+      throw failed ?? e;
     }
-    writer.finish();
     await pump;
     fs.fsyncSync(out);
     fs.closeSync(out);
