@@ -120,7 +120,7 @@ export class RankStoreWriter {
     return info;
   }
 
-  /** A sample checked against the store's shapes and encoded in its dtype (a shard's rows wait in this form). */
+  /** A sample checked against the store's shapes, vocabulary and float range, and encoded in its dtype (a shard's rows wait in this form). */
   encode(sample: FeatureSample, position: number): EncodedRow {
     const m = this.manifest;
     const fail = (msg: string) => new StoreError(`sample ${JSON.stringify(sample.id)} (#${position}): ${msg}`);
