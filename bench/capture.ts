@@ -7,6 +7,7 @@ import path from 'node:path';
 import { type BackendName, initBackend } from '../src/backend/backend.ts';
 import { captureSplit } from '../src/capture/capture.ts';
 import { loadTokenizer } from '../src/io/tokenizer.ts';
+import { contentSha256 } from '../src/store/fingerprint.ts';
 import { ArrowStore } from '../src/store/reader.ts';
 import { type TargetEngine, loadTarget } from '../src/target/load.ts';
 import { CORPUS_DIR, TINY_TARGET_DIR } from '../src/tiny/config.ts';
@@ -25,11 +26,12 @@ const H = model.config.hiddenSize;
 const captureRates: number[] = [];
 let store = '';
 let bytesPerToken = 0;
+const files = [path.join(CORPUS_DIR, 'reasoning-train.jsonl'), path.join(CORPUS_DIR, 'chat-train.jsonl')];
 for (let r = 0; r < runs; r++) {
   store = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-capture-'));
   const res = await captureSplit(model, tok, {
     targetDir: TINY_TARGET_DIR,
-    files: [path.join(CORPUS_DIR, 'reasoning-train.jsonl'), path.join(CORPUS_DIR, 'chat-train.jsonl')],
+    files,
     storeDir: path.join(store, 'train'),
     format: 'sharegpt',
     template: 'tokenizer',
@@ -41,6 +43,15 @@ for (let r = 0; r < runs; r++) {
     dtype: 'float16',
     samplesPerShard: 128,
     limit: samples,
+    source: {
+      data_sha256: contentSha256(files),
+      data_files: files.map((f) => path.basename(f)),
+      format: 'sharegpt',
+      skip_invalid: false,
+      limit: samples,
+      answer_extractor: 'gsm8k',
+      regenerate: null,
+    },
     label: `run ${r + 1}`,
     log: () => {},
   });

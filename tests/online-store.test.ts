@@ -23,12 +23,12 @@ const SEED = 11;
 before(() => makeRandomTarget(target, 8));
 after(removeTempDirs);
 
-function recipe(name: string, extra: { training?: string; workers?: number } = {}): string {
+function recipe(name: string, extra: { training?: string; workers?: number; data?: string; store?: string } = {}): string {
   const file = path.join(work, `${name}.yaml`);
   fs.writeFileSync(
     file,
     `model:\n  target: ${target}\n  aux_layer_ids: [1, 2, 4]\n  draft_vocab_size: 100\n` +
-      `data:\n  train: ${data}\n  format: sharegpt\n  max_length: 64\n  store: ${path.join(work, name)}\n  cache_dir: ${path.join(work, 'cache')}\n` +
+      `data:\n  train: ${extra.data ?? data}\n  format: sharegpt\n  max_length: 64\n  store: ${path.join(work, extra.store ?? name)}\n  cache_dir: ${path.join(work, 'cache')}\n` +
       `capture:\n  batch_size: 3\n  dtype: float16\n  samples_per_shard: 5\n  limit: ${N}\n` +
       `training:\n  mode: online\n  batch_size: 2\n  learning_rate: 0.003\n  output_dir: ${path.join(work, 'ckpt')}\n  log_interval: 1\n  save_interval: 3\n${extra.training ?? ''}` +
       `parallel:\n  workers: ${extra.workers ?? 1}\nruntime:\n  backend: wasm\n  seed: ${SEED}\n`,
@@ -172,6 +172,16 @@ describe('online store', () => {
     const r = cli('train', '--recipe', recipe('offline', { training: '  max_steps: 3\n' }));
     assert.equal(r.status, 0, r.stderr + r.stdout);
     assert.match(r.stdout, /online store .*offline\/train: complete; every epoch reads it/);
+  });
+
+  test('an online run over a complete store of other data is refused, naming the field', () => {
+    const chat = path.join(repo, 'data/corpus/chat-eval.jsonl');
+    const r = cli('train', '--recipe', recipe('offline-chat', { training: '  max_steps: 3\n', data: chat, store: 'offline' }));
+    assert.equal(r.status, 1, r.stdout);
+    assert.match(
+      r.stderr,
+      /offline\/train does not match the recipe \(1 field\).*\n {2}source\.data_sha256: store has "[0-9a-f]{64}" \(reasoning-eval\.jsonl\), expected "[0-9a-f]{64}" \(chat-eval\.jsonl\)/,
+    );
   });
 
   test('later epochs read the store: losses match a run that computes every epoch', () => {

@@ -4,8 +4,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
+import { RecordBatchReader } from 'apache-arrow';
 import { f16ToF32, f32ToF16 } from '../src/io/dtypes.ts';
-import { checkCompatible, readManifest, type StoreExpectation } from '../src/store/manifest.ts';
+import { checkCompatible, readManifest, type StoreExpectation, type StoreSource } from '../src/store/manifest.ts';
 import { ArrowStore } from '../src/store/reader.ts';
 import { balancedShares } from '../src/store/sampler.ts';
 import type { FeatureSample } from '../src/store/schema.ts';
@@ -19,6 +20,16 @@ const freshDir = () => path.join(tmpRoot, `s${dirCount++}`);
 
 const sha = (c: string) => c.repeat(64);
 const H = 8;
+
+const source: StoreSource = {
+  data_sha256: sha('e'),
+  data_files: ['train.jsonl'],
+  format: 'sharegpt',
+  skip_invalid: false,
+  limit: null,
+  answer_extractor: 'gsm8k',
+  regenerate: null,
+};
 
 function meta(over: Partial<StoreMetaInput> = {}): StoreMetaInput {
   return {
@@ -34,6 +45,7 @@ function meta(over: Partial<StoreMetaInput> = {}): StoreMetaInput {
     aux_layer_ids: [1, 3, 5],
     max_length: 32,
     samples_per_shard: 4,
+    source,
     ...over,
   };
 }
@@ -45,6 +57,7 @@ const expectation: StoreExpectation = {
   template: 'qwen3',
   aux_layer_ids: [1, 3, 5],
   max_length: 32,
+  source,
 };
 
 function sample(i: number, h = H): FeatureSample {
@@ -358,4 +371,322 @@ test('float16 store size per token for Ht=96', async (t) => {
     `float16 store, Ht=${h}: ${perToken.toFixed(1)} bytes/token (${bytes} bytes, ${tokens} tokens; features alone ${2 * 4 * h})`,
   );
   assert.ok(perToken > 2 * 4 * h && perToken < 2 * 4 * h * 1.15, `${perToken} bytes/token`);
+});
+
+/** Where the bytes of `x` first occur in `file`'s contents (a sample's stored column). */
+function offsetOf(bytes: Buffer, x: Uint16Array | Int32Array): number {
+  const at = bytes.indexOf(Buffer.from(x.buffer, x.byteOffset, x.byteLength));
+  assert.ok(at > 0, 'column bytes not found in the shard');
+  return at;
+}
+
+test('checksums: a flipped byte in a float region, or a token id changed within the vocabulary, names the shard and the sample', async () => {
+  const dir = freshDir();
+  await writeStore(dir, 9); // shards of 4: sample 5 is row 1 of shard 1
+  let store = await ArrowStore.open(dir);
+  assert.deepEqual(await store.verify(), []);
+  await store.close();
+  const shard1 = path.join(dir, 'shard-00001.arrow');
+  const good = fs.readFileSync(shard1);
+
+  const aux = offsetOf(good, Uint16Array.from(sample(5).aux, f32ToF16));
+  const ids = offsetOf(good, sample(5).inputIds);
+  for (const [at, flip, column] of [
+    [aux + 6, (b: number) => b ^ 0x01, 'aux_hidden'], // the lowest mantissa bit of one float16
+    [ids, (b: number) => (b + 1) % 100, 'input_ids'], // another token id, still in the vocabulary
+  ] as const) {
+    const bad = Buffer.from(good);
+    bad[at] = flip(bad[at]);
+    fs.writeFileSync(shard1, bad);
+    store = await ArrowStore.open(dir);
+    await assert.rejects(
+      store.get(5),
+      /shard-00001\.arrow: sample "sample-5-é" \(#5, row 1 of the shard\) fails its checksum \(CRC-32 [0-9a-f]{8}, recorded [0-9a-f]{8}\): the shard is corrupt/,
+    );
+    // The other rows of its record batch still read; batches() reports the same error.
+    assertSample(await store.get(4), sample(4), true);
+    await assert.rejects(async () => {
+      for await (const _ of store.batches({ batchSize: 3, shuffle: false, seed: 0, epoch: 0 }));
+    }, /shard-00001\.arrow: sample "sample-5-é" \(#5/);
+    const problems = await store.verify();
+    assert.equal(problems.length, 1);
+    assert.match(
+      problems[0],
+      new RegExp(`shard-00001\\.arrow: record batch 0 \\(samples #4 to #7\\), column ${column} fails its checksum .*recapture the store`),
+    );
+    await store.close();
+  }
+  fs.writeFileSync(shard1, good);
+});
+
+test("a shard's checksum: a shard of another store with the same size, or damaged checksum metadata, is refused naming it", async () => {
+  const dir = freshDir();
+  await writeStore(dir, 9);
+  // Another store: the same ids and shapes, other feature values (so the same file sizes).
+  const other = freshDir();
+  const w = await StoreWriter.open(other, meta());
+  for (let i = 0; i < 9; i++) await w.add({ ...sample(i), aux: sample(i).aux.map((x) => x + 1) });
+  await w.finish();
+  const shard1 = path.join(dir, 'shard-00001.arrow');
+  const good = fs.readFileSync(shard1);
+  const foreign = fs.readFileSync(path.join(other, 'shard-00001.arrow'));
+  assert.equal(foreign.length, good.length);
+  fs.writeFileSync(shard1, foreign);
+  let store = await ArrowStore.open(dir);
+  await assert.rejects(
+    store.get(4),
+    /shard-00001\.arrow: checksum specforge\.crc32 is "[0-9a-f]{8}", manifest\.json says [0-9a-f]{8} \(the shard was replaced\)/,
+  );
+  await store.close();
+
+  // One row's sum edited in the schema metadata (every copy of it in the file).
+  const reader = RecordBatchReader.from(good);
+  reader.open();
+  const sums = Buffer.from(reader.schema.metadata.get('specforge.row_crc32')!);
+  const bad = Buffer.from(good);
+  let copies = 0;
+  for (let at = good.indexOf(sums); at >= 0; at = good.indexOf(sums, at + 1), copies++) bad[at] = bad[at] === 0x30 ? 0x31 : 0x30;
+  assert.ok(copies >= 1);
+  fs.writeFileSync(shard1, bad);
+  store = await ArrowStore.open(dir);
+  await assert.rejects(
+    store.get(4),
+    /shard-00001\.arrow: its checksums do not add up to its specforge\.crc32 [0-9a-f]{8}: the schema metadata is damaged/,
+  );
+  await store.close();
+  fs.writeFileSync(shard1, good);
+});
+
+test('token ids outside the vocabulary: refused at write, and at read naming the shard and the sample', async () => {
+  const dir = freshDir();
+  const w = await StoreWriter.open(dir, meta());
+  const s = sample(3);
+  await assert.rejects(
+    w.add({ ...s, inputIds: Int32Array.from(s.inputIds, (x, t) => (t === 2 ? 100 : x)) }),
+    /sample "sample-3-é" \(#0\): token id 100 at position 2 is outside the target's vocabulary \[0, 100\)/,
+  );
+  await assert.rejects(
+    w.add({ ...s, lossMask: Uint8Array.from(s.lossMask, () => 2) }),
+    /loss_mask value 2 at position 0 \(must be 0 or 1\)/,
+  );
+  await w.add(s);
+  await w.finish();
+  // A store whose ids pass their checksums but not the vocabulary (here: a manifest that says 10 tokens).
+  const file = path.join(dir, 'manifest.json');
+  const m = JSON.parse(fs.readFileSync(file, 'utf8'));
+  m.target.vocab_size = 10;
+  fs.writeFileSync(file, JSON.stringify(m));
+  const store = await ArrowStore.open(dir);
+  const first = s.inputIds.findIndex((x) => x >= 10);
+  await assert.rejects(
+    store.get(0),
+    new RegExp(
+      `shard-00000\\.arrow: sample "sample-3-é" \\(#0, row 0 of the shard\\) token id ${s.inputIds[first]} at position ${first} is outside the target's vocabulary \\[0, 10\\)`,
+    ),
+  );
+  await store.close();
+});
+
+test("a shard's entry removed from the manifest (totals adjusted) is refused, naming the shard", async () => {
+  const dir = freshDir();
+  await writeStore(dir, 9); // shards of 4, 4, 1
+  const file = path.join(dir, 'manifest.json');
+  const good = fs.readFileSync(file, 'utf8');
+  const drop = (k: number) => {
+    const m = JSON.parse(good);
+    const [gone] = m.shards.splice(k, 1);
+    m.total_samples -= gone.samples;
+    m.total_tokens -= gone.tokens;
+    fs.writeFileSync(file, JSON.stringify(m));
+  };
+  drop(2);
+  await assert.rejects(
+    ArrowStore.open(dir),
+    /manifest\.json: lists 2 shards, but the store folder also holds shard-00002\.arrow, which it does not list .*recapture the store/,
+  );
+  drop(1);
+  await assert.rejects(
+    ArrowStore.open(dir),
+    /manifest\.json: field shards\[1\]\.first_sample is 8, but the shards before it hold 4 samples/,
+  );
+  fs.writeFileSync(file, good);
+  await (await ArrowStore.open(dir)).close();
+});
+
+test('a store of an older specforge (schema 1) is refused with a recapture message naming it', async () => {
+  const dir = freshDir();
+  await writeStore(dir, 2);
+  const file = path.join(dir, 'manifest.json');
+  const m = JSON.parse(fs.readFileSync(file, 'utf8'));
+  m.schema_version = 1;
+  delete m.source;
+  fs.writeFileSync(file, JSON.stringify(m));
+  const re = new RegExp(
+    `${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: the store was written by an older specforge \\(store schema 1, this one reads 2\\).*recapture it: delete ${dir.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}`,
+  );
+  await assert.rejects(ArrowStore.open(dir), re);
+  await assert.rejects(StoreWriter.open(dir, meta()), re);
+});
+
+test('features that are NaN, infinite or beyond float16 are refused at write, naming the sample, column and token', async () => {
+  const w = await StoreWriter.open(freshDir(), meta());
+  const s = sample(3); // 22 tokens
+  const aux = s.aux.slice();
+  aux[3 * H * 5 + 7] = Number.NaN;
+  await assert.rejects(w.add({ ...s, aux }), /sample "sample-3-é" \(#0\): aux_hidden value at token 5 is NaN$/);
+  const fin = s.finalHidden.slice();
+  fin[H * 2] = 70000;
+  await assert.rejects(
+    w.add({ ...s, finalHidden: fin }),
+    /sample "sample-3-é" \(#0\): final_hidden value at token 2 is 70000 overflows float16 \(largest 65504\); capture with capture\.dtype: float32/,
+  );
+  fin[H * 2] = Number.NEGATIVE_INFINITY;
+  await assert.rejects(w.add({ ...s, finalHidden: fin }), /final_hidden value at token 2 is -Infinity/);
+  await w.add(s); // still usable
+  // float32 keeps 70000, and refuses infinity as well.
+  const w32 = await StoreWriter.open(freshDir(), meta({ dtype: 'float32' }));
+  fin[H * 2] = 70000;
+  await w32.add({ ...s, finalHidden: fin });
+  fin[H * 2] = Number.POSITIVE_INFINITY;
+  await assert.rejects(w32.add({ ...s, finalHidden: fin }), /final_hidden value at token 2 is Infinity/);
+});
+
+test('a full disk while writing a shard or the manifest: one error naming the file and what the store keeps; a rerun resumes to the same store', async (t) => {
+  const full = freshDir();
+  await writeStore(full, 13);
+  const dir = freshDir();
+  const rejections: unknown[] = [];
+  const onRejection = (e: unknown) => rejections.push(e);
+  process.on('unhandledRejection', onRejection);
+  t.after(() => process.off('unhandledRejection', onRejection));
+  // ENOSPC for the writes into files whose (temporary) name matches `failing`.
+  let failing: RegExp | null = null;
+  const doomed = new Set<number>();
+  const { openSync, writeSync } = fs;
+  const openMock = t.mock.method(fs, 'openSync', (p: fs.PathLike, ...rest: never[]) => {
+    const fd = (openSync as (...a: unknown[]) => number)(p, ...rest);
+    if (failing?.test(String(p))) doomed.add(fd);
+    return fd;
+  });
+  const writeMock = t.mock.method(fs, 'writeSync', (fd: number, ...rest: never[]) => {
+    if (doomed.has(fd)) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+    return (writeSync as (...a: unknown[]) => number)(fd, ...rest);
+  });
+
+  failing = /shard-00002\.arrow\..*\.tmp$/;
+  const w = await StoreWriter.open(dir, meta());
+  for (let i = 0; i < 11; i++) await w.add(sample(i));
+  const err = await w.add(sample(11)).then(
+    () => null,
+    (e: Error) => e,
+  );
+  await new Promise((r) => setImmediate(r));
+  assert.ok(err);
+  assert.match(
+    err.message,
+    /shard-00002\.arrow: cannot write shard \(ENOSPC: no space left on device, write\); .* keeps the 2 finished shards \(8 samples\) that its manifest\.json lists; rerun to resume from them$/,
+  );
+  assert.doesNotMatch(err.message, /\n/);
+  assert.deepEqual(rejections, []);
+  assert.deepEqual(fs.readdirSync(dir).sort(), ['manifest.json', 'shard-00000.arrow', 'shard-00001.arrow'], 'no temporary file is left');
+
+  // The manifest's turn (a resume rewrites it first): refused naming it, and the old one stays.
+  const manifest = fs.readFileSync(path.join(dir, 'manifest.json'));
+  failing = /manifest\.json\..*\.tmp$/;
+  await assert.rejects(
+    StoreWriter.open(dir, meta()),
+    /manifest\.json: cannot write the store manifest \(ENOSPC: no space left on device, write\); the previous one is kept$/,
+  );
+  assert.ok(fs.readFileSync(path.join(dir, 'manifest.json')).equals(manifest));
+  assert.deepEqual(rejections, []);
+  failing = null;
+  openMock.mock.restore();
+  writeMock.mock.restore();
+  const w3 = await StoreWriter.open(dir, meta());
+  assert.equal(w3.completedSamples, 8);
+  for (let i = 8; i < 13; i++) await w3.add(sample(i));
+  await w3.finish();
+  for (const f of fs.readdirSync(full)) assert.ok(fs.readFileSync(path.join(dir, f)).equals(fs.readFileSync(path.join(full, f))), f);
+});
+
+test('what a store was captured from: a resume with other data is refused naming the field and the files', async () => {
+  const dir = freshDir();
+  const w = await StoreWriter.open(dir, meta());
+  for (let i = 0; i < 6; i++) await w.add(sample(i)); // one finished shard, then a crash
+  const other = { ...source, data_sha256: sha('f'), data_files: ['other.jsonl'] };
+  await assert.rejects(StoreWriter.open(dir, meta({ source: other })), (e: Error) => {
+    assert.match(e.message, /manifest\.json: cannot resume the existing store, it was captured with different settings/);
+    assert.match(e.message, /source\.data_sha256: store has "e{64}" \(train\.jsonl\), expected "f{64}" \(other\.jsonl\)/);
+    assert.doesNotMatch(e.message, /source\.limit|template/);
+    return true;
+  });
+  await assert.rejects(
+    StoreWriter.open(dir, meta({ source: { ...source, format: 'openai', answer_extractor: 'boxed' } })),
+    /source\.format: store has "sharegpt", expected "openai"\n {2}source\.answer_extractor: store has "gsm8k", expected "boxed"/,
+  );
+  assert.equal(readManifest(dir).total_samples, 4, 'the store is untouched');
+  // A reader expecting other data refuses it too (train), naming the field.
+  await w.finish();
+  await assert.rejects(
+    ArrowStore.open(dir, { ...expectation, source: { ...source, regenerate: { temperature: 0.7 } } }),
+    /does not match the recipe \(1 field\).*\n {2}source\.regenerate: store has null, expected \{"temperature":0\.7\}/s,
+  );
+});
+
+test('capture.limit raised on a complete store: its full shards are kept and the rest added, equal to a capture of the larger limit', async () => {
+  const limited = (limit: number | null) => meta({ source: { ...source, limit } });
+  const full = freshDir();
+  const wf = await StoreWriter.open(full, limited(13));
+  for (let i = 0; i < 13; i++) await wf.add(sample(i));
+  await wf.finish();
+
+  const dir = freshDir();
+  const w = await StoreWriter.open(dir, limited(10));
+  for (let i = 0; i < 10; i++) await w.add(sample(i)); // shards of 4, 4, 2
+  await w.finish();
+  const before = fs.readFileSync(path.join(dir, 'manifest.json'));
+  // Without extend (online training, tests), lowered, or with other data as well: refused, the store untouched.
+  await assert.rejects(
+    StoreWriter.open(dir, limited(13)),
+    /cannot add to the existing store.*\n {2}source\.limit: store has 10, expected 13/s,
+  );
+  await assert.rejects(StoreWriter.open(dir, limited(8), { extend: true }), /source\.limit: store has 10, expected 8/);
+  await assert.rejects(
+    StoreWriter.open(dir, meta({ source: { ...source, limit: 13, skip_invalid: true } }), { extend: true }),
+    /source\.skip_invalid: store has false, expected true/,
+  );
+  assert.ok(fs.readFileSync(path.join(dir, 'manifest.json')).equals(before));
+
+  const grown = await StoreWriter.open(dir, limited(13), { extend: true });
+  assert.equal(grown.completedSamples, 8, 'the partial shard is recaptured');
+  assert.ok(!fs.existsSync(path.join(dir, 'shard-00002.arrow')));
+  assert.equal(readManifest(dir).complete, false);
+  for (let i = 8; i < 13; i++) await grown.add(sample(i));
+  await grown.finish();
+  const files = fs.readdirSync(full).sort();
+  assert.deepEqual(fs.readdirSync(dir).sort(), files);
+  for (const f of files) assert.ok(fs.readFileSync(path.join(dir, f)).equals(fs.readFileSync(path.join(full, f))), f);
+});
+
+test('storeState: what a store folder needs before training, and a store of other data refused naming the fields', async () => {
+  const { storeState } = await import('../src/store/identity.ts');
+  const dir = freshDir();
+  const want = (over: Partial<StoreSource>) => ({ ...expectation, source: { ...source, ...over } });
+  assert.equal(storeState(dir, expectation), 'missing');
+  const w = await StoreWriter.open(dir, meta({ source: { ...source, limit: 6 } }));
+  for (let i = 0; i < 4; i++) await w.add(sample(i));
+  assert.equal(storeState(dir, want({ limit: 6 })), 'incomplete');
+  for (let i = 4; i < 6; i++) await w.add(sample(i));
+  await w.finish();
+  assert.equal(storeState(dir, want({ limit: 6 })), 'complete');
+  assert.equal(storeState(dir, want({ limit: 9 })), 'extend');
+  assert.equal(storeState(dir, want({ limit: null })), 'extend');
+  assert.throws(
+    () => storeState(dir, want({ limit: 5 })),
+    /does not match the recipe \(1 field\).*source\.limit: store has 6, expected 5/s,
+  );
+  assert.throws(
+    () => storeState(dir, want({ limit: 9, data_sha256: sha('f') })),
+    /does not match the recipe \(2 fields\).*source\.data_sha256: .*\n {2}source\.limit: store has 6, expected 9/s,
+  );
 });

@@ -2,17 +2,15 @@
 // states, the final normed hidden state (the teacher is rebuilt from it with the target's lm_head at
 // train time) and the thinking-span raw material of SpecExit labels, in Arrow shards. Resumable: shards
 // are the unit of work, and a rerun skips every finished shard; several ranks capture disjoint shards.
-import fs from 'node:fs';
-import path from 'node:path';
 import type { AnswerExtractor } from '../data/answers.ts';
 import { type Conversation, countDataLines, readConversations } from '../data/datasets.ts';
 import { TokenCounter } from '../data/draft-vocab.ts';
 import { type TemplateName, tokenizeConversation } from '../data/templates.ts';
 import type { Tokenizer } from '../io/tokenizer.ts';
 import { type Collective, SoloCollective } from '../parallel/collective.ts';
-import { checkCompatible, MANIFEST_FILE, readManifest } from '../store/manifest.ts';
+import { readManifest, type StoreSource } from '../store/manifest.ts';
 import { RankStoreWriter } from '../store/rank-writer.ts';
-import { resolveAuxLayers, storeIdentity, storeMeta } from '../store/identity.ts';
+import { resolveAuxLayers, storeIdentity, storeMeta, storeState } from '../store/identity.ts';
 import type { EncodedRow } from '../store/shard-file.ts';
 import type { TargetModel } from '../target/runtime.ts';
 import { progress } from '../util/progress.ts';
@@ -32,6 +30,8 @@ export interface CaptureOptions {
   dtype: 'float16' | 'float32';
   samplesPerShard: number;
   limit: number | null;
+  /** What the split is captured from (storeSource): recorded in the store and checked against it. */
+  source: StoreSource;
   label: string;
   log: (msg: string) => void;
   /** The ranks capturing together (default: this one alone). */
@@ -64,25 +64,32 @@ export async function captureSplit(model: TargetModel, tok: Tokenizer, o: Captur
   const { rank, worldSize } = collective;
   const c = model.config;
   const aux = resolveAuxLayers(o.auxLayerIds, c.numLayers);
-  const identity = storeIdentity(o.targetDir, o.template, aux, o.maxLength);
+  const identity = storeIdentity(o.targetDir, o.template, aux, o.maxLength, o.source);
   const counter = new TokenCounter(c.vocabSize);
-  const manifestFile = path.join(o.storeDir, MANIFEST_FILE);
   const S = o.samplesPerShard;
   const meta = storeMeta(c, identity, o.dtype, S);
   const total = Math.min(o.limit ?? Infinity, await countDataLines(o.files));
 
-  // A finished store is reused as is (its token counts still feed the draft vocabulary).
-  const complete = fs.existsSync(manifestFile) && readManifest(o.storeDir).complete;
+  // A finished store of this source is reused as is (its token counts still feed the draft vocabulary);
+  // one of other data or settings is refused, naming the fields; a raised capture.limit extends it.
+  const state = storeState(o.storeDir, identity);
+  const complete = state === 'complete';
   collective.barrier(); // every rank has looked before rank 0 touches the manifest
   let writer: RankStoreWriter | null = null;
   if (complete) {
-    checkCompatible(readManifest(o.storeDir), identity, o.storeDir);
     if (rank === 0) o.log(`${o.label}: ${o.storeDir} is complete; nothing to capture`);
-  } else if (rank === 0) writer = await RankStoreWriter.open(o.storeDir, meta, 0);
+  } else if (rank === 0) {
+    const before = state === 'extend' ? readManifest(o.storeDir) : null;
+    writer = await RankStoreWriter.open(o.storeDir, meta, 0, { extend: true });
+    if (before)
+      o.log(
+        `${o.label}: capture.limit raised from ${before.source.limit} to ${o.limit ?? 'all'}: ${o.storeDir} keeps its ${writer.current.total_samples} samples in full shards and captures the rest`,
+      );
+    else if (writer.current.total_samples > 0)
+      o.log(`${o.label}: resuming; ${writer.current.total_samples} samples are in finished shards`);
+  }
   collective.barrier();
   if (!complete && rank !== 0) writer = await RankStoreWriter.open(o.storeDir, meta, rank);
-  if (rank === 0 && writer && writer.current.total_samples > 0)
-    o.log(`${o.label}: resuming; ${writer.current.total_samples} samples are in finished shards`);
 
   const bar = rank === 0 ? progress(`capture ${o.label}`, total, 'sample', { start: 0 }) : null;
   let index = 0;

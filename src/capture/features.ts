@@ -1,11 +1,12 @@
 // What the target computes for a set of tokenized samples, in the store's per-sample form: one padded
 // forward, then each sample's aux layers, final normed hidden and thinking spans. Shared by capture
-// (which stores it) and online training (which uses it at once).
+// (which stores it) and online training (which uses it at once). A NaN or infinity from a broken target
+// is an error naming the sample here, not a NaN loss many steps later.
 import * as tf from '@tensorflow/tfjs';
 import type { AnswerExtractor } from '../data/answers.ts';
 import { findThinkingSpans } from '../data/thinking.ts';
 import type { Tokenizer } from '../io/tokenizer.ts';
-import type { FeatureSample } from '../store/schema.ts';
+import { type FeatureSample, featureFiniteError } from '../store/schema.ts';
 import type { TargetModel } from '../target/runtime.ts';
 
 export interface TokenizedSample {
@@ -46,7 +47,7 @@ export function computeFeatures(
       think !== undefined && endThink !== undefined
         ? findThinkingSpans(s.ids, s.lossMask, { think, endThink }, decode, answerExtractor)
         : [];
-    return {
+    const f: FeatureSample = {
       id: s.id,
       inputIds: Int32Array.from(s.ids),
       lossMask: Uint8Array.from(s.lossMask),
@@ -56,5 +57,8 @@ export function computeFeatures(
       answerPositions: Int32Array.from(spans.map((sp) => sp.answerAt)),
       answer: spans.find((sp) => sp.answer)?.answer ?? '',
     };
+    const bad = featureFiniteError(f, auxLayerIds);
+    if (bad) throw new Error(`sample ${JSON.stringify(s.id)}: the target computed a non-finite feature: ${bad} (are its weights damaged?)`);
+    return f;
   });
 }

@@ -13,7 +13,9 @@ export const RECIPE_SPEC = {
       type: 'integer[]',
       nullable: true,
       default: null,
-      doc: 'decoder layers (0-indexed) whose outputs are captured; null = EAGLE-3 default [1, L/2-1, L-4]',
+      length: 3,
+      min: 0,
+      doc: "three decoder layers (0-indexed) whose outputs are captured (the EAGLE-3 draft's fc reads 3 x hidden); null = EAGLE-3 default [1, L/2-1, L-4]",
     },
     draft_vocab_size: {
       type: 'integer',

@@ -56,19 +56,47 @@ export function weightsSha256(modelDir: string): string {
   return h.digest('hex');
 }
 
-/** sha256 of data files' contents (they are read once anyway; a changed line changes the draft vocabulary). */
+function hashFile(h: crypto.Hash, f: string): void {
+  let fd: number;
+  try {
+    fd = fs.openSync(f, 'r');
+  } catch (e) {
+    throw new Error(`${f}: cannot read data file (${(e as Error).message})`);
+  }
+  const buf = Buffer.alloc(1 << 20);
+  try {
+    let n: number;
+    while ((n = fs.readSync(fd, buf, 0, buf.length, null)) > 0) h.update(buf.subarray(0, n));
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** sha256 of data files' paths and contents (they are read once anyway; a changed line changes the draft vocabulary). */
 export function dataSha256(files: string[]): string {
   const h = crypto.createHash('sha256');
   for (const f of files) {
     h.update(path.resolve(f) + '\0');
-    const fd = fs.openSync(f, 'r');
-    const buf = Buffer.alloc(1 << 20);
+    hashFile(h, f);
+  }
+  return h.digest('hex');
+}
+
+/**
+ * sha256 of data files' contents alone, in order, each after its byte count (so where one file ends
+ * counts): what a store records of its data, which stays valid when the data is moved or renamed.
+ */
+export function contentSha256(files: string[]): string {
+  const h = crypto.createHash('sha256');
+  for (const f of files) {
+    let size: number;
     try {
-      let n: number;
-      while ((n = fs.readSync(fd, buf, 0, buf.length, null)) > 0) h.update(buf.subarray(0, n));
-    } finally {
-      fs.closeSync(fd);
+      size = fs.statSync(f).size;
+    } catch (e) {
+      throw new Error(`${f}: cannot read data file (${(e as Error).message})`);
     }
+    h.update(`${size}\0`);
+    hashFile(h, f);
   }
   return h.digest('hex');
 }

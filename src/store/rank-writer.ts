@@ -8,6 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import {
+  extendsLimit,
   MANIFEST_FILE,
   metaMismatches,
   readManifest,
@@ -20,10 +21,15 @@ import {
   type StoreMeta,
 } from './manifest.ts';
 import { readShardInfo, type ShardInfo } from './shard-info.ts';
-import { sampleShapeError, type FeatureSample } from './schema.ts';
+import { sampleShapeError, sampleValueError, type FeatureSample } from './schema.ts';
 import { type EncodedRow, encodeRow, idsSha256, removeTemps, resolveMeta, type StoreMetaInput, writeShardFile } from './shard-file.ts';
 
 export interface RankStoreWriterOptions {
+  /**
+   * Rank 0 may reopen a complete store whose meta differs only in a larger source.limit (capture after
+   * capture.limit was raised): its full shards are kept and the samples after them are captured.
+   */
+  extend?: boolean;
   /**
    * Soft cap on one record batch's body (a batch holds at least one sample); default 1 MiB. A random read
    * fetches a whole record batch, so small batches keep shuffled reads cheap; the per-batch overhead is
@@ -67,15 +73,17 @@ export class RankStoreWriter {
       writeManifest(dir, fresh);
       return new RankStoreWriter(dir, rank, fresh, recordBatchBytes);
     }
-    const existing = readManifest(dir);
-    if (existing.complete)
+    let existing = readManifest(dir);
+    if (existing.complete && rank === 0 && opts.extend && extendsLimit(existing, meta)) existing = reopenToExtend(dir, existing, meta);
+    const bad = metaMismatches(existing, meta);
+    if (existing.complete && bad.length === 0)
       throw new StoreError(
         `${manifestPath}: the store is already complete (${existing.total_samples} samples); delete it or write elsewhere`,
       );
-    const bad = metaMismatches(existing, meta);
     if (bad.length)
       throw new StoreError(
-        `${manifestPath}: cannot resume, the existing store was captured with different settings:\n  ${bad.join('\n  ')}`,
+        `${manifestPath}: cannot ${existing.complete ? 'add to' : 'resume'} the existing store, it was captured with different settings ` +
+          `(delete it or set another data.store to capture anew):\n  ${bad.join('\n  ')}`,
       );
     for (const e of existing.shards) {
       const file = path.join(dir, e.file);
@@ -112,22 +120,46 @@ export class RankStoreWriter {
     return info;
   }
 
-  /** A sample checked against the store's shapes and encoded in its dtype (a shard's rows wait in this form). */
+  /** A sample checked against the store's shapes, vocabulary and float range, and encoded in its dtype (a shard's rows wait in this form). */
   encode(sample: FeatureSample, position: number): EncodedRow {
     const m = this.manifest;
-    const err = sampleShapeError(sample, m.target.hidden_size, m.aux_layer_ids.length, m.max_length);
-    if (err) throw new StoreError(`sample ${JSON.stringify(sample.id)} (#${position}): ${err}`);
-    return encodeRow(sample, m.dtype);
+    const fail = (msg: string) => new StoreError(`sample ${JSON.stringify(sample.id)} (#${position}): ${msg}`);
+    const err =
+      sampleShapeError(sample, m.target.hidden_size, m.aux_layer_ids.length, m.max_length) ?? sampleValueError(sample, m.target.vocab_size);
+    if (err) throw fail(err);
+    try {
+      return encodeRow(sample, m.dtype);
+    } catch (e) {
+      throw fail((e as Error).message); // a feature that is not finite, or beyond float16
+    }
   }
 
-  /** Writes shard `index` from encoded rows; rank 0 then lists the finished shards in the manifest. */
+  /**
+   * Writes shard `index` from encoded rows; rank 0 then lists the finished shards in the manifest. A failed
+   * write (a full disk) is one error naming the file and what the store keeps.
+   */
   async write(index: number, firstSample: number, rows: EncodedRow[]): Promise<ShardEntry> {
     const m = this.manifest;
     if (rows.length === 0 || rows.length > m.samples_per_shard)
       throw new StoreError(`shard ${index}: ${rows.length} samples; a shard holds 1 to ${m.samples_per_shard}`);
-    const entry = await writeShardFile(this.dir, index, firstSample, rows, m.dtype, this.recordBatchBytes);
-    if (this.rank === 0) await this.refresh();
-    return entry;
+    try {
+      const entry = await writeShardFile(this.dir, index, firstSample, rows, m.dtype, this.recordBatchBytes);
+      if (this.rank === 0) await this.refresh();
+      return entry;
+    } catch (e) {
+      throw new StoreError(`${(e as Error).message}; ${this.kept()}`);
+    }
+  }
+
+  /** What the store keeps after a failed write: the finished shards its manifest lists, which a rerun resumes from. */
+  private kept(): string {
+    let m: StoreManifest;
+    try {
+      m = readManifest(this.dir); // other ranks' view of the manifest is not kept up to date
+    } catch {
+      m = this.manifest;
+    }
+    return `${this.dir} keeps the ${m.shards.length} finished shards (${m.total_samples} samples) that its ${MANIFEST_FILE} lists; rerun to resume from them`;
   }
 
   /** Rank 0: lists the longest run of finished shards from shard 0 (complete: false). */
@@ -144,6 +176,7 @@ export class RankStoreWriter {
         tokens: info.tokens,
         bytes: info.bytes,
         first_sample: info.firstSample,
+        crc32: info.crc32,
       });
       samples += info.samples;
       tokens += info.tokens;
@@ -182,4 +215,26 @@ export class RankStoreWriter {
     this.infos.set(name, info);
     return info;
   }
+}
+
+/**
+ * Rank 0 reopens a complete store for a larger capture.limit: the manifest takes the new meta and drops a
+ * last partial shard (recaptured with the samples after it), and then that shard's file goes. The
+ * manifest is written first, so it never lists a shard that is gone; the store is now an incomplete
+ * capture of the new selection, resumable as any.
+ */
+function reopenToExtend(dir: string, m: StoreManifest, meta: StoreMeta): StoreManifest {
+  const last = m.shards[m.shards.length - 1];
+  const partial = last !== undefined && last.samples < meta.samples_per_shard;
+  const shards = partial ? m.shards.slice(0, -1) : m.shards;
+  const reopened: StoreManifest = {
+    ...meta,
+    shards,
+    total_samples: shards.reduce((a, s) => a + s.samples, 0),
+    total_tokens: shards.reduce((a, s) => a + s.tokens, 0),
+    complete: false,
+  };
+  writeManifest(dir, reopened);
+  if (partial) fs.rmSync(path.join(dir, last.file), { force: true });
+  return reopened;
 }

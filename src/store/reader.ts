@@ -1,6 +1,9 @@
 // ArrowStore: the offline hidden-state store read back for training. Shards are opened lazily with
 // apache-arrow's async file reader over a file handle, and record batches are read on demand from the
 // footer's block index; reads on one shard are serialized (the reader seeks a shared file position).
+// Every row read is checked against its checksum, and its token ids against the vocabulary, before it
+// is decoded (a few GB/s: nothing next to a training step); verify() checks everything in one pass.
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { RecordBatchReader, type AsyncRecordBatchFileReader, type Data, type RecordBatch } from 'apache-arrow';
@@ -16,7 +19,19 @@ import {
   type StoreManifest,
 } from './manifest.ts';
 import { balancedShares, epochPlan, readAhead } from './sampler.ts';
-import { META_BATCH_ROWS, META_FIRST_SAMPLE, sampleShapeError, schemaDifference, type FeatureSample } from './schema.ts';
+import { chunkCrc32, hex32, parseHexList, rowCrc32, shardCrc32 } from './checksum.ts';
+import {
+  COLUMNS,
+  META_BATCH_ROWS,
+  META_COLUMN_CRC32,
+  META_CRC32,
+  META_FIRST_SAMPLE,
+  META_ROW_CRC32,
+  sampleShapeError,
+  sampleValueError,
+  schemaDifference,
+  type FeatureSample,
+} from './schema.ts';
 import { batchRows } from './shard-info.ts';
 
 export interface ArrowStoreOptions {
@@ -43,6 +58,8 @@ function widenF16(bits: Uint16Array): Float32Array {
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
+const lenient = new TextDecoder('utf-8');
+const SHARD_FILE = /^shard-\d{5,}\.arrow$/;
 
 /** [start, end) of row `row` in a list or utf8 column, and the child values. */
 function span(d: Data, row: number): [number, number] {
@@ -57,17 +74,52 @@ function listValues<A extends Int32Array | Uint8Array | Uint16Array | Float32Arr
   return values.subarray(s, e) as A;
 }
 
-function text(d: Data, row: number): string {
+function textBytes(d: Data, row: number): Uint8Array {
   const [s, e] = span(d, row);
   const values = d.values as Uint8Array;
   if (s < 0 || e < s || e > values.length) throw new Error(`string offsets [${s}, ${e}) out of range`);
-  return utf8.decode(values.subarray(s, e));
+  return values.subarray(s, e);
+}
+
+/** A row's columns as stored (the views its checksum covers), in schema order. */
+function rawRow(c: Data[], row: number) {
+  return [
+    textBytes(c[0], row),
+    listValues<Int32Array>(c[1], row),
+    listValues<Uint8Array>(c[2], row),
+    listValues<Uint16Array | Float32Array>(c[3], row),
+    listValues<Uint16Array | Float32Array>(c[4], row),
+    listValues<Int32Array>(c[5], row),
+    listValues<Int32Array>(c[6], row),
+    textBytes(c[7], row),
+  ] as const;
+}
+
+/** A column chunk's offsets and values as read (what its checksum covers); null when its offsets are out of range. */
+function chunkViews(d: Data): [Int32Array, NodeJS.ArrayBufferView] | null {
+  const offsets = (d.valueOffsets as Int32Array).subarray(0, d.length + 1); // read buffers are padded to 8 bytes
+  const values = (d.children.length ? d.children[0].values : d.values) as Uint8Array | Int32Array | Uint16Array | Float32Array;
+  const end = offsets[offsets.length - 1];
+  return end >= 0 && end <= values.length ? [offsets, values.subarray(0, end)] : null;
+}
+
+/** The first non-finite value of a float column as stored, or -1. */
+function firstNonFinite(x: Uint16Array | Float32Array): number {
+  if (x instanceof Uint16Array) {
+    for (let i = 0; i < x.length; i++) if ((x[i] & 0x7c00) === 0x7c00) return i;
+  } else {
+    for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i])) return i;
+  }
+  return -1;
 }
 
 class Shard {
   reader: AsyncRecordBatchFileReader | null = null;
   /** Start row of each record batch, plus the total at the end. */
   batchStarts: number[] = [];
+  /** Each row's checksum, and each record batch's column-chunk checksums (specforge.row_crc32, column_crc32). */
+  rowCrcs: Uint32Array = new Uint32Array(0);
+  columnCrcs: Uint32Array[] = [];
   queue: Promise<unknown> = Promise.resolve();
   busy = 0;
   lastUse = 0;
@@ -125,6 +177,16 @@ export class ArrowStore implements FeatureSource {
           `resume the capture to finish it, or open with { allowIncomplete: true }`,
       );
     if (expected) checkCompatible(manifest, expected, `store ${dir}`);
+    if (manifest.complete) {
+      // A shard file the manifest does not list: its entry was removed (training would read a subset).
+      const listed = new Set(manifest.shards.map((s) => s.file));
+      const stray = fs.readdirSync(dir).filter((f) => SHARD_FILE.test(f) && !listed.has(f));
+      if (stray.length)
+        throw new StoreError(
+          `${where}: lists ${manifest.shards.length} shards, but the store folder also holds ${stray.slice(0, 3).join(', ')}${stray.length > 3 ? ` and ${stray.length - 3} more` : ''}, ` +
+            `which it does not list (an entry removed, or files of another capture); recapture the store`,
+        );
+    }
     for (const s of manifest.shards) {
       const file = path.join(dir, s.file);
       let size: number;
@@ -159,18 +221,14 @@ export class ArrowStore implements FeatureSource {
     }
     const shard = this.shards[lo];
     const local = index - shard.entry.first_sample;
-    const batch = await shard.run(async () => {
+    const [batch, row] = await shard.run(async () => {
       await this.ensureOpen(shard);
       shard.lastUse = ++this.clock;
       let b = 0;
       while (shard.batchStarts[b + 1] <= local) b++;
       return [await this.readBatch(shard, b), local - shard.batchStarts[b]] as const;
     });
-    try {
-      return this.decode(batch[0], batch[1]);
-    } catch (e) {
-      throw new StoreError(`${shard.file}: row ${local} (sample ${index}) is corrupt: ${(e as Error).message}`);
-    }
+    return this.decode(shard, batch, row, local);
   }
 
   async *batches(opts: BatchOptions): AsyncGenerator<FeatureSample[]> {
@@ -244,6 +302,25 @@ export class ArrowStore implements FeatureSource {
       const first = reader.schema.metadata.get(META_FIRST_SAMPLE);
       if (first !== undefined && Number(first) !== entry.first_sample)
         fail(`starts at sample ${first}, ${MANIFEST_FILE} says ${entry.first_sample} (shard files renamed or mixed up?)`);
+      // The checksums: one per row, one per column chunk, and the shard's over both (which the manifest lists).
+      const meta = reader.schema.metadata;
+      const rowSums = meta.get(META_ROW_CRC32) ?? '';
+      const columnSums = meta.get(META_COLUMN_CRC32) ?? '';
+      const rowCrcs = parseHexList(meta.get(META_ROW_CRC32), ',');
+      if (!rowCrcs || rowCrcs.length !== total)
+        fail(`schema metadata ${META_ROW_CRC32} missing or invalid (expected ${total} row checksums)`);
+      const columnCrcs = columnSums.split(';').map((b) => parseHexList(b, ','));
+      if (columnCrcs.length !== rows.length || columnCrcs.some((c) => c?.length !== COLUMNS.length))
+        fail(
+          `schema metadata ${META_COLUMN_CRC32} missing or invalid (expected ${COLUMNS.length} column checksums for each of ${rows.length} record batches)`,
+        );
+      const crc = meta.get(META_CRC32);
+      if (crc !== entry.crc32)
+        fail(`checksum ${META_CRC32} is ${JSON.stringify(crc)}, ${MANIFEST_FILE} says ${entry.crc32} (the shard was replaced)`);
+      if (shardCrc32(columnSums, rowSums) !== crc)
+        fail(`its checksums do not add up to its ${META_CRC32} ${crc}: the schema metadata is damaged`);
+      shard.rowCrcs = rowCrcs!;
+      shard.columnCrcs = columnCrcs as Uint32Array[];
       shard.batchStarts = [0];
       for (const n of rows) shard.batchStarts.push(shard.batchStarts[shard.batchStarts.length - 1] + n);
       shard.reader = reader;
@@ -275,24 +352,114 @@ export class ArrowStore implements FeatureSource {
     return batch;
   }
 
-  private decode(batch: RecordBatch, row: number): FeatureSample {
+  /**
+   * Row `row` of a record batch of `shard` (row `local` of the shard), checked before it is decoded: its
+   * checksum, then its shapes, token ids and loss mask. Errors name the shard and the sample.
+   */
+  private decode(shard: Shard, batch: RecordBatch, row: number, local: number): FeatureSample {
     const c = batch.data.children;
+    const fail = (msg: string): never => {
+      let id = '?';
+      try {
+        id = JSON.stringify(lenient.decode(textBytes(c[0], row)));
+      } catch {
+        // the id's own offsets are damaged
+      }
+      throw new StoreError(`${shard.file}: sample ${id} (#${shard.entry.first_sample + local}, row ${local} of the shard) ${msg}`);
+    };
+    let raw: ReturnType<typeof rawRow>;
+    try {
+      raw = rawRow(c, row);
+    } catch (e) {
+      return fail(`is corrupt: ${(e as Error).message}`);
+    }
+    const want = shard.rowCrcs[local];
+    const got = rowCrc32(raw);
+    if (got !== want) fail(`fails its checksum (CRC-32 ${hex32(got)}, recorded ${hex32(want)}): the shard is corrupt; recapture the store`);
     const f16 = this.manifest.dtype === 'float16';
-    const floats = (d: Data): Float32Array => (f16 ? widenF16(listValues<Uint16Array>(d, row)) : listValues<Float32Array>(d, row).slice());
+    const floats = (x: Uint16Array | Float32Array): Float32Array => (f16 ? widenF16(x as Uint16Array) : (x as Float32Array).slice());
+    let id: string;
+    let answer: string;
+    try {
+      id = utf8.decode(raw[0]);
+      answer = utf8.decode(raw[7]);
+    } catch (e) {
+      return fail(`is corrupt: ${(e as Error).message}`);
+    }
     const s: FeatureSample = {
-      id: text(c[0], row),
-      inputIds: listValues<Int32Array>(c[1], row).slice(),
-      lossMask: listValues<Uint8Array>(c[2], row).slice(),
-      aux: floats(c[3]),
-      finalHidden: floats(c[4]),
-      thinkSpans: listValues<Int32Array>(c[5], row).slice(),
-      answerPositions: listValues<Int32Array>(c[6], row).slice(),
-      answer: text(c[7], row),
+      id,
+      inputIds: raw[1].slice(),
+      lossMask: raw[2].slice(),
+      aux: floats(raw[3]),
+      finalHidden: floats(raw[4]),
+      thinkSpans: raw[5].slice(),
+      answerPositions: raw[6].slice(),
+      answer,
     };
     const m = this.manifest;
-    const err = sampleShapeError(s, m.target.hidden_size, m.aux_layer_ids.length, m.max_length);
-    if (err) throw new Error(err);
+    const err = sampleShapeError(s, m.target.hidden_size, m.aux_layer_ids.length, m.max_length) ?? sampleValueError(s, m.target.vocab_size);
+    if (err) fail(err);
     return s;
+  }
+
+  /**
+   * Reads every record batch of every shard and checks it all: each column chunk's and each row's checksum,
+   * shapes, token ids, and that every feature is finite. Returns the problems found (the first of each
+   * shard), empty when the store is sound; `onShard` hears of each shard checked.
+   */
+  async verify(onShard?: (done: number, total: number) => void): Promise<string[]> {
+    const problems: string[] = [];
+    for (const shard of this.shards) {
+      try {
+        await shard.run(() => this.verifyShard(shard));
+      } catch (e) {
+        problems.push((e as Error).message);
+      }
+      onShard?.(shard.index + 1, this.shards.length);
+    }
+    return problems;
+  }
+
+  private async verifyShard(shard: Shard): Promise<void> {
+    await this.ensureOpen(shard);
+    for (let b = 0; b + 1 < shard.batchStarts.length; b++) {
+      let batch: RecordBatch | null;
+      try {
+        batch = await shard.reader!.readRecordBatch(b); // not through the cache: a full pass would only churn it
+      } catch (e) {
+        throw new StoreError(`${shard.file}: cannot read record batch ${b} (${(e as Error).message})`);
+      }
+      const rows = shard.batchStarts[b + 1] - shard.batchStarts[b];
+      if (!batch || batch.numRows !== rows)
+        throw new StoreError(`${shard.file}: record batch ${b} is missing or does not hold ${rows} rows`);
+      const c = batch.data.children;
+      for (let k = 0; k < COLUMNS.length; k++) {
+        const views = chunkViews(c[k]);
+        const want = shard.columnCrcs[b][k];
+        const got = views ? chunkCrc32(...views) : null;
+        if (got !== want)
+          throw new StoreError(
+            `${shard.file}: record batch ${b} (samples #${shard.entry.first_sample + shard.batchStarts[b]} to #${shard.entry.first_sample + shard.batchStarts[b + 1] - 1}), column ${COLUMNS[k]} ` +
+              (got === null ? 'has offsets out of range' : `fails its checksum (CRC-32 ${hex32(got)}, recorded ${hex32(want)})`) +
+              ': the shard is corrupt; recapture the store',
+          );
+      }
+      for (let row = 0; row < rows; row++) {
+        const local = shard.batchStarts[b] + row;
+        const s = this.decode(shard, batch, row, local);
+        const raw = rawRow(c, row);
+        for (const [k, name] of [
+          [3, 'aux_hidden'],
+          [4, 'final_hidden'],
+        ] as const) {
+          const i = firstNonFinite(raw[k]);
+          if (i >= 0)
+            throw new StoreError(
+              `${shard.file}: sample ${JSON.stringify(s.id)} (#${shard.entry.first_sample + local}) has a non-finite ${name} value at token ${Math.floor(i / (raw[k].length / s.inputIds.length))}`,
+            );
+        }
+      }
+    }
   }
 }
 

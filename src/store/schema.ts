@@ -22,10 +22,14 @@
 // batches, so a reader can find a row's batch from the footer alone), `specforge.first_sample`,
 // `specforge.tokens` (its token count) and `specforge.sample_ids_sha256` (sha256 of its sample ids joined
 // by newlines): a shard describes itself, so ranks that write shards side by side can be merged into
-// one manifest from the files alone.
+// one manifest from the files alone. Its checksums (CRC-32, 8 lowercase hex digits; see checksum.ts):
+// `specforge.row_crc32` (one per row, comma-separated), `specforge.column_crc32` (per record batch, its
+// 8 columns' sums comma-separated; batches separated by ';') and `specforge.crc32` (the shard's, over
+// those two lists; the manifest lists it too).
 import { Field, Float16, Float32, Int32, List, Schema, Uint8, Utf8, type DataType } from 'apache-arrow';
 
-export const SCHEMA_VERSION = 1;
+/** 2: the store records what it was captured from (manifest `source`) and checksums (shard metadata, manifest). */
+export const SCHEMA_VERSION = 2;
 
 export type StoreDtype = 'float16' | 'float32';
 
@@ -63,6 +67,9 @@ export const META_BATCH_ROWS = 'specforge.batch_rows';
 export const META_FIRST_SAMPLE = 'specforge.first_sample';
 export const META_TOKENS = 'specforge.tokens';
 export const META_IDS_SHA256 = 'specforge.sample_ids_sha256';
+export const META_ROW_CRC32 = 'specforge.row_crc32';
+export const META_COLUMN_CRC32 = 'specforge.column_crc32';
+export const META_CRC32 = 'specforge.crc32';
 
 function list(item: DataType): List {
   return new List(new Field('item', item, false));
@@ -118,5 +125,34 @@ export function sampleShapeError(s: FeatureSample, hiddenSize: number, auxLayers
   if (s.answerPositions.length !== s.thinkSpans.length / 2)
     return `answerPositions has ${s.answerPositions.length} entries for ${s.thinkSpans.length / 2} thinking spans`;
   if (typeof s.answer !== 'string') return `answer must be a string`;
+  return null;
+}
+
+/** Token ids outside the target's vocabulary or loss-mask values other than 0 and 1; an error message or null. */
+export function sampleValueError(s: Pick<FeatureSample, 'inputIds' | 'lossMask'>, vocabSize: number): string | null {
+  const ids = s.inputIds;
+  for (let t = 0; t < ids.length; t++)
+    if (ids[t] < 0 || ids[t] >= vocabSize)
+      return `token id ${ids[t]} at position ${t} is outside the target's vocabulary [0, ${vocabSize})`;
+  const mask = s.lossMask;
+  for (let t = 0; t < mask.length; t++) if (mask[t] > 1) return `loss_mask value ${mask[t]} at position ${t} (must be 0 or 1)`;
+  return null;
+}
+
+/** The first NaN or infinite feature, named by column, token and (aux) layer; an error message or null. */
+export function featureFiniteError(s: Pick<FeatureSample, 'aux' | 'finalHidden' | 'inputIds'>, auxLayerIds: number[]): string | null {
+  const T = s.inputIds.length;
+  for (const [column, x, layers] of [
+    ['aux_hidden', s.aux, auxLayerIds],
+    ['final_hidden', s.finalHidden, null],
+  ] as const) {
+    for (let i = 0; i < x.length; i++) {
+      if (Number.isFinite(x[i])) continue;
+      const width = x.length / T;
+      const t = Math.floor(i / width);
+      const where = layers ? ` (layer ${layers[Math.floor(((i % width) * layers.length) / width)]})` : '';
+      return `${column}${where} is ${x[i]} at token ${t}`;
+    }
+  }
   return null;
 }

@@ -1,7 +1,8 @@
 // One shard file of a hidden-state store: samples encoded as rows (floats in the store dtype) and written
 // as an Arrow IPC file under a temporary name, fsynced and renamed, so a shard file under its final name
 // is always complete. The file's schema metadata describes it (first sample, record-batch rows, tokens,
-// sample-id hash; see schema.ts), which lets ranks that write shards side by side be merged by rank 0.
+// sample-id hash, checksums; see schema.ts), which lets ranks that write shards side by side be merged by
+// rank 0. A write that fails (a full disk) leaves no file behind and is one error naming the shard.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -20,12 +21,16 @@ import {
   type DataType,
 } from 'apache-arrow';
 import { f32ToF16 } from '../io/dtypes.ts';
-import { shardFileName, type ShardEntry, type StoreMeta } from './manifest.ts';
+import { crc32, hex32, rowCrc32, type RowParts, shardCrc32 } from './checksum.ts';
+import { shardFileName, type ShardEntry, type StoreMeta, StoreError } from './manifest.ts';
 import {
   floatType,
   META_BATCH_ROWS,
+  META_COLUMN_CRC32,
+  META_CRC32,
   META_FIRST_SAMPLE,
   META_IDS_SHA256,
+  META_ROW_CRC32,
   META_SCHEMA_VERSION,
   META_TOKENS,
   SCHEMA_VERSION,
@@ -56,13 +61,31 @@ export interface EncodedRow {
   answerPositions: Int32Array;
   answer: Uint8Array;
   bytes: number;
+  /** The row's checksum (rowCrc32 of rowParts). */
+  crc: number;
 }
 
 const utf8 = new TextEncoder();
 
-function toF16(x: Float32Array): Uint16Array {
+/**
+ * The float column in the store dtype. A NaN or infinity, or a finite value beyond float16's range (it
+ * would be stored as infinity), is an error: a store holds only finite features.
+ */
+function storedFloats(x: Float32Array, dtype: StoreDtype, column: string, T: number): Uint16Array | Float32Array {
+  const bad = (i: number): never => {
+    const why = Number.isFinite(x[i]) ? `${x[i]} overflows float16 (largest 65504); capture with capture.dtype: float32` : `${x[i]}`;
+    throw new Error(`${column} value at token ${Math.floor(i / (x.length / T))} is ${why}`);
+  };
+  if (dtype === 'float32') {
+    for (let i = 0; i < x.length; i++) if (!Number.isFinite(x[i])) bad(i);
+    return Float32Array.from(x);
+  }
   const out = new Uint16Array(x.length);
-  for (let i = 0; i < x.length; i++) out[i] = f32ToF16(x[i]);
+  for (let i = 0; i < x.length; i++) {
+    const h = f32ToF16(x[i]);
+    if ((h & 0x7c00) === 0x7c00) bad(i); // exponent all ones: infinity or NaN
+    out[i] = h;
+  }
   return out;
 }
 
@@ -76,81 +99,104 @@ function concat<A extends Typed>(parts: A[], Ctor: { new (n: number): A }): [A, 
   return [out, offsets];
 }
 
-function listData(item: DataType, parts: Typed[], Ctor: { new (n: number): Typed }): Data {
+/** One column of a record batch: a Utf8 column, or a List of `type`. */
+function column(type: DataType, parts: Typed[], Ctor: { new (n: number): Typed }): Data {
   const [values, valueOffsets] = concat(parts, Ctor);
-  const child = makeData({ type: item, length: values.length, nullCount: 0, data: values } as never);
-  const type = new List(new Field('item', item, false));
-  return makeData({ type, length: parts.length, nullCount: 0, valueOffsets, child });
+  if (type instanceof Utf8) return makeData({ type, length: parts.length, nullCount: 0, valueOffsets, data: values as Uint8Array });
+  const child = makeData({ type, length: values.length, nullCount: 0, data: values } as never);
+  return makeData({ type: new List(new Field('item', type, false)), length: parts.length, nullCount: 0, valueOffsets, child });
 }
 
-function utf8Data(parts: Uint8Array[]): Data {
-  const [data, valueOffsets] = concat(parts, Uint8Array);
-  return makeData({ type: new Utf8(), length: parts.length, nullCount: 0, valueOffsets, data });
+/**
+ * The checksums of a record batch's column chunks in schema order: each column's offsets, then its values
+ * (what the reader sees), summed part by part so the batch need not be built for it.
+ */
+function columnCrcs(rows: EncodedRow[]): number[] {
+  const parts = rows.map(rowParts);
+  return parts[0].map((_, c) => {
+    const offsets = new Int32Array(rows.length + 1);
+    for (let i = 0; i < rows.length; i++) {
+      const p = parts[i][c];
+      offsets[i + 1] = offsets[i] + p.byteLength / (p as Typed).BYTES_PER_ELEMENT;
+    }
+    return crc32(
+      parts.map((p) => p[c]),
+      crc32([offsets]),
+    );
+  });
 }
 
-/** A sample encoded for its row (arrays copied, floats converted to the store dtype). */
+/** The row's columns in schema order, as stored (what its checksum covers). */
+export function rowParts(r: EncodedRow): RowParts {
+  return [r.id, r.inputIds, r.lossMask, r.aux, r.finalHidden, r.thinkSpans, r.answerPositions, r.answer];
+}
+
+/** A sample encoded for its row (arrays copied, floats converted to the store dtype), with its checksum. */
 export function encodeRow(s: FeatureSample, dtype: StoreDtype): EncodedRow {
-  const f16 = dtype === 'float16';
+  const T = s.inputIds.length;
   const row: EncodedRow = {
     id: utf8.encode(s.id),
     inputIds: Int32Array.from(s.inputIds),
     lossMask: Uint8Array.from(s.lossMask),
-    aux: f16 ? toF16(s.aux) : Float32Array.from(s.aux),
-    finalHidden: f16 ? toF16(s.finalHidden) : Float32Array.from(s.finalHidden),
+    aux: storedFloats(s.aux, dtype, 'aux_hidden', T),
+    finalHidden: storedFloats(s.finalHidden, dtype, 'final_hidden', T),
     thinkSpans: Int32Array.from(s.thinkSpans),
     answerPositions: Int32Array.from(s.answerPositions),
     answer: utf8.encode(s.answer),
     bytes: 0,
+    crc: 0,
   };
-  row.bytes =
-    row.id.byteLength +
-    row.inputIds.byteLength +
-    row.lossMask.byteLength +
-    row.aux.byteLength +
-    row.finalHidden.byteLength +
-    row.thinkSpans.byteLength +
-    row.answerPositions.byteLength +
-    row.answer.byteLength;
+  const parts = rowParts(row);
+  row.bytes = parts.reduce((a, p) => a + p.byteLength, 0);
+  row.crc = rowCrc32(parts);
   return row;
 }
 
 function recordBatch(rows: EncodedRow[], schema: ReturnType<typeof storeSchema>, dtype: StoreDtype): RecordBatch {
   const FloatArray = dtype === 'float16' ? Uint16Array : Float32Array;
-  const children = [
-    utf8Data(rows.map((r) => r.id)),
-    listData(
+  const columns = [
+    column(
+      new Utf8(),
+      rows.map((r) => r.id),
+      Uint8Array,
+    ),
+    column(
       new Int32(),
       rows.map((r) => r.inputIds),
       Int32Array,
     ),
-    listData(
+    column(
       new Uint8(),
       rows.map((r) => r.lossMask),
       Uint8Array,
     ),
-    listData(
+    column(
       floatType(dtype),
       rows.map((r) => r.aux),
       FloatArray,
     ),
-    listData(
+    column(
       floatType(dtype),
       rows.map((r) => r.finalHidden),
       FloatArray,
     ),
-    listData(
+    column(
       new Int32(),
       rows.map((r) => r.thinkSpans),
       Int32Array,
     ),
-    listData(
+    column(
       new Int32(),
       rows.map((r) => r.answerPositions),
       Int32Array,
     ),
-    utf8Data(rows.map((r) => r.answer)),
+    column(
+      new Utf8(),
+      rows.map((r) => r.answer),
+      Uint8Array,
+    ),
   ];
-  const data = makeData({ type: new Struct(schema.fields), length: rows.length, nullCount: 0, children });
+  const data = makeData({ type: new Struct(schema.fields), length: rows.length, nullCount: 0, children: columns });
   return new RecordBatch(schema, data);
 }
 
@@ -188,6 +234,9 @@ export async function writeShardFile(
   groups.push(cur);
   const tokens = rows.reduce((a, r) => a + r.inputIds.length, 0);
   const utf8d = new TextDecoder();
+  const rowSums = rows.map((r) => hex32(r.crc)).join(',');
+  const columnSums = groups.map((g) => columnCrcs(g).map(hex32).join(',')).join(';');
+  const crc = shardCrc32(columnSums, rowSums);
   const schema = storeSchema(
     dtype,
     new Map([
@@ -196,41 +245,63 @@ export async function writeShardFile(
       [META_FIRST_SAMPLE, String(firstSample)],
       [META_TOKENS, String(tokens)],
       [META_IDS_SHA256, idsSha256(rows.map((r) => utf8d.decode(r.id)))],
+      [META_ROW_CRC32, rowSums],
+      [META_COLUMN_CRC32, columnSums],
+      [META_CRC32, crc],
     ]),
   );
 
   const name = shardFileName(index);
   const file = path.join(dir, name);
   const tmp = `${file}.${process.pid}.${threadId}.tmp`;
-  const fd = fs.openSync(tmp, 'w');
+  let fd: number | null = null;
   let bytes = 0;
   const writer = new RecordBatchFileWriter();
   try {
+    fd = fs.openSync(tmp, 'w');
+    const out = fd;
     writer.reset(undefined, schema);
     // Drain the writer's byte queue into the file as it fills, so the shard never sits in memory twice.
+    // A failed write (a full disk) is the error reported; until it is awaited below it must not be an
+    // unhandled rejection, and the writer's own complaint about its closed queue must not replace it.
+    let failed: Error | null = null;
     const pump = (async () => {
       for await (const chunk of writer) {
-        fs.writeSync(fd, chunk);
+        fs.writeSync(out, chunk);
         bytes += chunk.byteLength;
       }
     })();
-    for (const g of groups) {
-      writer.write(recordBatch(g, schema, dtype));
-      await new Promise((r) => setImmediate(r));
+    pump.catch((e: Error) => {
+      failed = e;
+    });
+    try {
+      for (const g of groups) {
+        if (failed) break;
+        writer.write(recordBatch(g, schema, dtype));
+        await new Promise((r) => setImmediate(r));
+      }
+      writer.finish();
+    } catch (e) {
+      await pump.catch(() => {});
+      throw failed ?? e;
     }
-    writer.finish();
     await pump;
-    fs.fsyncSync(fd);
+    fs.fsyncSync(out);
+    fs.closeSync(out);
+    fd = null;
+    fs.renameSync(tmp, file);
   } catch (e) {
-    writer.abort();
-    fs.closeSync(fd);
+    try {
+      writer.abort();
+    } catch {
+      // the writer may already be finished or closed by the failed pump
+    }
+    if (fd !== null) fs.closeSync(fd);
     fs.rmSync(tmp, { force: true });
-    throw e;
+    throw new StoreError(`${file}: cannot write shard (${(e as Error).message})`);
   }
-  fs.closeSync(fd);
-  fs.renameSync(tmp, file);
   fsyncDir(dir);
-  return { file: name, samples: rows.length, tokens, bytes, first_sample: firstSample };
+  return { file: name, samples: rows.length, tokens, bytes, first_sample: firstSample, crc32: crc };
 }
 
 export function removeTemps(dir: string): void {

@@ -1,10 +1,10 @@
 // What a shard file says about itself: its schema metadata (first sample, record-batch rows, tokens,
-// sample-id hash; see schema.ts), read from the footer without its rows. Both the writers (which merge
+// sample-id hash, checksum; see schema.ts), read from the footer without its rows. Both the writers (which merge
 // shards that ranks wrote side by side into one manifest) and the reader use it, so it lives apart from both.
 import fsp from 'node:fs/promises';
 import { RecordBatchReader } from 'apache-arrow';
 import { StoreError } from './manifest.ts';
-import { META_BATCH_ROWS, META_FIRST_SAMPLE, META_IDS_SHA256, META_TOKENS } from './schema.ts';
+import { META_BATCH_ROWS, META_CRC32, META_FIRST_SAMPLE, META_IDS_SHA256, META_TOKENS } from './schema.ts';
 
 /** What a shard file says about itself (its schema metadata), for merging shards into a manifest. */
 export interface ShardInfo {
@@ -12,6 +12,8 @@ export interface ShardInfo {
   samples: number;
   tokens: number;
   idsSha256: string;
+  /** The shard's checksum (specforge.crc32). */
+  crc32: string;
   bytes: number;
 }
 
@@ -45,11 +47,15 @@ export async function readShardInfo(file: string): Promise<ShardInfo> {
     };
     const rows = batchRows(metadata);
     if (!rows) throw new StoreError(`${file}: schema metadata ${META_BATCH_ROWS} missing or invalid`);
+    const crc32 = metadata.get(META_CRC32) ?? '';
+    if (!/^[0-9a-f]{8}$/.test(crc32))
+      throw new StoreError(`${file}: schema metadata ${META_CRC32} missing or invalid (a shard of an older specforge, or damaged)`);
     return {
       firstSample: num(META_FIRST_SAMPLE),
       samples: rows.reduce((a, b) => a + b, 0),
       tokens: num(META_TOKENS),
       idsSha256: metadata.get(META_IDS_SHA256) ?? '',
+      crc32,
       bytes: size,
     };
   } finally {

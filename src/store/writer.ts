@@ -48,7 +48,8 @@ export class StoreWriter {
   /** Buffers a sample (encoded, so its arrays are copied); every `samples_per_shard` samples the shard is written. */
   async add(sample: FeatureSample): Promise<void> {
     this.check();
-    this.buffer.push(this.writer.encode(sample, this.added++));
+    this.buffer.push(this.writer.encode(sample, this.added));
+    this.added++; // only once accepted: a refused sample takes no place
     if (this.buffer.length === this.writer.current.samples_per_shard) await this.flush();
   }
 

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { type DatasetFormat, readConversations } from '../data/datasets.ts';
 import { type DraftVocab, loadDraftVocab, saveDraftVocab, TokenCounter } from '../data/draft-vocab.ts';
 import { type TemplateName, tokenizeConversation } from '../data/templates.ts';
-import { trainFiles } from '../data/train-files.ts';
+import { recipeStoreIdentity, trainFiles } from '../data/train-files.ts';
 import { storeVocabFile, trainingDraftVocab } from '../data/training-vocab.ts';
 import type { ModelConfig } from '../io/hf-config.ts';
 import type { Tokenizer } from '../io/tokenizer.ts';
@@ -15,7 +15,7 @@ import type { Collective } from '../parallel/collective.ts';
 import type { Recipe } from '../recipe/recipe.ts';
 import type { TokenizedSample } from '../capture/features.ts';
 import type { FeatureSource } from '../store/feature-source.ts';
-import { storeIdentity, storeMeta } from '../store/identity.ts';
+import { storeMeta } from '../store/identity.ts';
 import { MANIFEST_FILE } from '../store/manifest.ts';
 import { ArrowStore } from '../store/reader.ts';
 import { loadRecipeTarget } from '../target/load.ts';
@@ -39,14 +39,15 @@ export interface TargetInfo {
 }
 
 export async function openSources(r: Recipe, target: TargetInfo, collective: Collective, log: (m: string) => void): Promise<TrainingData> {
-  const template = r.data.template as TemplateName;
   const trainDir = path.join(r.data.store, 'train');
   const evalDir = path.join(r.data.store, 'eval');
   if (r.training.mode === 'offline') {
-    const identity = storeIdentity(r.model.target, template, target.aux, r.data.max_length);
-    const train = await ArrowStore.open(trainDir, identity);
+    const train = await ArrowStore.open(trainDir, recipeStoreIdentity(r, 'train', target.aux));
     const vocab = loadDraftVocab(storeVocabFile(trainDir));
-    const evalSource = r.data.eval && fs.existsSync(path.join(evalDir, MANIFEST_FILE)) ? await ArrowStore.open(evalDir, identity) : null;
+    const evalSource =
+      r.data.eval && fs.existsSync(path.join(evalDir, MANIFEST_FILE))
+        ? await ArrowStore.open(evalDir, recipeStoreIdentity(r, 'eval', target.aux))
+        : null;
     return sources(train, evalSource, vocab, null);
   }
 
@@ -61,7 +62,7 @@ export async function openSources(r: Recipe, target: TargetInfo, collective: Col
   const first = collective.rank === 0 ? await build() : null;
   collective.barrier();
   const vocab = first ?? (await build());
-  const identity = storeIdentity(r.model.target, template, target.aux, r.data.max_length);
+  const identity = recipeStoreIdentity(r, 'train', target.aux);
   const store: OnlineStoreOptions | null = r.training.online_store
     ? {
         dir: trainDir,
