@@ -191,9 +191,10 @@ describe('the run log', () => {
     );
     assert.match(fs.readFileSync(path.join(runDir, 'curves.svg'), 'utf8'), /<svg/);
 
-    // A fresh run in the same folder starts everything anew.
+    // A fresh run in the same folder starts everything anew; with TensorBoard off, no event file is left.
     new RunLog(runDir, 0, { tensorboard: false, title: 'run', totalSteps: 8 });
     assert.equal(fs.readFileSync(path.join(runDir, 'metrics.jsonl'), 'utf8'), '');
+    assert.deepEqual(eventFiles(path.join(runDir, 'tensorboard')), []);
   });
 
   test('a bad line before the last is an error naming the file and line', () => {

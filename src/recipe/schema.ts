@@ -155,7 +155,7 @@ export const RECIPE_SPEC = {
     tensorboard: {
       type: 'boolean',
       default: true,
-      doc: 'also write every metric as TensorBoard scalars to <output_dir>/<run_id>/tensorboard/ (tensorboard --logdir <output_dir>); false writes none',
+      doc: 'also write every metric as TensorBoard scalars to <output_dir>/<run_id>/tensorboard/ (tensorboard --logdir <output_dir>); false writes none and removes those of earlier runs',
     },
     eval_interval: {
       type: 'integer',

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { writeAtomic } from '../io/atomic.ts';
 import { curvesSvg } from './curves.ts';
-import { EventFileWriter, type MetricRow } from './tensorboard.ts';
+import { EventFileWriter, eventFiles, type MetricRow } from './tensorboard.ts';
 
 export const METRICS_FILE = 'metrics.jsonl';
 export const CURVES_FILE = 'curves.svg';
@@ -56,7 +56,10 @@ export class RunLog {
       file,
       this.rows.map((r) => JSON.stringify(r) + '\n'),
     );
-    this.events = o.tensorboard ? EventFileWriter.start(path.join(runDir, TENSORBOARD_DIR), this.rows) : null;
+    const tb = path.join(runDir, TENSORBOARD_DIR);
+    this.events = o.tensorboard ? EventFileWriter.start(tb, this.rows) : null;
+    // Switched off: event files of earlier runs would no longer agree with metrics.jsonl.
+    if (!o.tensorboard) for (const f of eventFiles(tb)) fs.rmSync(f);
     if (this.rows.length) this.drawCurves();
   }
 
