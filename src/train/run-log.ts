@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { writeAtomic } from '../io/atomic.ts';
 import { curvesSvg } from './curves.ts';
+import type { EvalMetrics } from './evaluate.ts';
 import { EventFileWriter, eventFiles, type MetricRow } from './tensorboard.ts';
 
 export const METRICS_FILE = 'metrics.jsonl';
@@ -66,6 +67,20 @@ export class RunLog {
   /** Rows so far, oldest first. */
   get all(): readonly MetricRow[] {
     return this.rows;
+  }
+
+  /** The held-out simulated acceptance length of each evaluated step. */
+  evalTaus(): Map<number, number> {
+    const evals = this.rows.filter((r) => r.split === 'eval' && typeof r.tau === 'number');
+    return new Map(evals.map((r) => [r.step, r.tau as number]));
+  }
+
+  /** The last held-out evaluation kept, as evaluate.ts returned it (with its step), or null. */
+  lastEval(): (EvalMetrics & { step: number }) | null {
+    const row = [...this.rows].reverse().find((r) => r.split === 'eval');
+    if (!row) return null;
+    const { split: _s, epoch: _e, time: _t, ...ev } = row;
+    return ev as unknown as EvalMetrics & { step: number };
   }
 
   /** Adds a row (stamped with the time, seconds since 1970) to metrics.jsonl and the event file. */

@@ -4,6 +4,7 @@
 // AdamW update (step.ts), so replicas stay identical; rank 0 logs (metrics.ts into run-log.ts: metrics.jsonl,
 // TensorBoard, curves.svg), evaluates (evaluate.ts), checkpoints (checkpoint.ts, keeping step-best) and
 // writes the run summary (summary.ts).
+import path from 'node:path';
 import { type BackendName, initBackend } from '../backend/backend.ts';
 import { checkFits, explainOutOfMemory, peakRssBytes, wasmHeapBytes } from '../backend/memory.ts';
 import { draftConfigFor } from '../draft/config.ts';
@@ -12,7 +13,6 @@ import { loadTokenizer } from '../io/tokenizer.ts';
 import type { RankContext } from '../parallel/launch.ts';
 import type { Recipe } from '../recipe/recipe.ts';
 import { resolveAuxLayers } from '../store/identity.ts';
-import path from 'node:path';
 import { restoreBest, saveTraining, startOrResume } from './checkpoint.ts';
 import type { TrainingModel } from './collate.ts';
 import { type EvalMetrics, evaluate } from './evaluate.ts';
@@ -103,10 +103,7 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
           totalSteps: schedule.totalSteps,
         })
       : null;
-  const evalTaus = new Map(
-    (runLog?.all ?? []).filter((row) => row.split === 'eval' && typeof row.tau === 'number').map((row) => [row.step, row.tau as number]),
-  );
-  let best = rank === 0 ? restoreBest(runDir, state.step, evalTaus) : null;
+  let best = runLog ? restoreBest(runDir, state.step, runLog.evalTaus()) : null;
   if (rank === 0 && data.eval && t.save_interval % t.eval_interval !== 0)
     log(
       `note: training.save_interval ${t.save_interval} is not a multiple of eval_interval ${t.eval_interval}: only checkpoints at evaluated steps (and the last) can become step-best`,
@@ -195,7 +192,8 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
     checkpoint: bestDir ?? lastCheckpoint,
     best: best && bestDir ? { ...best, checkpoint: bestDir } : null,
     last_checkpoint: lastCheckpoint,
-    last_eval: lastEval ?? lastEvalRow(runLog),
+    // A resumed run that evaluates nothing more still reports the last evaluation it kept.
+    last_eval: lastEval ?? runLog?.lastEval() ?? null,
     tokens: metrics.totalTokens,
     tokens_per_s: metrics.totalTokens / seconds,
     wall_seconds: seconds,
@@ -219,12 +217,4 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
     wasmHeap: summary.wasm_heap_bytes,
     summary,
   };
-}
-
-/** A resumed run that evaluates nothing more still reports the last held-out evaluation it kept. */
-function lastEvalRow(runLog: RunLog | null): (EvalMetrics & { step: number }) | null {
-  const row = [...(runLog?.all ?? [])].reverse().find((r) => r.split === 'eval');
-  if (!row) return null;
-  const { split: _s, epoch: _e, time: _t, ...ev } = row;
-  return ev as unknown as EvalMetrics & { step: number };
 }
