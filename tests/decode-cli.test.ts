@@ -1,7 +1,7 @@
 // `specforge eval` end to end on a small random-weight target and a random draft checkpoint: the recipe's
 // held-out prompts (chain, greedy: identical to plain decoding) and an MT-bench file (tree, sampling);
 // report.json and acceptance.svg are written where asked; the same draft exported to ONNX and run with
-// --draft-onnx decodes identically.
+// --draft-onnx decodes identically; without --checkpoint eval takes the run's step-best.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -15,6 +15,7 @@ import { Eagle3Draft } from '../src/draft/eagle3.ts';
 import { parseModelConfig } from '../src/io/hf-config.ts';
 import { writeSafetensors } from '../src/io/safetensors.ts';
 import { loadTokenizer } from '../src/io/tokenizer.ts';
+import { pointBest } from '../src/train/best.ts';
 import { saveCheckpoint } from '../src/train/checkpoint.ts';
 import { randomWeights } from './helpers.ts';
 
@@ -192,5 +193,16 @@ describe('specforge eval', () => {
     const bad = run('--draft-onnx', ckpt);
     assert.equal(bad.status, 1);
     assert.match(bad.stderr, /step-5: not an exported ONNX draft/);
+  });
+
+  test("without --checkpoint, the run's step-best rather than its newest checkpoint", () => {
+    const runDir = path.join(work, 'ckpt', 'evalrun');
+    fs.cpSync(path.join(runDir, 'step-5'), path.join(runDir, 'step-6'), { recursive: true });
+    pointBest(runDir, path.join(runDir, 'step-5'));
+    const r = run('--limit', '1', '--draft-steps', '2', '--out', path.join(work, 'eval-best'));
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /checkpoint: the run's best \(step-best\), .*step-5/);
+    const report = JSON.parse(fs.readFileSync(path.join(work, 'eval-best', 'report.json'), 'utf8'));
+    assert.equal(report.settings.checkpoint, path.join(runDir, 'step-5'));
   });
 });

@@ -28,7 +28,10 @@ export const evalCommand: CommandModule<object, Args> = {
       withBackend(
         y
           .option('recipe', { type: 'string', demandOption: true, describe: 'recipe YAML (see recipes/)' })
-          .option('checkpoint', { type: 'string', describe: 'draft checkpoint folder (default: the newest step-* of the recipe run)' })
+          .option('checkpoint', {
+            type: 'string',
+            describe: "draft checkpoint folder (default: the recipe run's step-best, else its newest step-*)",
+          })
           .option('draft-onnx', {
             type: 'string',
             describe: 'an exported ONNX draft folder (export-onnx --format onnx), run by ONNX Runtime instead of a checkpoint',

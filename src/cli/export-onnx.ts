@@ -1,13 +1,19 @@
-// `specforge export-onnx`: wires the arguments to the exporters (export/onnx.ts, export/serving.ts).
+// `specforge export-onnx`: wires the arguments to the exporters (export/onnx.ts, export/serving.ts). The
+// checkpoint is a step folder, or a run (a run folder, or the run of --recipe): its step-best, else its newest.
+import fs from 'node:fs';
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { exportDraftOnnx } from '../export/onnx.ts';
 import type { ExternalData } from '../io/onnx-write.ts';
 import { type ServingFormat, writeServingFolder } from '../export/serving.ts';
+import { loadRecipe } from '../recipe/recipe.ts';
+import { chooseCheckpoint } from '../train/checkpoint.ts';
+import { runDirOf } from '../train/run-dir.ts';
 import { type CommonArgs, withBackend } from './common.ts';
 
 type Args = CommonArgs & {
-  checkpoint: string;
+  checkpoint?: string;
+  recipe?: string;
   out: string;
   format: string[];
   dtype: 'bf16' | 'f32';
@@ -36,7 +42,12 @@ export const exportOnnxCommand: CommandModule<object, Args> = {
   builder: (y) =>
     withBackend(
       y
-        .option('checkpoint', { type: 'string', demandOption: true, describe: 'draft checkpoint folder (…/step-N)' })
+        .option('checkpoint', {
+          type: 'string',
+          describe: 'draft checkpoint folder (…/step-N), or a run folder (its step-best, else its newest step-N)',
+        })
+        .option('recipe', { type: 'string', describe: "instead of --checkpoint: the recipe's run (its step-best, else its newest step-N)" })
+        .conflicts('checkpoint', 'recipe')
         .option('out', { type: 'string', demandOption: true, describe: 'output folder (one subfolder per format)' })
         .option('format', {
           type: 'array',
@@ -69,7 +80,7 @@ export const exportOnnxCommand: CommandModule<object, Args> = {
   handler: (args) => {
     const formats = parseFormats(args.format);
     if (!Number.isInteger(args.topk) || args.topk < 0) throw new Error(`--topk ${args.topk}: expected a non-negative integer`);
-    const checkpoint = path.resolve(args.checkpoint);
+    const checkpoint = checkpointOf(args);
     const out = path.resolve(args.out);
     // The SpecExit layout refuses drafts without signal heads: written first, so that a refusal leaves nothing behind.
     for (const f of [...formats].sort((a, b) => Number(b === 'specexit') - Number(a === 'specexit'))) {
@@ -86,3 +97,19 @@ export const exportOnnxCommand: CommandModule<object, Args> = {
     }
   },
 };
+
+/** The step folder to export: --checkpoint as given, or a run's step-best (else its newest checkpoint). */
+function checkpointOf(args: Args): string {
+  if (!args.checkpoint && !args.recipe) throw new Error('export-onnx: give --checkpoint (a step-N or run folder) or --recipe');
+  const given = args.checkpoint ? path.resolve(args.checkpoint) : null;
+  // A step folder (or anything else) goes to the exporters as given; they name what is missing.
+  if (given && (fs.existsSync(path.join(given, 'config.json')) || !fs.existsSync(given))) return given;
+  const runDir = given ?? runDirOf(loadRecipe(args.recipe!));
+  const chosen = chooseCheckpoint(runDir);
+  if (!chosen) {
+    if (given) return given;
+    throw new Error(`no checkpoint under ${runDir}: train first (specforge train --recipe ${args.recipe})`);
+  }
+  console.log(`checkpoint: the run's ${chosen.best ? 'best (step-best)' : 'newest (it has no step-best)'}, ${chosen.dir}`);
+  return chosen.dir;
+}

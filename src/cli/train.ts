@@ -1,14 +1,14 @@
 // `specforge train`: wires the arguments to a recipe, prepares what training reads (prepareTraining:
-// capture or regeneration first), launches the ranks (src/train/trainer.ts) and reports their result.
+// capture or regeneration first), launches the ranks (src/train/trainer.ts) and prints the run summary.
 import type { CommandModule } from 'yargs';
 import { launchRanks } from '../parallel/launch.ts';
 import { loadRecipe } from '../recipe/recipe.ts';
 import { prepareRecipeTarget } from '../target/load.ts';
 import { prepareTraining } from '../train/prepare.ts';
+import { summaryLines } from '../train/summary.ts';
 import type { TrainJob, TrainResult } from '../train/trainer.ts';
 import { type Progress, progress } from '../util/progress.ts';
 import { type CommonArgs, commonOverrides, withBackend, withTargetEngine } from './common.ts';
-import { WASM_HEAP_LIMIT, gib } from '../backend/memory.ts';
 
 type Args = CommonArgs & { recipe: string; resume?: string; workers?: number; 'max-steps'?: number };
 
@@ -46,15 +46,6 @@ export const trainCommand: CommandModule<object, Args> = {
       },
     })) as TrainResult;
     bar?.stop();
-    console.log(
-      `trained to step ${result.steps} in ${(result.seconds / 60).toFixed(1)} min (${result.tokensPerSecond.toFixed(0)} tok/s); checkpoint ${result.lastCheckpoint}`,
-    );
-    console.log(
-      `peak memory: ${gib(result.peakRss)} resident${result.wasmHeap !== null ? `, wasm heap ${gib(result.wasmHeap)} of ${gib(WASM_HEAP_LIMIT)}` : ''}`,
-    );
-    if (result.eval)
-      console.log(
-        `held-out: acc ${result.eval.acc.map((a) => a.toFixed(3)).join(' ')}; simulated acceptance length ${result.eval.tau.toFixed(3)} (${result.eval.samples} samples)`,
-      );
+    for (const line of summaryLines(result.summary)) console.log(line);
   },
 };

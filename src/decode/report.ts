@@ -1,6 +1,7 @@
 // The eval report: speculative decoding aggregated over prompts (tau, accept lengths, acceptance per draft
 // position), its speed against plain target decoding measured in the same run, a printable table and an
 // SVG bar chart of per-position acceptance (hand-written, no library).
+import { STYLE, svgOpen } from '../util/svg.ts';
 import type { SpecResult } from './speculative.ts';
 
 /** One prompt's outcome: the speculative decode and the plain greedy `generate` of the same prompt. */
@@ -218,8 +219,6 @@ export function reportTable(r: EvalReport): string {
   return lines.join('\n');
 }
 
-const escapeXml = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
-
 /** Bar chart of the acceptance rate per draft position (accepted / drafted), as an SVG document. */
 export function acceptanceSvg(r: EvalReport, title = 'Acceptance rate per draft position'): string {
   const n = Math.max(1, r.positions.length);
@@ -231,17 +230,11 @@ export function acceptanceSvg(r: EvalReport, title = 'Acceptance rate per draft 
   const width = left + plotW + right;
   const height = top + plotH + bottom;
   const y = (v: number) => top + plotH * (1 - v);
-  const out: string[] = [];
-  out.push(
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
-  );
-  out.push(`<rect x="0" y="0" width="${width}" height="${height}" fill="#ffffff"/>`);
   const subtitle = `tau ${fixed(r.tau, 2)} tokens per verify pass, ${r.verifyPasses} passes, ${r.prompts} prompts`;
-  out.push(`<text x="12" y="20" font-size="14" font-weight="bold">${escapeXml(title)}</text>`);
-  out.push(`<text x="12" y="37" fill="#555555">${escapeXml(subtitle)}</text>`);
+  const out = svgOpen(width, height, title, subtitle);
   for (const v of [0, 0.25, 0.5, 0.75, 1]) {
     out.push(
-      `<line x1="${left}" y1="${y(v)}" x2="${left + plotW}" y2="${y(v)}" stroke="${v === 0 ? '#333333' : '#dddddd'}" stroke-width="1"/>`,
+      `<line x1="${left}" y1="${y(v)}" x2="${left + plotW}" y2="${y(v)}" stroke="${v === 0 ? STYLE.axis : STYLE.grid}" stroke-width="1"/>`,
     );
     out.push(`<text x="${left - 6}" y="${y(v) + 4}" text-anchor="end">${v.toFixed(2)}</text>`);
   }
@@ -249,7 +242,7 @@ export function acceptanceSvg(r: EvalReport, title = 'Acceptance rate per draft 
     const x = left + (plotW - n * (barW + gap) + gap) / 2 + i * (barW + gap);
     const rate = p.rate ?? 0;
     out.push(
-      `<rect class="bar" x="${x}" y="${y(rate).toFixed(1)}" width="${barW}" height="${(plotH * rate).toFixed(1)}" fill="#4878d0"><title>position ${p.position}: ${p.accepted}/${p.drafted}</title></rect>`,
+      `<rect class="bar" x="${x}" y="${y(rate).toFixed(1)}" width="${barW}" height="${(plotH * rate).toFixed(1)}" fill="${STYLE.palette[0]}"><title>position ${p.position}: ${p.accepted}/${p.drafted}</title></rect>`,
     );
     out.push(`<text x="${x + barW / 2}" y="${(y(rate) - 4).toFixed(1)}" text-anchor="middle" font-size="10">${fixed(p.rate, 2)}</text>`);
     out.push(`<text x="${x + barW / 2}" y="${top + plotH + 16}" text-anchor="middle">${p.position}</text>`);

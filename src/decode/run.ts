@@ -12,7 +12,7 @@ import { loadTokenizer } from '../io/tokenizer.ts';
 import type { Recipe } from '../recipe/recipe.ts';
 import type { TargetModel } from '../target/runtime.ts';
 import { loadRecipeTarget } from '../target/load.ts';
-import { listCheckpoints } from '../train/checkpoint.ts';
+import { chooseCheckpoint } from '../train/checkpoint.ts';
 import { runDirOf } from '../train/run-dir.ts';
 import { type DecodeSettings, evaluatePrompts } from './evaluate.ts';
 import { OnnxDrafter } from './onnx-drafter.ts';
@@ -23,7 +23,7 @@ import { Eagle3Drafter } from './tfjs-drafter.ts';
 import { parseTreeShape, type TreeShape } from './tree.ts';
 
 export interface EvalJobOptions {
-  /** A draft checkpoint folder (default: the newest step-* of the recipe's run). */
+  /** A draft checkpoint folder (default: the recipe run's step-best, else its newest step-*). */
   checkpoint?: string;
   /** An exported ONNX draft folder (export-onnx --format onnx) run by ONNX Runtime instead of the checkpoint. */
   draftOnnx?: string;
@@ -48,7 +48,9 @@ export async function runEval(r: Recipe, o: EvalJobOptions = {}): Promise<{ repo
   }
   const runDir = runDirOf(r);
   const onnxDir = o.draftOnnx ? path.resolve(o.draftOnnx) : null;
-  const checkpoint = onnxDir ?? (o.checkpoint ? path.resolve(o.checkpoint) : listCheckpoints(runDir).pop());
+  const chosen = onnxDir || o.checkpoint ? null : chooseCheckpoint(runDir);
+  const checkpoint = onnxDir ?? (o.checkpoint ? path.resolve(o.checkpoint) : chosen?.dir);
+  if (chosen) log(`checkpoint: the run's ${chosen.best ? 'best (step-best)' : 'newest (it has no step-best)'}, ${chosen.dir}`);
   if (!checkpoint)
     throw new Error(`no checkpoint under ${runDir}: train first (specforge train --recipe ${path.basename(r.file)}) or pass --checkpoint`);
   const template = r.data.template as TemplateName;

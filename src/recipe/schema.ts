@@ -147,9 +147,24 @@ export const RECIPE_SPEC = {
     },
     run_id: { type: 'string', nullable: true, default: null, doc: "run folder name (null: the recipe file's name)" },
     save_interval: { type: 'integer', min: 1, default: 500, doc: 'optimizer steps between checkpoints (and one at the end)' },
-    keep_last: { type: 'integer', min: 1, default: 3, doc: 'checkpoints kept (older ones are deleted)' },
+    keep_last: {
+      type: 'integer',
+      min: 1,
+      default: 3,
+      doc: 'checkpoints kept (older ones are deleted), besides the best by held-out acceptance length (<run>/step-best)',
+    },
     log_interval: { type: 'integer', min: 1, default: 10, doc: 'optimizer steps per metrics.jsonl line' },
-    eval_interval: { type: 'integer', min: 1, default: 200, doc: 'optimizer steps between held-out evaluations (and one at the end)' },
+    tensorboard: {
+      type: 'boolean',
+      default: true,
+      doc: 'also write every metric as TensorBoard scalars to <output_dir>/<run_id>/tensorboard/ (tensorboard --logdir <output_dir>); false writes none and removes those of earlier runs',
+    },
+    eval_interval: {
+      type: 'integer',
+      min: 1,
+      default: 200,
+      doc: 'optimizer steps between held-out evaluations (and one at the end); a checkpoint saved at an evaluated step can become step-best',
+    },
     eval_samples: { type: 'integer', min: 1, nullable: true, default: 256, doc: 'held-out samples per evaluation (null: all)' },
     specexit: {
       type: 'boolean',

@@ -3,8 +3,9 @@
 // a subfolder they never read (their loaders glob *.safetensors in the top folder only):
 // training_state/optimizer.safetensors (AdamW moments) and training_state/trainer_state.json (step,
 // epoch, sampler position, learning rate, recipe key). A checkpoint is written into step-<N>.tmp/ and renamed, so a
-// crash never leaves a half-written step-<N>/; the newest keep_last are kept. A run starts from its
-// newest checkpoint (or a given one) only when it was written with the same recipe key (run-dir.ts).
+// crash never leaves a half-written step-<N>/; the newest keep_last are kept, and the best (step-best,
+// best.ts) besides. A run starts from its newest checkpoint (or a given one) only when it was written with
+// the same recipe key (run-dir.ts).
 import fs from 'node:fs';
 import path from 'node:path';
 import type { DraftConfig } from '../draft/config.ts';
@@ -12,6 +13,7 @@ import { draftConfigJson } from '../draft/config.ts';
 import { draftTensorShapes, Eagle3Draft, isServingTensor } from '../draft/eagle3.ts';
 import { writeAtomic } from '../io/atomic.ts';
 import { SafetensorsFile, type StoredTensor, writeSafetensors } from '../io/safetensors.ts';
+import { bestTarget, clearBest, pointBest } from './best.ts';
 import type { AdamW } from './optimizer.ts';
 
 export interface TrainerState {
@@ -46,6 +48,8 @@ export function saveCheckpoint(
   moments: { m: Map<string, Float32Array>; v: Map<string, Float32Array> },
   state: TrainerState,
   keepLast: number,
+  /** This checkpoint is the run's best so far: step-best points to it. */
+  best = false,
 ): string {
   const final = path.join(runDir, `step-${state.step}`);
   const tmp = `${final}.tmp`;
@@ -69,8 +73,46 @@ export function saveCheckpoint(
   writeAtomic(path.join(tmp, STATE_DIR, 'trainer_state.json'), [JSON.stringify(state, null, 2) + '\n']);
   fs.rmSync(final, { recursive: true, force: true });
   fs.renameSync(tmp, final);
-  for (const old of listCheckpoints(runDir).slice(0, -keepLast)) fs.rmSync(old, { recursive: true, force: true });
+  if (best) pointBest(runDir, final);
+  const keep = bestTarget(runDir);
+  for (const old of listCheckpoints(runDir).slice(0, -keepLast))
+    if (path.resolve(old) !== keep) fs.rmSync(old, { recursive: true, force: true });
   return final;
+}
+
+/** The step of a checkpoint folder's name (step-<N>), or null. */
+export function stepOf(dir: string): number | null {
+  const m = STEP_DIR.exec(path.basename(dir));
+  return m ? Number(m[1]) : null;
+}
+
+/**
+ * The checkpoint eval and export take when none is named: the run's best (step-best, resolved to its
+ * step-<N>), else its newest; null when the run has none.
+ */
+export function chooseCheckpoint(runDir: string): { dir: string; best: boolean } | null {
+  const best = bestTarget(runDir);
+  if (best) return { dir: best, best: true };
+  const newest = listCheckpoints(runDir).pop();
+  return newest ? { dir: newest, best: false } : null;
+}
+
+/**
+ * The best checkpoint of a run that starts at `fromStep`, from the held-out acceptance lengths of the
+ * steps it keeps (`taus`: step -> tau): among the checkpoints at or before that step that had an evaluation,
+ * the highest (the earliest of equal ones). step-best is pointed at it, or removed when there is none (a
+ * fresh run, or a resume before the step it named, whose checkpoint the run will write anew).
+ */
+export function restoreBest(runDir: string, fromStep: number, taus: Map<number, number>): { step: number; tau: number } | null {
+  let best: { step: number; tau: number; dir: string } | null = null;
+  for (const dir of listCheckpoints(runDir)) {
+    const step = stepOf(dir)!;
+    const tau = taus.get(step);
+    if (step <= fromStep && tau !== undefined && (best === null || tau > best.tau)) best = { step, tau, dir };
+  }
+  if (best) pointBest(runDir, best.dir);
+  else clearBest(runDir);
+  return best && { step: best.step, tau: best.tau };
 }
 
 /** Finished checkpoints of a run, oldest first. */
@@ -152,7 +194,7 @@ export function startOrResume(o: {
   return { draft, state: saved.state, resumedFrom };
 }
 
-/** Saves step-<state.step> of the run: the draft, its vocabulary, the AdamW moments and the trainer state. */
+/** Saves step-<state.step> of the run: the draft, its vocabulary, the AdamW moments and the trainer state (`best`: and points step-best at it). */
 export function saveTraining(
   runDir: string,
   config: DraftConfig,
@@ -161,6 +203,7 @@ export function saveTraining(
   opt: AdamW,
   state: TrainerState,
   keepLast: number,
+  best = false,
 ): string {
   const { m, v } = opt.state();
   const moments = { m: new Map<string, Float32Array>(), v: new Map<string, Float32Array>() };
@@ -169,5 +212,5 @@ export function saveTraining(
     moments.m.set(n, (m.get(p.name)?.dataSync() as Float32Array) ?? new Float32Array(p.size));
     moments.v.set(n, (v.get(p.name)?.dataSync() as Float32Array) ?? new Float32Array(p.size));
   }
-  return saveCheckpoint(runDir, config, draft.exportWeights(), vocab, moments, state, keepLast);
+  return saveCheckpoint(runDir, config, draft.exportWeights(), vocab, moments, state, keepLast, best);
 }

@@ -1,12 +1,11 @@
 // Training metrics: what one micro-batch adds up to (named sums over one Float32Array, so that a single
 // all-reduce turns every rank's sums into the global batch's), their averages over a log interval, the
-// progress bar's fields, and the rows of <run>/metrics.jsonl (rank 0 writes them).
-import fs from 'node:fs';
-import path from 'node:path';
+// progress bar's fields, and the rows of <run>/metrics.jsonl (rank 0 writes them, through run-log.ts).
 import type { Collective } from '../parallel/collective.ts';
 import type { Recipe } from '../recipe/recipe.ts';
 import type { TrainerState } from './checkpoint.ts';
 import type { EvalMetrics } from './evaluate.ts';
+import type { MetricRow } from './tensorboard.ts';
 import { simulatedAcceptanceLength } from './ttt.ts';
 
 /** The three SpecExit signals (confidence, progress, remaining length). */
@@ -51,7 +50,6 @@ export class BatchSums {
 /** What the progress bar and the train rows of metrics.jsonl report, and where the rows go. */
 export class TrainMetrics {
   private readonly L: number;
-  private readonly file: string;
   // The current log interval: the optimizer steps since the last train row.
   private loss: number[];
   private signal: number[];
@@ -65,9 +63,8 @@ export class TrainMetrics {
   private total = 0;
 
   constructor(
-    runDir: string,
-    /** Rank 0 writes; the other ranks keep the same sums and write nothing. */
-    private readonly writes: boolean,
+    /** Where the rows go (rank 0's run log); the other ranks keep the same sums and write nothing. */
+    private readonly sink: ((row: MetricRow) => void) | null,
     private readonly t: Recipe['training'],
     private readonly worldSize: number,
   ) {
@@ -76,8 +73,6 @@ export class TrainMetrics {
     this.signal = new Array(SIGNALS).fill(0);
     this.correct = new Array(this.L).fill(0);
     this.counted = new Array(this.L).fill(0);
-    this.file = path.join(runDir, 'metrics.jsonl');
-    if (writes) fs.mkdirSync(runDir, { recursive: true });
   }
 
   /** A global micro-batch's sums: its losses count as the mean over ranks, per optimizer step. */
@@ -149,7 +144,7 @@ export class TrainMetrics {
     return (Date.now() - this.t0) / 1000;
   }
 
-  private write(row: Record<string, unknown>): void {
-    if (this.writes) fs.appendFileSync(this.file, JSON.stringify(row) + '\n');
+  private write(row: MetricRow): void {
+    this.sink?.(row);
   }
 }

@@ -1,4 +1,4 @@
-// Where a training run lives, <output_dir>/<run_id> (its step-N checkpoints and metrics.jsonl), and the
+// Where a training run lives, <output_dir>/<run_id> (its step-N checkpoints, metrics and summary), and the
 // key of the recipe fields a resumed run must share with the run it continues (kept in every checkpoint).
 import crypto from 'node:crypto';
 import path from 'node:path';
@@ -19,6 +19,7 @@ export function recipeKey(r: Recipe): string {
     log_interval: _l,
     eval_interval: _e,
     eval_samples: _n,
+    tensorboard: _t,
     ...training
   } = r.training;
   return crypto

@@ -1,8 +1,10 @@
 // `specforge train`: one data-parallel rank of EAGLE-3 draft training (see src/cli/train.ts). Each rank
 // reads its share of every epoch's seeded batch order from a FeatureSource (the Arrow store offline, the
 // target itself online; sources.ts), runs the TTT loss, all-reduces the gradients and applies the same
-// AdamW update (step.ts), so replicas stay identical; rank 0 logs (metrics.ts), evaluates (evaluate.ts)
-// and checkpoints (checkpoint.ts).
+// AdamW update (step.ts), so replicas stay identical; rank 0 logs (metrics.ts into run-log.ts: metrics.jsonl,
+// TensorBoard, curves.svg), evaluates (evaluate.ts), checkpoints (checkpoint.ts, keeping step-best) and
+// writes the run summary (summary.ts).
+import path from 'node:path';
 import { type BackendName, initBackend } from '../backend/backend.ts';
 import { configureGemm } from '../backend/matmul.ts';
 import { checkFits, explainOutOfMemory, peakRssBytes, wasmHeapBytes } from '../backend/memory.ts';
@@ -12,15 +14,17 @@ import { loadTokenizer } from '../io/tokenizer.ts';
 import type { RankContext } from '../parallel/launch.ts';
 import type { Recipe } from '../recipe/recipe.ts';
 import { resolveAuxLayers } from '../store/identity.ts';
-import { saveTraining, startOrResume } from './checkpoint.ts';
+import { restoreBest, saveTraining, startOrResume } from './checkpoint.ts';
 import type { TrainingModel } from './collate.ts';
 import { type EvalMetrics, evaluate } from './evaluate.ts';
 import { faultInjector } from './fault.ts';
 import { TrainMetrics } from './metrics.ts';
 import { AdamW, learningRate } from './optimizer.ts';
 import { recipeKey, runDirOf } from './run-dir.ts';
+import { CURVES_FILE, METRICS_FILE, RunLog, TENSORBOARD_DIR } from './run-log.ts';
 import { openSources } from './sources.ts';
 import { OptimizerStep, stepSchedule } from './step.ts';
+import { type RunSummary, writeSummary } from './summary.ts';
 import { TeacherHead } from './teacher-head.ts';
 
 /** What every rank is launched with: the parsed recipe (plain data, so it crosses to worker threads as is). */
@@ -40,6 +44,8 @@ export interface TrainResult {
   /** Rank 0's peak resident memory, and its wasm heap (null on other backends), in bytes. */
   peakRss: number;
   wasmHeap: number | null;
+  /** What <run>/summary.json holds (rank 0). */
+  summary: RunSummary;
 }
 
 const MEMORY_HINT =
@@ -90,10 +96,24 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
     MEMORY_HINT,
   );
   const step = new OptimizerStep(model, opt, ctx.collective, r);
-  const metrics = new TrainMetrics(runDir, rank === 0, t, worldSize);
+  // Rank 0's record of the run, cut back to the step it starts from; the best checkpoint among what is kept.
+  const runLog =
+    rank === 0
+      ? new RunLog(runDir, state.step, {
+          tensorboard: t.tensorboard,
+          title: `Training: ${path.basename(runDir)}`,
+          totalSteps: schedule.totalSteps,
+        })
+      : null;
+  let best = runLog ? restoreBest(runDir, state.step, runLog.evalTaus()) : null;
+  if (rank === 0 && data.eval && t.save_interval % t.eval_interval !== 0)
+    log(
+      `note: training.save_interval ${t.save_interval} is not a multiple of eval_interval ${t.eval_interval}: only checkpoints at evaluated steps (and the last) can become step-best`,
+    );
+  const metrics = new TrainMetrics(runLog ? (row) => runLog.append(row) : null, t, worldSize);
   const fault = faultInjector(rank);
   let lastCheckpoint = start.resumedFrom;
-  let lastEval: EvalMetrics | null = null;
+  let lastEval: (EvalMetrics & { step: number }) | null = null;
   const due = (interval: number) => state.step % interval === 0 || state.step === schedule.totalSteps;
 
   // Train: each epoch's batches from where the run stands; a step every accumulation_steps micro-batches.
@@ -135,14 +155,21 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
       ctx.progress(state.step, { total: schedule.totalSteps, ...metrics.progress() });
       if (due(t.log_interval)) metrics.writeTrain(state, gradNorm);
       if (rank === 0 && data.eval && due(t.eval_interval)) {
-        lastEval = await evaluate(data.eval, model, t);
+        lastEval = { ...(await evaluate(data.eval, model, t)), step: state.step };
         metrics.writeEval(state, lastEval);
+        runLog!.drawCurves();
         log(
           `eval @ step ${state.step}: acc ${lastEval.acc.map((a) => a.toFixed(3)).join(' ')}; simulated acceptance length ${lastEval.tau.toFixed(3)}`,
         );
       }
       if (due(t.save_interval)) {
-        if (rank === 0) lastCheckpoint = saveTraining(runDir, draftConfig, draft, data.vocab, opt, state, t.keep_last);
+        if (rank === 0) {
+          // A checkpoint of an evaluated step that beats every earlier one becomes step-best.
+          const tau = lastEval?.step === state.step ? lastEval.tau : null;
+          const isBest = tau !== null && (best === null || tau > best.tau);
+          lastCheckpoint = saveTraining(runDir, draftConfig, draft, data.vocab, opt, state, t.keep_last, isBest);
+          if (isBest) best = { step: state.step, tau };
+        }
         ctx.collective.barrier();
       }
       if (state.step >= schedule.totalSteps) break;
@@ -152,19 +179,44 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
     state.batchInEpoch = 0;
   }
 
-  // Finish.
+  // Finish: the picture of the whole run (also for a run without held-out data) and the summary.
   step.dispose();
   const seconds = metrics.seconds();
   head.dispose();
   await data.close();
+  runLog?.drawCurves();
+  const bestDir = best && path.join(runDir, `step-${best.step}`);
+  const summary: RunSummary = {
+    run_dir: runDir,
+    steps: state.step,
+    total_steps: schedule.totalSteps,
+    resumed_from: start.resumedFrom,
+    checkpoint: bestDir ?? lastCheckpoint,
+    best: best && bestDir ? { ...best, checkpoint: bestDir } : null,
+    last_checkpoint: lastCheckpoint,
+    // A resumed run that evaluates nothing more still reports the last evaluation it kept.
+    last_eval: lastEval ?? runLog?.lastEval() ?? null,
+    tokens: metrics.totalTokens,
+    tokens_per_s: metrics.totalTokens / seconds,
+    wall_seconds: seconds,
+    peak_rss_bytes: peakRssBytes(),
+    wasm_heap_bytes: wasmHeapBytes(),
+    files: {
+      metrics: path.join(runDir, METRICS_FILE),
+      curves: path.join(runDir, CURVES_FILE),
+      tensorboard: t.tensorboard ? path.join(runDir, TENSORBOARD_DIR) : null,
+    },
+  };
+  if (rank === 0) writeSummary(summary);
   return {
     runDir,
     steps: state.step,
     lastCheckpoint,
-    eval: lastEval,
+    eval: summary.last_eval,
     seconds,
-    tokensPerSecond: metrics.totalTokens / seconds,
-    peakRss: peakRssBytes(),
-    wasmHeap: wasmHeapBytes(),
+    tokensPerSecond: summary.tokens_per_s,
+    peakRss: summary.peak_rss_bytes,
+    wasmHeap: summary.wasm_heap_bytes,
+    summary,
   };
 }
