@@ -5,6 +5,7 @@ import * as tf from '@tensorflow/tfjs';
 import { type Eagle3Draft, type StepKV, tttAttention } from '../draft/eagle3.ts';
 import { MASKED, frozenGather, ropeTables } from '../nn/layers.ts';
 import { softCrossEntropy } from './soft-cross-entropy.ts';
+import type { PhaseTimes } from './phases.ts';
 import { chunkedTttAttention } from './ttt-attention.ts';
 
 export interface TttBatch {
@@ -260,9 +261,10 @@ export function tttGradients(
   aux: tf.Tensor3D,
   teacher: Teacher,
   tttLength: number,
-  opts: TttOptions & { scale?: number } = {},
+  opts: TttOptions & { scale?: number; phases?: PhaseTimes } = {},
 ): TttGradients {
   const scale = opts.scale ?? 1;
+  const t0 = performance.now();
   const s = stepSetup(draft, teacher, { ...opts, keepLogits: false });
   const vars = draft.variables().filter((v) => v.trainable);
   // Forward, untaped: each step's input hidden, keys and values.
@@ -279,6 +281,8 @@ export function tttGradients(
     hidden = step.out;
   }
   hidden.dispose();
+  const t1 = performance.now();
+  opts.phases?.add('forward', t1 - t0);
   // Backward, last step first. dK[j], dV[j]: gradients reaching step j's keys and values from later steps.
   const dK: (tf.Tensor | null)[] = kvs.map(() => null);
   const dV: (tf.Tensor | null)[] = kvs.map(() => null);
@@ -335,6 +339,7 @@ export function tttGradients(
     });
   }
   tf.dispose([...hiddens, ...kvs.flatMap(({ k, v }) => [k, v]), s.causal]);
+  opts.phases?.add('backward', performance.now() - t1); // with each step's recomputed forward
   const total = stepLosses.reduce((sum, l, i) => sum + l * s.stepWeight ** i, 0);
   return { total, stepLosses, draftArgmax, grads };
 }
