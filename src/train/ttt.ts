@@ -196,7 +196,8 @@ function stepLoss(draft: Eagle3Draft, teacher: Teacher, s: StepSetup, i: number,
         ? tf.fill([B, T, Vd], 1 / Vd)
         : tf.concat([teacher.probs.slice([0, i, 0], [B, T - i, Vd]), tf.fill([B, i, Vd], 1 / Vd)], 1);
   const pmask = pmask2.reshape([B, T, 1]);
-  const loss = tf.div(tf.neg(tf.sum(tf.mul(pmask, tf.mul(p, tf.logSoftmax(logits))))), s.normaliser) as tf.Scalar;
+  // Per row first: one float32 sum over every B*T*Vd term drifts.
+  const loss = tf.div(tf.neg(tf.sum(tf.mul(pmask, tf.sum(tf.mul(p, tf.logSoftmax(logits)), -1, true)))), s.normaliser) as tf.Scalar;
   return { loss, argmax: tf.argMax(logits, -1).arraySync() as number[][], logits };
 }
 
