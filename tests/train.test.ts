@@ -121,10 +121,14 @@ describe('train', () => {
     }
   });
 
-  test('resuming with a changed recipe is refused', () => {
+  test('resuming with a changed recipe is refused, naming the fields that differ', () => {
     const changed = recipe('killed', { max_steps: 8, save_interval: 4, learning_rate: 0.01 });
     const r = run('--recipe', changed, '--resume', 'latest');
     assert.notEqual(r.status, 0);
-    assert.match(r.stderr, /written by a run with other model, data or training settings/);
+    assert.match(
+      r.stderr,
+      /step-8: written by a run with other model, data or training settings \(training\.learning_rate is 0\.003 in the checkpoint, 0\.01 in the recipe\)/,
+    );
+    assert.doesNotMatch(r.stdout, /capturing/, 'refused before any work');
   });
 });
