@@ -115,6 +115,14 @@ describe('a run that diverges', () => {
     assert.deepEqual(stepsOf('lr1e6'), []);
   });
 
+  test('on 2 workers every rank stops at the same step, with the same words (no rank left waiting)', () => {
+    const r = train(recipe('lr1e8-two', { learning_rate: '1e8' }), ['--workers', '2']);
+    assert.equal(r.signal, null, 'the run ended by itself');
+    assert.notEqual(r.status, 0);
+    assert.match(errorLine(r), /rank \d: step 2: the gradient norm is NaN .*no checkpoint of this run is good/);
+    assert.deepEqual(stepsOf('lr1e8-two'), []);
+  });
+
   test('learning_rate 10: a loss 10 times its recent mean stops the run (training.divergence_factor); null lets it run', () => {
     const r = train(recipe('lr10', { learning_rate: 10 }));
     assert.notEqual(r.status, 0);
