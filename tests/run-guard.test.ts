@@ -75,9 +75,15 @@ function checkpointParts(step: number, poison?: { where: 'weight' | 'm' | 'v'; n
   return { weights, vocab, moments: { m, v }, state };
 }
 
-function save(runDir: string, step: number, keepLast: number, poison?: Parameters<typeof checkpointParts>[1]): string {
+function save(
+  runDir: string,
+  step: number,
+  keepLast: number,
+  poison?: Parameters<typeof checkpointParts>[1],
+  spare: string | null = null,
+): string {
   const p = checkpointParts(step, poison);
-  return saveCheckpoint(runDir, config, p.weights, p.vocab, p.moments, p.state, keepLast);
+  return saveCheckpoint(runDir, config, p.weights, p.vocab, p.moments, p.state, keepLast, false, spare);
 }
 
 test('a checkpoint is written only from finite weights and AdamW moments: otherwise nothing is written, naming the tensor', () => {
@@ -100,15 +106,17 @@ test('a checkpoint is written only from finite weights and AdamW moments: otherw
   assert.deepEqual(fs.readdirSync(runDir), ['step-1'], 'no step-2, no temporary folder');
 });
 
-test('keep_last: the checkpoint just written is kept, with the one before it until a step proves it; older runs with higher steps do not push it out', () => {
+test('keep_last: the checkpoint just written is kept, and the spared one (the last proven) until the trainer prunes; older runs with higher steps do not push it out', () => {
   const runDir = tempDir('keep-');
-  for (const s of [1, 2, 3]) save(runDir, s, 1);
+  save(runDir, 1, 1);
+  save(runDir, 2, 1, undefined, path.join(runDir, 'step-1'));
+  save(runDir, 3, 1, undefined, path.join(runDir, 'step-2'));
   assert.deepEqual(
     listCheckpoints(runDir).map((d) => path.basename(d)),
     ['step-2', 'step-3'],
-    'keep_last 1, and the one before the newest',
+    'keep_last 1, and the spared one',
   );
-  pruneCheckpoints(runDir, 1);
+  pruneCheckpoints(runDir, 1, path.join(runDir, 'step-3'));
   assert.deepEqual(
     listCheckpoints(runDir).map((d) => path.basename(d)),
     ['step-3'],
@@ -120,7 +128,7 @@ test('keep_last: the checkpoint just written is kept, with the one before it unt
   assert.ok(fs.existsSync(written), 'step-3 is kept');
   assert.deepEqual(
     listCheckpoints(other).map((d) => path.basename(d)),
-    ['step-3', 'step-6'],
+    ['step-3'],
   );
 });
 

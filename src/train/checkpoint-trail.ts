@@ -35,9 +35,14 @@ export class CheckpointTrail {
   /** A healthy step ran from the pending checkpoint's weights: it is good, and keep_last applies as set. */
   proven(): void {
     if (!this.pending) return;
-    const { ours } = this.pending;
+    const { dir, ours } = this.pending;
     this.pending = null;
-    if (ours && this.files) pruneCheckpoints(this.runDir, this.keepLast);
+    if (ours && this.files) pruneCheckpoints(this.runDir, this.keepLast, dir);
+  }
+
+  /** The checkpoint keep_last must spare while a new one is pending: the newest proven one (all older than the pending are). */
+  spare(): string | null {
+    return listCheckpoints(this.runDir).at(-1) ?? null;
   }
 
   /**

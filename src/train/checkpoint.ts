@@ -4,7 +4,7 @@
 // training_state/optimizer.safetensors (AdamW moments) and training_state/trainer_state.json (step,
 // epoch, sampler position, learning rate, recipe key). A checkpoint is written into step-<N>.tmp/ and renamed, so a
 // crash never leaves a half-written step-<N>/; the newest keep_last are kept, and the best (step-best,
-// best.ts) besides. Only finite weights and moments are written (a diverged run never leaves a checkpoint
+// best.ts) besides, and while the newest is not yet proven good, the one before it (checkpoint-trail.ts). Only finite weights and moments are written (a diverged run never leaves a checkpoint
 // that eval, export or a resume would trust). A run starts from its newest checkpoint (or a given one) only
 // when it was written with the same recipe key (run-dir.ts); trainer_state.json also records the keyed
 // fields themselves, so that a refusal names those that differ.
@@ -57,6 +57,8 @@ export function saveCheckpoint(
   keepLast: number,
   /** This checkpoint is the run's best so far: step-best points to it. */
   best = false,
+  /** A checkpoint keep_last must not delete now (the run's last proven one, checkpoint-trail.ts). */
+  spare: string | null = null,
 ): string {
   const final = path.join(runDir, `step-${state.step}`);
   // Checked before anything is written: a checkpoint is what a resume, eval and export trust.
@@ -81,23 +83,22 @@ export function saveCheckpoint(
   fs.rmSync(final, { recursive: true, force: true });
   fs.renameSync(tmp, final);
   if (best) pointBest(runDir, final);
-  // Until a step has run from the new checkpoint's weights, the one before it is the run's good one: kept too.
-  pruneCheckpoints(runDir, keepLast + 1, final);
+  pruneCheckpoints(runDir, keepLast, final, spare);
   return final;
 }
 
 /**
- * Deletes the run's checkpoints beyond the newest `keepLast`, never `keep` (the one just written) nor the
- * one step-best points to.
+ * Deletes the run's checkpoints beyond the newest `keepLast`, never `keep` (the one just written, counted as
+ * the newest), `spare`, nor the one step-best points to.
  */
-export function pruneCheckpoints(runDir: string, keepLast: number, keep: string | null = null): void {
-  const best = bestTarget(runDir);
+export function pruneCheckpoints(runDir: string, keepLast: number, keep: string | null = null, spare: string | null = null): void {
+  const spared = new Set([bestTarget(runDir), spare && path.resolve(spare)]);
   const k = keep && path.resolve(keep);
   // The one just written counts as the newest, whatever older runs left with higher step numbers.
   const order = listCheckpoints(runDir).filter((d) => path.resolve(d) !== k);
   if (k) order.push(k);
   for (const old of order.slice(0, Math.max(0, order.length - keepLast)))
-    if (path.resolve(old) !== best) fs.rmSync(old, { recursive: true, force: true });
+    if (!spared.has(path.resolve(old))) fs.rmSync(old, { recursive: true, force: true });
 }
 
 /** The files of a checkpoint, into the temporary folder `tmp`. */
@@ -311,6 +312,7 @@ export function saveTraining(
   state: TrainerState,
   keepLast: number,
   best = false,
+  spare: string | null = null,
 ): string {
   const { m, v } = opt.state();
   const moments = { m: new Map<string, Float32Array>(), v: new Map<string, Float32Array>() };
@@ -319,5 +321,5 @@ export function saveTraining(
     moments.m.set(n, (m.get(p.name)?.dataSync() as Float32Array) ?? new Float32Array(p.size));
     moments.v.set(n, (v.get(p.name)?.dataSync() as Float32Array) ?? new Float32Array(p.size));
   }
-  return saveCheckpoint(runDir, config, draft.exportWeights(), vocab, moments, state, keepLast, best);
+  return saveCheckpoint(runDir, config, draft.exportWeights(), vocab, moments, state, keepLast, best, spare);
 }

@@ -215,7 +215,8 @@ async function train(ctx: RankContext, at: Standing): Promise<TrainResult> {
           const tau = lastEval?.step === state.step ? lastEval.tau : null;
           const isBest = tau !== null && (best === null || tau > best.tau);
           try {
-            saveTraining(runDir, draftConfig, draft, data.vocab, opt, state, t.keep_last, isBest);
+            // Until a step has run from the new checkpoint, the one before it stays: it is the run's good one.
+            saveTraining(runDir, draftConfig, draft, data.vocab, opt, state, t.keep_last, isBest, trail.spare());
           } catch (e) {
             if (!(e instanceof CheckpointError)) throw e;
             // Weights or moments that are not finite: nothing was written; the run stops naming a good checkpoint.
