@@ -58,9 +58,11 @@ function decide(o: Parameters<typeof claimRunDir>[0]): string | null {
     clearRun(runDir);
     return null;
   }
-  const from = o.resume === 'latest' ? (checkpoints.at(-1) ?? null) : path.resolve(o.resume);
-  if (!from) return 'latest'; // the ranks say the run starts fresh
-  if (!fs.existsSync(from)) throw new RunClaimError(`--resume ${o.resume}: ${from} does not exist`);
+  const given = o.resume === 'latest' ? (checkpoints.at(-1) ?? null) : path.resolve(o.resume);
+  if (!given) return 'latest'; // the ranks say the run starts fresh
+  if (!fs.existsSync(given)) throw new RunClaimError(`--resume ${o.resume}: ${given} does not exist`);
+  // step-best: the step-N it points to, which is what the run continues (and what a divergence names).
+  const from = fs.lstatSync(given).isSymbolicLink() ? path.resolve(path.dirname(given), fs.readlinkSync(given)) : given;
   const state = readTrainerState(from);
   checkResumable(from, state, o.recipeKey, o.recipe);
   readJsonObject(path.join(from, 'config.json'), 'a draft config'); // compared with the recipe's draft once the vocabulary is known

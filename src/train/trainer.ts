@@ -148,7 +148,7 @@ async function train(ctx: RankContext, at: Standing): Promise<TrainResult> {
   const stop = (step: number, why: string, everyRank: boolean): never => {
     const where = trail.diverged();
     // step-best may have pointed at the checkpoint set aside.
-    if (runLog) best = restoreBest(runDir, state.step, runLog.evalTaus());
+    if (runLog) restoreBest(runDir, state.step, runLog.evalTaus());
     if (everyRank) ctx.collective.barrier(); // the others wait until rank 0 has moved the files
     throw new Error(
       `step ${step}: ${why}; training diverged and stopped: ${where}. Lower training.learning_rate (${t.learning_rate}) or check the data, and start again (--overwrite, or another training.run_id)`,
