@@ -10,7 +10,7 @@ import type { DraftConfig } from '../src/draft/config.ts';
 import { Eagle3Draft, draftTensorShapes } from '../src/draft/eagle3.ts';
 import { SafetensorsFile } from '../src/io/safetensors.ts';
 import { softCrossEntropy } from '../src/train/soft-cross-entropy.ts';
-import { prepareTeacher, tttGradients, simulatedAcceptanceLength, stepAccuracies, tttForward } from '../src/train/ttt.ts';
+import { prepareTeacher, tttGradients, tttLosses, simulatedAcceptanceLength, stepAccuracies, tttForward } from '../src/train/ttt.ts';
 import { Rng } from '../src/util/random.ts';
 import { fixture, maxAbs, maxAbsDiff } from './helpers.ts';
 import { finiteDifference, plainEagle3Forward } from './reference/plain-eagle3.ts';
@@ -256,6 +256,31 @@ describe('EAGLE-3 TTT vs the plain loop reference (other shapes)', () => {
     assert.deepEqual(ort.draftArgmax, plain.draftArgmax);
     for (const [k, g] of Object.entries(plain.grads)) assert.ok(maxAbsDiff(ort.grads[k], g) <= 1e-5, `gradient of ${k}`);
     tf.dispose([teacher.probs, batch.aux, batch.targetLogits, emb]);
+    draft.dispose();
+  });
+
+  test('held-out losses (tttLosses, one scope per step) equal the taped forward and hold nothing after', () => {
+    const draft = new Eagle3Draft(c, weights);
+    const batch = {
+      inputIds,
+      lossMask,
+      aux: tf.tensor3d(aux, [B, T, 3 * c.targetHiddenSize]),
+      targetLogits: tf.tensor3d(logits, [B, T, 30]),
+    };
+    const teacher = prepareTeacher(batch, { used, t2d });
+    const emb = tf.tensor2d(embed, [30, c.hiddenSize]);
+    const out = tttForward(draft, emb, batch.aux, teacher, ttt, { lossChunkRows: 4 });
+    const before = tf.memory().numTensors;
+    const eval_ = tttLosses(draft, emb, batch.aux, teacher, ttt, { lossChunkRows: 4 });
+    assert.equal(tf.memory().numTensors, before);
+    assert.ok(
+      maxAbsDiff(
+        eval_.stepLosses,
+        out.stepLosses.map((l) => l.dataSync()[0]),
+      ) <= 1e-6,
+    );
+    assert.deepEqual(eval_.draftArgmax, out.draftArgmax);
+    tf.dispose([out.total, ...out.stepLosses, teacher.probs, batch.aux, batch.targetLogits, emb]);
     draft.dispose();
   });
 
