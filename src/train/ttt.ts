@@ -239,6 +239,36 @@ export function tttForward(
 }
 
 /**
+ * The TTT steps forward without a tape, each in its own scope, carrying only each step's input hidden
+ * (fc(aux) at step 0) and its keys and values; `each` sees step i's output inside that step's scope.
+ */
+function scopedForward(
+  draft: Eagle3Draft,
+  embedding: FrozenEmbedding,
+  aux: tf.Tensor3D,
+  teacher: Teacher,
+  s: StepSetup,
+  tttLength: number,
+  each?: (i: number, out: tf.Tensor3D) => void,
+): { hiddens: tf.Tensor3D[]; kvs: StepKV[] } {
+  const hiddens: tf.Tensor3D[] = [];
+  const kvs: StepKV[] = [];
+  let hidden = tf.tidy(() => draft.projectFeatures(aux));
+  for (let i = 0; i < tttLength; i++) {
+    hiddens.push(hidden);
+    const step = tf.tidy(() => {
+      const { out, kv } = stepLayer(draft, embedding, teacher, s, i, hidden, kvs);
+      each?.(i, out);
+      return { out, k: kv.k, v: kv.v };
+    });
+    kvs.push({ k: step.k, v: step.v });
+    hidden = step.out;
+  }
+  hidden.dispose();
+  return { hiddens, kvs };
+}
+
+/**
  * tttForward's losses and argmax without gradients (held-out evaluation), each step in its own scope: a
  * single tidy over the unrolled loop would hold every step's activations until the end (about 1 GiB a
  * step at T = 2048 with a 0.6B target's draft). Only each step's output, keys and values are carried.
@@ -254,21 +284,12 @@ export function tttLosses(
   const s = stepSetup(draft, teacher, { ...opts, keepLogits: false });
   const stepLosses: number[] = [];
   const draftArgmax: number[][][] = [];
-  const kvs: StepKV[] = [];
-  let hidden = tf.tidy(() => draft.projectFeatures(aux));
-  for (let i = 0; i < tttLength; i++) {
-    const step = tf.tidy(() => {
-      const { out, kv } = stepLayer(draft, embedding, teacher, s, i, hidden, kvs);
-      const { loss, argmax } = stepLoss(draft, teacher, s, i, out);
-      stepLosses.push(loss.dataSync()[0]);
-      draftArgmax.push(argmax);
-      return { out, k: kv.k, v: kv.v };
-    });
-    kvs.push({ k: step.k, v: step.v });
-    hidden.dispose();
-    hidden = step.out;
-  }
-  tf.dispose([hidden, ...kvs.flatMap(({ k, v }) => [k, v]), s.causal]);
+  const { hiddens, kvs } = scopedForward(draft, embedding, aux, teacher, s, tttLength, (i, out) => {
+    const { loss, argmax } = stepLoss(draft, teacher, s, i, out);
+    stepLosses.push(loss.dataSync()[0]);
+    draftArgmax.push(argmax);
+  });
+  tf.dispose([...hiddens, ...kvs.flatMap(({ k, v }) => [k, v]), s.causal]);
   return { stepLosses, draftArgmax };
 }
 
@@ -303,19 +324,7 @@ export function tttGradients(
   const s = stepSetup(draft, teacher, { ...opts, keepLogits: false });
   const vars = draft.variables().filter((v) => v.trainable);
   // Forward, untaped: each step's input hidden, keys and values.
-  const hiddens: tf.Tensor3D[] = [];
-  const kvs: StepKV[] = [];
-  let hidden = tf.tidy(() => draft.projectFeatures(aux));
-  for (let i = 0; i < tttLength; i++) {
-    hiddens.push(hidden);
-    const step = tf.tidy(() => {
-      const { out, kv } = stepLayer(draft, embedding, teacher, s, i, hidden, kvs);
-      return { out, k: kv.k, v: kv.v };
-    });
-    kvs.push({ k: step.k, v: step.v });
-    hidden = step.out;
-  }
-  hidden.dispose();
+  const { hiddens, kvs } = scopedForward(draft, embedding, aux, teacher, s, tttLength);
   const t1 = performance.now();
   opts.phases?.add('forward', t1 - t0);
   // Backward, last step first. dK[j], dV[j]: gradients reaching step j's keys and values from later steps.
