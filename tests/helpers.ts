@@ -356,3 +356,88 @@ export async function assertExactResume(o: {
   assert.deepEqual(state(runDir), state(reference));
   assert.equal(state(runDir).step, to);
 }
+
+/** x / |x| of row `i` of a row-major [*, H] table. */
+function unitRow(t: Float32Array, i: number, H: number): Float32Array {
+  const e = t.subarray(i * H, (i + 1) * H);
+  const n = Math.hypot(...e);
+  return e.map((v) => v / n);
+}
+
+/**
+ * Weights of a target for `c` (untied lm_head) whose greedy next token is next[x] after token x, nearly
+ * whatever came before: random weights whose decoder layers add little (o_proj and down_proj scaled by
+ * `layerScale`), a final norm of ones, and lm_head row y the unit embeddings of the tokens x with next[x] = y
+ * (next[x] < 0: x has no say; its successor is whichever row its embedding happens to favour).
+ */
+export function cycleTargetWeights(c: ModelConfig, seed: number, next: ArrayLike<number>, layerScale = 0.05): Map<string, StoredTensor> {
+  const w = randomWeights(c, seed);
+  for (const [n, t] of w)
+    if (/\.(o_proj|down_proj)\.weight$/.test(n)) (t.data as Float32Array).forEach((v, i, a) => (a[i] = v * layerScale));
+  const H = c.hiddenSize;
+  (w.get('model.norm.weight')!.data as Float32Array).fill(1);
+  const embed = w.get('model.embed_tokens.weight')!.data as Float32Array;
+  const head = new Float32Array(c.vocabSize * H);
+  for (let x = 0; x < c.vocabSize; x++) {
+    if (next[x] < 0) continue;
+    const u = unitRow(embed, x, H);
+    for (let i = 0; i < H; i++) head[next[x] * H + i] += 4 * u[i];
+  }
+  w.set('lm_head.weight', { dtype: 'F32', shape: [c.vocabSize, H], data: head });
+  return w;
+}
+
+/**
+ * Weights of a draft that guesses well by construction for a cycleTargetWeights target (`next`, `embed`:
+ * its map and embedding table), from `base` (a draft's weights, SGLang names, PyTorch layout). fc passes
+ * the last aux layer's features (about the current token's embedding e_x) through; the MLP is a lookup
+ * that turns e_x into e_next[x] for up to intermediate_size tokens (`tokens`), one unit each; attention adds
+ * a little (o_proj scaled by 0.02); lm_head is the target's over the draft vocabulary. A context position
+ * with token x thus predicts next[next[x]] (EAGLE-3's token two ahead), and each tree node one step further.
+ */
+export function cycleDraftWeights(
+  base: Map<string, { shape: number[]; data: Float32Array }>,
+  embed: Float32Array,
+  next: ArrayLike<number>,
+  used: Int32Array,
+  tokens: number[],
+): Map<string, Float32Array> {
+  const w = new Map([...base].map(([n, t]) => [n, Float32Array.from(t.data)]));
+  const [H, F] = base.get('fc.weight')!.shape;
+  const I = base.get('midlayer.mlp.gate_proj.weight')!.shape[0];
+  if (tokens.length > I) throw new Error(`cycleDraftWeights: ${tokens.length} tokens, but the MLP has ${I} units`);
+  const fc = new Float32Array(H * F);
+  for (let i = 0; i < H; i++) fc[i * F + (F - H) + i] = 1;
+  w.set('fc.weight', fc);
+  w.set(
+    'midlayer.self_attn.o_proj.weight',
+    w.get('midlayer.self_attn.o_proj.weight')!.map((x) => 0.02 * x),
+  );
+  const gate = new Float32Array(I * H);
+  const up = new Float32Array(I * H);
+  const down = new Float32Array(H * I);
+  // Unit k fires (silu(3 * 5.7)) for the RMS-normalised e_x of its token, barely for others (silu(3 * ~1)).
+  const own = (3 * Math.sqrt(H) * (3 * Math.sqrt(H))) / (1 + Math.exp(-3 * Math.sqrt(H)));
+  tokens.forEach((x, k) => {
+    const u = unitRow(embed, x, H);
+    for (let i = 0; i < H; i++) {
+      gate[k * H + i] = 3 * u[i];
+      up[k * H + i] = 3 * u[i];
+      down[i * I + k] = (embed[next[x] * H + i] - embed[x * H + i]) / own;
+    }
+  });
+  for (const n of ['midlayer.post_attention_layernorm.weight', 'norm.weight']) w.get(n)!.fill(1);
+  w.set('midlayer.mlp.gate_proj.weight', gate);
+  w.set('midlayer.mlp.up_proj.weight', up);
+  w.set('midlayer.mlp.down_proj.weight', down);
+  const head = new Float32Array(used.length * H);
+  const row = new Map(Array.from(used, (t, j) => [t, j]));
+  for (let x = 0; x < next.length; x++) {
+    const j = row.get(next[x]);
+    if (j === undefined) continue;
+    const u = unitRow(embed, x, H);
+    for (let i = 0; i < H; i++) head[j * H + i] += 4 * u[i];
+  }
+  w.set('lm_head.weight', head);
+  return w;
+}
