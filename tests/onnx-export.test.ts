@@ -24,7 +24,7 @@ import { exportDraftOnnx } from '../src/export/onnx.ts';
 import { parseModelConfig } from '../src/io/hf-config.ts';
 import { writeSafetensors } from '../src/io/safetensors.ts';
 import { TfjsTarget } from '../src/target/tfjs-target.ts';
-import { maxAbsDiff, prng, randomWeights, removeTempDirs, tempDir, writeDraftCheckpoint } from './helpers.ts';
+import { maxAbsDiff, prng, randomWeights, removeTempDirs, specforge, tempDir, writeDraftCheckpoint } from './helpers.ts';
 
 const V = 40;
 const targetConfig = parseModelConfig({
@@ -658,31 +658,24 @@ describe('bad checkpoints', () => {
 
 describe('command line', () => {
   test('export-onnx --format onnx,sglang --format specexit writes every serving target into its own subfolder', async () => {
-    const { spawnSync } = await import('node:child_process');
-    const bin = fileURLToPath(new URL('../bin/specforge.js', import.meta.url));
     const out = path.join(dir, 'all');
-    const r = spawnSync(
-      process.execPath,
-      [
-        bin,
-        'export-onnx',
-        '--checkpoint',
-        path.join(dir, 'ckpt'),
-        '--out',
-        out,
-        '--format',
-        'onnx,sglang',
-        '--format',
-        'specexit',
-        '--quantize',
-        'int8',
-        '--topk',
-        '3',
-        '--target',
-        path.join(dir, 'target'),
-      ],
-      { encoding: 'utf8' },
-    );
+    const r = specforge([
+      'export-onnx',
+      '--checkpoint',
+      path.join(dir, 'ckpt'),
+      '--out',
+      out,
+      '--format',
+      'onnx,sglang',
+      '--format',
+      'specexit',
+      '--quantize',
+      'int8',
+      '--topk',
+      '3',
+      '--target',
+      path.join(dir, 'target'),
+    ]);
     assert.equal(r.status, 0, r.stderr);
     for (const f of [
       'onnx/model.onnx',
@@ -699,11 +692,7 @@ describe('command line', () => {
     const session = await ort.InferenceSession.create(path.join(out, 'onnx', 'model.onnx'));
     assert.deepEqual(session.outputNames, info.outputs);
     await session.release();
-    const bad = spawnSync(
-      process.execPath,
-      [bin, 'export-onnx', '--checkpoint', path.join(dir, 'ckpt'), '--out', out, '--format', 'onnx,tflite'],
-      { encoding: 'utf8' },
-    );
+    const bad = specforge(['export-onnx', '--checkpoint', path.join(dir, 'ckpt'), '--out', out, '--format', 'onnx,tflite']);
     assert.equal(bad.status, 1);
     assert.match(bad.stderr, /--format tflite: expected onnx, sglang or specexit/);
   });

@@ -4,9 +4,8 @@
 // by eval and export, reset on a resume before it).
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import { draftConfigFor } from '../src/draft/config.ts';
 import { parseModelConfig } from '../src/io/hf-config.ts';
 import { bestTarget } from '../src/train/best.ts';
@@ -15,10 +14,12 @@ import { curvesSvg } from '../src/train/curves.ts';
 import { RunLog, readMetrics } from '../src/train/run-log.ts';
 import { crc32c, EventFileWriter, encodeEvent, eventFiles, FILE_VERSION, frameRecord, rowScalars } from '../src/train/tensorboard.ts';
 import { niceTicks, tickLabel } from '../src/util/svg.ts';
-import { fixture } from './helpers.ts';
+import { fixture, removeTempDirs, tempDir } from './helpers.ts';
 import { crc32cBitwise, readEventFile, readRecords } from './tensorboard-reader.ts';
 
-const work = fs.mkdtempSync(path.join(os.tmpdir(), 'tracking-test-'));
+after(removeTempDirs);
+
+const work = tempDir('tracking-test-');
 const f32 = (x: number) => Math.fround(x);
 
 const trainRow = (step: number, loss: number) => ({
