@@ -124,7 +124,7 @@ describe('data-parallel training', () => {
     await assertExactResume({ runDir: runDir('killed2'), reference: runDir('two'), from: 5, to: 10, killedRows, resumed });
   });
 
-  test('a rank that fails stops the run with its error; the last checkpoint stays valid and resumes exactly', async () => {
+  test('a rank that fails stops the run with its error; the last checkpoint stays valid and --resume <it> continues exactly', async () => {
     two();
     const file = recipe('fault', 2, 2);
     const failed = specforge(['train', '--recipe', file], { SPECFORGE_INJECT_FAULT: '1:7' });
@@ -140,8 +140,9 @@ describe('data-parallel training', () => {
       killedRows.map((r) => r.step),
       [1, 2, 3, 4, 5, 6, 7],
     );
-    // The checkpoint is whole: resuming from it ends where the uninterrupted 2-worker run ended, to the bit.
-    const resumed = train('--recipe', file, '--resume', 'latest');
+    // The checkpoint is whole: resuming from it (named as a folder) ends where the uninterrupted 2-worker run
+    // ended, to the bit.
+    const resumed = train('--recipe', file, '--resume', path.join(runDir('fault'), 'step-5'));
     await assertExactResume({ runDir: runDir('fault'), reference: runDir('two'), from: 5, to: 10, killedRows, resumed });
   });
 });

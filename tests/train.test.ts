@@ -51,9 +51,11 @@ const offline = once(() => {
   assert.equal(r.status, 0, r.stderr + r.stdout);
   return r;
 });
-/** The uninterrupted 8-step run, checkpoints at 4 and 8, that the interrupted one is compared with. */
+/** Checkpoints every 2 steps of 8, the newest 2 kept. */
+const rotating = { max_steps: 8, save_interval: 2, keep_last: 2 };
+/** The uninterrupted run that the interrupted one is compared with. */
 const whole = once(() => {
-  const r = run('--recipe', recipe('whole', { max_steps: 8, save_interval: 4 }));
+  const r = run('--recipe', recipe('whole', rotating));
   assert.equal(r.status, 0, r.stderr + r.stdout);
   return r;
 });
@@ -109,27 +111,30 @@ describe('train', () => {
 
   test('a run killed after a checkpoint resumes from it and ends bit-identical to the uninterrupted run', async () => {
     whole();
-    const file = recipe('killed', { max_steps: 8, save_interval: 4 });
-    // Stopped for good before step 7 (steps 1-6 trained and logged, step-4 saved), then killed.
-    await killAtMarker(['train', '--recipe', file], /rank 0: injected hang at step 6 /, { env: { SPECFORGE_INJECT_FAULT: '0:6:hang' } });
-    assert.deepEqual(stepDirs(runDir('killed')), ['step-4']);
+    // keep_last 2: of the checkpoints at 2, 4, 6 and 8, the last two are left.
+    assert.deepEqual(stepDirs(runDir('whole')), ['step-6', 'step-8']);
+    const file = recipe('killed', rotating);
+    // Stopped for good before step 6 (steps 1-5 trained and logged, step-2 and step-4 saved), then killed.
+    await killAtMarker(['train', '--recipe', file], /rank 0: injected hang at step 5 /, { env: { SPECFORGE_INJECT_FAULT: '0:5:hang' } });
+    assert.deepEqual(stepDirs(runDir('killed')), ['step-2', 'step-4']);
     const killedRows = metricsRows(runDir('killed'));
     assert.deepEqual(
       killedRows.map((r) => r.step),
-      [1, 2, 3, 4, 5, 6],
+      [1, 2, 3, 4, 5],
     );
     const resumed = run('--recipe', file, '--resume', 'latest');
     await assertExactResume({ runDir: runDir('killed'), reference: runDir('whole'), from: 4, to: 8, killedRows, resumed });
+    assert.deepEqual(stepDirs(runDir('killed')), ['step-6', 'step-8']);
   });
 
   test('resuming with a changed recipe is refused, and changes nothing', () => {
     whole();
     const before = fs.readFileSync(path.join(runDir('whole'), 'metrics.jsonl'));
-    const changed = recipe('whole-changed', { max_steps: 8, save_interval: 4, learning_rate: 0.01, run_id: 'whole' });
+    const changed = recipe('whole-changed', { ...rotating, learning_rate: 0.01, run_id: 'whole' });
     const r = run('--recipe', changed, '--resume', 'latest');
     assert.equal(r.status, 1, r.stdout);
     assert.match(r.stderr, /whole\/step-8: written by a run with other model, data or training settings/);
     assert.ok(fs.readFileSync(path.join(runDir('whole'), 'metrics.jsonl')).equals(before));
-    assert.deepEqual(stepDirs(runDir('whole')), ['step-4', 'step-8']);
+    assert.deepEqual(stepDirs(runDir('whole')), ['step-6', 'step-8']);
   });
 });
