@@ -214,6 +214,41 @@ describe('capture', () => {
     assert.doesNotMatch(again.stdout, /draft vocabulary/);
   });
 
+  test('a store is tied to its target: a fine-tuned target (other weights) or another target is refused by capture and train, naming the fields', async () => {
+    const dir = capturedStore('direct').dir;
+    const before = files(dir);
+    // Fine-tuned: the same config and tokenizer, other weights everywhere.
+    const tuned = path.join(work, 'tuned-target');
+    await makeRandomTarget(tuned, 4);
+    // Another target: another config too (a deeper model).
+    const other = path.join(work, 'other-target');
+    await makeRandomTarget(other, 3);
+    const config = JSON.parse(fs.readFileSync(path.join(other, 'config.json'), 'utf8'));
+    const { parseModelConfig } = await import('../src/io/hf-config.ts');
+    const { writeSafetensors } = await import('../src/io/safetensors.ts');
+    config.num_hidden_layers = 7;
+    fs.writeFileSync(path.join(other, 'config.json'), JSON.stringify(config));
+    writeSafetensors(path.join(other, 'model.safetensors'), randomWeights(parseModelConfig(config), 3));
+    const hash = '"[0-9a-f]{64}"';
+    for (const [t, fields] of [
+      [tuned, [`target.weights_sha256: store has ${hash}, expected ${hash}`]],
+      [other, [`target.config_sha256: store has ${hash}, expected ${hash}`, `target.weights_sha256: store has ${hash}, expected ${hash}`]],
+    ] as const) {
+      const file = recipe(`direct-${path.basename(t)}`, training(1), { target: t, store: 'direct' });
+      const mismatch = new RegExp(
+        `direct/train does not match the recipe \\(${fields.length} fields?\\).*${fields.map((f) => `\\n {2}${f}`).join('')}$`,
+        'm',
+      );
+      for (const cmd of ['capture', 'train']) {
+        const r = cli(cmd, '--recipe', file);
+        assert.equal(r.status, 1, r.stdout);
+        assert.match(r.stderr, mismatch, `${cmd} with ${path.basename(t)}`);
+      }
+    }
+    const after = files(dir);
+    for (const [f, bytes] of before) assert.ok(after.get(f)!.equals(bytes), `${f} was rewritten`);
+  });
+
   test("model.draft_vocab_size changed: train rebuilds the vocabulary from the store's own data, and keeps its features", () => {
     capturedStore('whole');
     fs.cpSync(path.join(work, 'whole'), path.join(work, 'revocab'), { recursive: true });
