@@ -324,6 +324,28 @@ describe('float32 export', () => {
     }
   });
 
+  test("external data 'auto': weights stay inline up to the switch (1 GiB by default) and go to model.onnx.data past it", async () => {
+    const { AUTO_EXTERNAL_BYTES, writeOnnxModel } = await import('../src/io/onnx-write.ts');
+    const { buildDraftModel } = await import('../src/export/onnx-draft.ts');
+    const { loadDraftCheckpoint } = await import('../src/draft/load.ts');
+    assert.equal(AUTO_EXTERNAL_BYTES, 2 ** 30);
+    const { draft: d, config: c, used } = loadDraftCheckpoint(path.join(dir, 'ckpt'));
+    const model = buildDraftModel(c, d.exportWeights(), used, { quantize: null, topk: 0, embed: null });
+    d.dispose();
+    const total = model.graph.initializers.reduce((s, t) => s + (t.raw?.length ?? 0), 0);
+    const at = path.join(dir, 'auto-at', 'model.onnx');
+    const past = path.join(dir, 'auto-past', 'model.onnx');
+    for (const f of [at, past]) fs.mkdirSync(path.dirname(f), { recursive: true });
+    assert.deepEqual(writeOnnxModel(at, model, 'auto', total), [at]);
+    assert.deepEqual(writeOnnxModel(past, model, 'auto', total - 1), [past, `${past}.data`]);
+    // The larger tensors moved (those under 1 KiB stay inline).
+    const moved = fs.statSync(at).size - fs.statSync(past).size;
+    assert.ok(moved >= total / 2, `${moved} of ${total} weight bytes moved out of the model`);
+    assert.ok(fs.statSync(`${past}.data`).size >= moved, 'into the data file');
+    // Either way ONNX Runtime loads it.
+    for (const f of [at, past]) await (await ort.InferenceSession.create(f)).release();
+  });
+
   test('without --target the model takes inputs_embeds and gives the same outputs', async () => {
     const out = path.join(dir, 'f32-embeds');
     exportDraftOnnx(path.join(dir, 'ckpt'), out, {});
