@@ -24,7 +24,8 @@ import { exportDraftOnnx } from '../src/export/onnx.ts';
 import { parseModelConfig } from '../src/io/hf-config.ts';
 import { writeSafetensors } from '../src/io/safetensors.ts';
 import { TfjsTarget } from '../src/target/tfjs-target.ts';
-import { maxAbsDiff, prng, randomWeights, removeTempDirs, specforge, tempDir, writeDraftCheckpoint } from './helpers.ts';
+import { assertSameTensors, maxAbsDiff, prng, randomWeights, removeTempDirs, specforge, tempDir, writeDraftCheckpoint } from './helpers.ts';
+import { SafetensorsFile } from '../src/io/safetensors.ts';
 
 const V = 40;
 const targetConfig = parseModelConfig({
@@ -714,6 +715,22 @@ describe('command line', () => {
     const session = await ort.InferenceSession.create(path.join(out, 'onnx', 'model.onnx'));
     assert.deepEqual(session.outputNames, info.outputs);
     await session.release();
+    // The sglang folder in bfloat16 by default; --dtype f32 keeps the checkpoint's float32 bits.
+    assert.equal(new SafetensorsFile(path.join(out, 'sglang', 'model.safetensors')).info('fc.weight').dtype, 'BF16');
+    const f32 = specforge([
+      'export-onnx',
+      '--checkpoint',
+      path.join(dir, 'ckpt'),
+      '--out',
+      path.join(dir, 'f32'),
+      '--format',
+      'sglang',
+      '--dtype',
+      'f32',
+    ]);
+    assert.equal(f32.status, 0, f32.stderr);
+    await assertSameTensors(path.join(dir, 'ckpt', 'model.safetensors'), path.join(dir, 'f32', 'sglang', 'model.safetensors'));
+    assert.equal(JSON.parse(fs.readFileSync(path.join(dir, 'f32', 'sglang', 'config.json'), 'utf8')).torch_dtype, 'float32');
     const bad = specforge(['export-onnx', '--checkpoint', path.join(dir, 'ckpt'), '--out', out, '--format', 'onnx,tflite']);
     assert.equal(bad.status, 1);
     assert.match(bad.stderr, /--format tflite: expected onnx, sglang or specexit/);
