@@ -56,5 +56,9 @@ test('train and capture: a missing recipe, an unknown field, a missing target or
     oneLineError(run(cmd, '--recipe', noTarget), /no-target\/config\.json: cannot read \(ENOENT/);
     oneLineError(run(cmd, '--recipe', noData), /none\.jsonl: cannot read data file \(ENOENT/);
   }
+  // --backend auto takes the first backend that loads, and says which.
+  const auto = run('capture', '--recipe', noData, '--backend', 'auto');
+  oneLineError(auto, /none\.jsonl: cannot read data file/);
+  assert.match(auto.stdout, /^backend: (node-gpu|node|wasm) \(tfjs '(tensorflow|wasm)'\)$/m);
   assert.ok(!fs.existsSync(path.join(dir, 'store')), 'nothing written');
 });
