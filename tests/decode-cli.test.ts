@@ -21,7 +21,7 @@ import { tempDir } from './helpers.ts';
 const work = tempDir('eval-test-');
 const target = path.join(work, 'target');
 const recipe = path.join(work, 'evalrun.yaml');
-/** A target whose greedy output cycles through ids 6..45 nearly whatever came before, and a draft run that guesses it. */
+/** A target whose greedy output cycles through 40 tokens nearly whatever came before (thinking first), and a draft run that guesses it. */
 const cycleTarget = path.join(work, 'cycle-target');
 const cycleRecipe = path.join(work, 'cyclerun.yaml');
 
@@ -57,42 +57,38 @@ before(async () => {
   const save = (run: string, d: Eagle3Draft) => {
     const weights = d.exportWeights();
     const zeros = new Map([...weights].map(([n, w]) => [n, new Float32Array(w.data.length)]));
-    saveCheckpoint(
-      path.join(work, 'ckpt', run),
-      draftConfig,
-      weights,
-      { d2t: new BigInt64Array(Vd), t2d },
-      { m: zeros, v: zeros },
-      state,
-      3,
-    );
+    saveCheckpoint(path.join(work, 'ckpt', run), d.config, weights, { d2t: new BigInt64Array(Vd), t2d }, { m: zeros, v: zeros }, state, 3);
   };
   save('evalrun', draft);
 
-  // The cycle target: after a token of S (ids 6..45) comes the next one of S; after another token, whichever
-  // token of S the lm_head rows happen to favour.
-  const S = Array.from({ length: 40 }, (_, i) => 6 + i);
-  const next = Array.from({ length: tok.vocabSize }, (_, x) => (S.includes(x) ? S[(S.indexOf(x) + 1) % S.length] : -1));
+  // The cycle target: after a token of S comes the next one of S; after the generation prompt's last token
+  // ("\n") <think>; after another token, whichever token the lm_head rows happen to favour. S thinks for 10
+  // tokens with one paragraph break ("\n\n") after 2, closes thinking and states 13, in words otherwise.
+  const [nl, nn, think, endThink, n13] = ['\n', '\n\n', '<think>', '</think>', ' 13'].map((t) => tok.encode(t)[0]);
+  const words = [
+    12, 13, 19, 22, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 9, 10, 11, 14,
+    15, 18,
+  ];
+  assert.ok(words.every((w) => !/\d|\n|think/.test(tok.decode([w]))));
+  const S = [think, ...words.slice(0, 2), nn, ...words.slice(2, 9), endThink, n13, ...words.slice(9)];
+  assert.equal(new Set(S).size, 40);
+  const next = Array.from({ length: tok.vocabSize }, (_, x) => (S.includes(x) ? S[(S.indexOf(x) + 1) % S.length] : x === nl ? think : -1));
   const cw = cycleTargetWeights(config, 9, next);
   fs.mkdirSync(cycleTarget, { recursive: true });
   fs.writeFileSync(path.join(cycleTarget, 'config.json'), JSON.stringify(raw));
   writeSafetensors(path.join(cycleTarget, 'model.safetensors'), cw);
   for (const f of ['tokenizer.json', 'tokenizer_config.json'])
     fs.copyFileSync(path.join(repo, 'data', 'tiny-target', f), path.join(cycleTarget, f));
-  // Its MLP knows every fifth token of S but one: chains break there.
+  // Its MLP knows every token of S but every fifth one from the paragraph break on (chains break there),
+  // and the prompt's last; its SpecExit signal rows are zero: confidence and progress 0.5, 1 token remaining.
   const embed = cw.get('model.embed_tokens.weight')!.data as Float32Array;
   const used = Int32Array.from({ length: Vd }, (_, i) => i);
-  const good = new Eagle3Draft(
-    draftConfig,
-    cycleDraftWeights(
-      draft.exportWeights(),
-      embed,
-      next,
-      used,
-      S.filter((_, i) => i % 5 !== 4),
-    ),
-  );
+  const base = Eagle3Draft.init(draftConfigFor(config, [1, 2, 3], Vd, true), 3);
+  const weights = cycleDraftWeights(base.exportWeights(), embed, next, used, [nl, ...S.filter((_, i) => i % 5 !== 4)]);
+  weights.get('specexit.signals.weight')!.fill(0);
+  const good = new Eagle3Draft(base.config, weights);
   save('cyclerun', good);
+  base.dispose();
   good.dispose();
   draft.dispose();
 
@@ -125,7 +121,21 @@ before(async () => {
       `eval:\n  draft_steps: 4\n  max_new_tokens: 10\n` +
       `runtime:\n  backend: wasm\n  seed: 3\n`,
   );
-  fs.writeFileSync(cycleRecipe, fs.readFileSync(recipe, 'utf8').replace(`target: ${target}\n`, `target: ${cycleTarget}\n`));
+  // Reasoning prompts whose reference answer is 13; exits allowed at signals of 0.5, 0.5 and 1 token.
+  fs.writeFileSync(
+    path.join(work, 'reasoning.jsonl'),
+    ['How many apples?', 'How many pears?', 'How many plums?']
+      .map((q) => chat(q, '<think>\nSome thought.\n\nMore.\n</think>\nThe answer is 13.'))
+      .join('\n') + '\n',
+  );
+  fs.writeFileSync(
+    cycleRecipe,
+    `model:\n  target: ${cycleTarget}\n  aux_layer_ids: [1, 2, 3]\n  draft_vocab_size: ${Vd}\n` +
+      `data:\n  train: ${path.join(work, 'reasoning.jsonl')}\n  eval: ${path.join(work, 'reasoning.jsonl')}\n  format: sharegpt\n  template: chatml\n  answer_extractor: last-number\n  store: ${path.join(work, 'store')}\n` +
+      `training:\n  output_dir: ${path.join(work, 'ckpt')}\n` +
+      `eval:\n  draft_steps: 4\n  max_new_tokens: 24\n  exit_thresholds: [0.4, 0.3, 200]\n` +
+      `runtime:\n  backend: wasm\n  seed: 3\n`,
+  );
 });
 
 const run = (...args: string[]) => specforge(['eval', '--recipe', recipe, ...args]);
@@ -247,6 +257,33 @@ describe('specforge eval', () => {
     const bad = run('--draft-onnx', ckpt);
     assert.equal(bad.status, 1);
     assert.match(bad.stderr, /step-5: not an exported ONNX draft/);
+  });
+
+  test('--specexit: exits at the paragraph break save reasoning tokens and keep the answer; a draft without signal heads is refused', () => {
+    const out = path.join(work, 'eval-specexit');
+    const r = specforge(['eval', '--recipe', cycleRecipe, '--specexit', '--out', out]);
+    assert.equal(r.status, 0, r.stderr + r.stdout);
+    const report = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8'));
+    // Without exits each answer thinks for 12 tokens (<think> ... </think>). The first draft chain, all
+    // accepted, holds the paragraph break third of 4: the policy exits, keeps the chain through the break and
+    // emits </think>: 5 tokens. The answer (13) stays.
+    assert.deepEqual(
+      { ...report.specexit, tauWithExit: null },
+      {
+        prompts: 3,
+        exits: 3,
+        reasoningTokens: { full: 12, exit: 5 },
+        reasoningSaved: 1 - 15 / 36,
+        accuracy: { full: 1, exit: 1, of: 3 },
+        tauWithExit: null,
+        thresholds: { confidence: 0.4, progress: 0.3, remaining: 200, alpha: 0.1 },
+      },
+    );
+    assert.match(r.stdout, /SpecExit on 3 prompts: 3 early exits; reasoning tokens per answer 12\.0 -> 5\.0 \(58\.3% saved\)/);
+    assert.match(r.stdout, /answer accuracy 100\.0% without exit, 100\.0% with exit \(3 prompts with a reference answer\)/);
+    const none = run('--specexit', '--limit', '1');
+    assert.equal(none.status, 1, none.stdout);
+    assert.match(none.stderr, /evalrun\/step-5: this draft has no SpecExit signal heads; train it with training\.specexit: true/);
   });
 
   test("without --checkpoint, the run's step-best rather than its newest checkpoint", () => {
