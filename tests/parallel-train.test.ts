@@ -116,8 +116,8 @@ describe('data-parallel training', () => {
   test('a 2-worker run killed after a checkpoint resumes from it and ends bit-identical to the uninterrupted run', async () => {
     two();
     const file = recipe('killed2', 2, 2);
-    // Rank 1 stops for good before step 8 (steps 1-7 trained, step-5 saved; rank 0 waits for it), then the process is killed.
-    await killAtMarker(['train', '--recipe', file], /rank 1: injected hang at step 7 /, { env: { SPECFORGE_INJECT_FAULT: '1:7:hang' } });
+    // Rank 1 stops for good before step 7 (steps 1-6 trained, step-5 saved; rank 0 waits for it), then the process is killed.
+    await killAtMarker(['train', '--recipe', file], /rank 1: injected hang at step 6 /, { env: { SPECFORGE_INJECT_FAULT: '1:6:hang' } });
     assert.deepEqual(stepDirs(runDir('killed2')), ['step-5']);
     const killedRows = metricsRows(runDir('killed2'));
     const resumed = train('--recipe', file, '--resume', 'latest');
