@@ -142,8 +142,11 @@ const run = (...args: string[]) => specforge(['eval', '--recipe', recipe, ...arg
 
 describe('specforge eval', () => {
   test('recipe prompts, greedy chain: table printed, report and chart written under the run folder', () => {
-    const r = run('--limit', '2', '--draft-steps', '3');
+    // --backend auto: the first backend that loads (wasm where tfjs-node is not installed), and it says which.
+    const r = run('--limit', '2', '--draft-steps', '3', '--backend', 'auto');
     assert.equal(r.status, 0, r.stderr + r.stdout);
+    const backend = /^backend: (node-gpu|node|wasm) \(tfjs '(?:tensorflow|wasm)'\)$/m.exec(r.stdout)?.[1];
+    assert.ok(backend, r.stdout);
     assert.match(r.stdout, /eval: 2 prompts, chain of 3, temperature 0/);
     assert.match(r.stdout, /tau \d+\.\d+ tokens\/pass/);
     assert.match(r.stdout, /speedup\s+\d+\.\d+x/);
@@ -152,6 +155,7 @@ describe('specforge eval', () => {
     assert.equal(report.prompts, 2);
     assert.equal(report.settings.mode, 'chain');
     assert.equal(report.settings.checkpoint, path.join(work, 'ckpt', 'evalrun', 'step-5'));
+    assert.equal(report.settings.backend, backend);
     assert.equal(report.positions.length, 3);
     assert.deepEqual(report.identicalToPlain, { identical: 2, of: 2 });
     assert.equal(report.verifyTokens, report.generatedTokens - 2);

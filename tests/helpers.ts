@@ -207,6 +207,19 @@ export async function killAtMarker(
   marker: RegExp,
   o: { env?: Record<string, string>; node?: string[] } = {},
 ): Promise<ChildRun> {
+  return withChildAtMarker(args, marker, o, async () => {});
+}
+
+/**
+ * As killAtMarker, but runs `whileAlive(pid)` once the marker has come, before the kill (which follows
+ * whatever it does or throws).
+ */
+export async function withChildAtMarker(
+  args: string[],
+  marker: RegExp,
+  o: { env?: Record<string, string>; node?: string[] },
+  whileAlive: (pid: number) => Promise<void>,
+): Promise<ChildRun> {
   const full = [...(o.node ?? []), specforgeBin, ...args];
   const child = spawn(process.execPath, full, { env: { ...process.env, ...o.env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const out = { stdout: '', stderr: '' };
@@ -234,7 +247,11 @@ export async function killAtMarker(
       resolve('ended');
     });
   });
-  child.kill('SIGKILL');
+  try {
+    if (seen === 'marker') await whileAlive(child.pid!);
+  } finally {
+    child.kill('SIGKILL');
+  }
   const end = await closed;
   if (seen === 'timeout') throw childFailure(full, `no ${marker} in its output within ${CHILD_TIMEOUT_MS / 1000} s`, out);
   if (seen === 'ended') throw childFailure(full, `ended (status ${end.status}, signal ${end.signal}) before ${marker}`, out);

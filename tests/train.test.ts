@@ -155,13 +155,17 @@ describe('train', () => {
     }
   });
 
-  test('resuming with a changed recipe is refused, and changes nothing', () => {
+  test('resuming with a changed recipe is refused, naming the fields that differ, and changes nothing', () => {
     whole();
     const before = fs.readFileSync(path.join(runDir('whole'), 'metrics.jsonl'));
     const changed = recipe('whole-changed', { ...rotating, learning_rate: 0.01, run_id: 'whole' });
     const r = run('--recipe', changed, '--resume', 'latest');
     assert.equal(r.status, 1, r.stdout);
-    assert.match(r.stderr, /whole\/step-8: written by a run with other model, data or training settings/);
+    assert.match(
+      r.stderr,
+      /whole\/step-8: written by a run with other model, data or training settings \(training\.learning_rate is 0\.003 in the checkpoint, 0\.01 in the recipe\)/,
+    );
+    assert.doesNotMatch(r.stdout, /capturing/, 'refused before any work');
     assert.ok(fs.readFileSync(path.join(runDir('whole'), 'metrics.jsonl')).equals(before));
     assert.deepEqual(stepDirs(runDir('whole')), ['step-6', 'step-8']);
   });

@@ -79,6 +79,11 @@ export async function runRank(ctx: RankContext): Promise<void> {
           `; ${(res.bytes / 2 ** 20).toFixed(1)} MiB, ${(res.bytes / Math.max(1, res.storeTokens)).toFixed(0)} bytes/token` +
           (res.invalidLines ? `; ${res.invalidLines} invalid lines skipped` : ''),
       );
+      // A split without a sample would only show up later, as a run with nothing to train or evaluate on.
+      if (res.samples === 0)
+        throw new Error(
+          `${r.file}: data.${s.label} (${s.files.join(', ')}) gives no sample${res.invalidLines ? ` (${res.invalidLines} invalid lines skipped)` : ''}; give it conversations${s.label === 'eval' ? ', or remove data.eval' : ''}`,
+        );
       const need = s.label === 'train' && rank === 0 ? storeVocabNeed(r, res.storeDir, model.config.vocabSize) : null;
       if (s.label === 'train' && rank === 0 && (res.captured > 0 || need)) {
         if (need && res.captured === 0) log(`draft vocabulary: ${need}; building it from the store's data`);

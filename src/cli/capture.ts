@@ -5,6 +5,7 @@ import { initBackend } from '../backend/backend.ts';
 import { runCapture } from '../capture/run.ts';
 import { verifyRecipeStore } from '../capture/verify.ts';
 import { loadRecipe } from '../recipe/recipe.ts';
+import { checkDataFiles } from '../train/preflight.ts';
 import { type CommonArgs, commonOverrides, withBackend, withTargetEngine } from './common.ts';
 
 type Args = CommonArgs & { recipe: string; limit?: number; regenerate?: boolean; workers?: number; verify?: boolean };
@@ -41,6 +42,7 @@ export const captureCommand: CommandModule<object, Args> = {
       await verifyRecipeStore(r, console.log);
       return;
     }
+    checkDataFiles(r); // before the target is loaded or converted
     await initBackend(r.runtime.backend, console.log);
     await runCapture(r, console.log);
   },

@@ -1,9 +1,12 @@
 // Loads a draft checkpoint folder (config.json + model.safetensors in the SGLang EAGLE-3 layout) for
-// decoding or export. Errors name the folder and what is missing or wrong.
+// decoding or export. Errors name the folder and what is missing or wrong; weights that are not finite (a
+// run that diverged) are refused naming the tensor, so that neither eval nor export works from them.
 import fs from 'node:fs';
 import path from 'node:path';
-import { SafetensorsFile } from '../io/safetensors.ts';
 import { parseModelConfig } from '../io/hf-config.ts';
+import { readJsonObject } from '../io/json-file.ts';
+import { SafetensorsFile } from '../io/safetensors.ts';
+import { nonFinite } from '../util/finite.ts';
 import type { DraftConfig } from './config.ts';
 import { Eagle3Draft, draftTensorShapes, isServingTensor } from './eagle3.ts';
 
@@ -17,12 +20,21 @@ export interface LoadedDraft {
   t2d: Uint8Array;
 }
 
+/** The fields of a draft's config.json read here beyond the Llama ones (each checked before use). */
+type DraftConfigJson = Record<string, unknown> & {
+  architectures?: unknown;
+  eagle_config?: { eagle_aux_hidden_state_layer_ids?: number[] };
+  draft_vocab_size?: number;
+  target_hidden_size?: number;
+  specexit?: unknown;
+};
+
 export function loadDraftCheckpoint(dir: string): LoadedDraft {
   const configFile = path.join(dir, 'config.json');
   const modelFile = path.join(dir, 'model.safetensors');
   if (!fs.existsSync(configFile) || !fs.existsSync(modelFile))
     throw new DraftLoadError(`${dir}: not a draft checkpoint (needs config.json and model.safetensors)`);
-  const raw = JSON.parse(fs.readFileSync(configFile, 'utf8'));
+  const raw = readJsonObject(configFile, 'a draft config') as DraftConfigJson;
   if (!Array.isArray(raw.architectures) || raw.architectures[0] !== 'LlamaForCausalLMEagle3') {
     throw new DraftLoadError(`${configFile}: architectures is ${JSON.stringify(raw.architectures)}; expected ["LlamaForCausalLMEagle3"]`);
   }
@@ -38,7 +50,7 @@ export function loadDraftCheckpoint(dir: string): LoadedDraft {
     numKvHeads: base.numKvHeads,
     headDim: base.headDim,
     vocabSize: base.vocabSize,
-    draftVocabSize: raw.draft_vocab_size,
+    draftVocabSize: raw.draft_vocab_size as number,
     rmsNormEps: base.rmsNormEps,
     ropeTheta: base.ropeTheta,
     ropeScaling: base.ropeScaling,
@@ -55,6 +67,11 @@ export function loadDraftCheckpoint(dir: string): LoadedDraft {
     const t = src.read(name);
     if (t.shape.join() !== shape.join())
       throw new DraftLoadError(`${src.path}: '${name}' has shape [${t.shape}], config.json implies [${shape}]`);
+    const bad = nonFinite(t.data as Float32Array);
+    if (bad)
+      throw new DraftLoadError(
+        `${src.path}: tensor '${name}' is not finite (${bad}); the run that wrote it diverged: take an earlier checkpoint`,
+      );
     weights.set(name, t.data as Float32Array);
   }
   for (const name of ['d2t', 't2d']) if (!f.has(name)) throw new DraftLoadError(`${modelFile}: missing tensor '${name}'`);

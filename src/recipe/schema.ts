@@ -139,6 +139,13 @@ export const RECIPE_SPEC = {
     beta1: { type: 'number', min: 0, max: 1, default: 0.9, doc: 'AdamW beta1' },
     beta2: { type: 'number', min: 0, max: 1, default: 0.999, doc: 'AdamW beta2 (EAGLE uses 0.95)' },
     max_grad_norm: { type: 'number', min: 0, default: 0.5, doc: 'gradient-norm clip (0 disables); SpecForge: max_grad_norm' },
+    divergence_factor: {
+      type: 'number',
+      min: 1,
+      nullable: true,
+      default: 10,
+      doc: "stop the run when a step's loss exceeds this many times the mean loss of the previous (up to 10) steps (null: never on the loss alone); a NaN or infinite loss or gradient norm, or a gradient of 0 with a loss above 0 (activations past float32), stops it always. The stop names the last checkpoint a healthy step ran from",
+    },
     ttt_length: { type: 'integer', min: 1, default: 7, doc: 'training-time-test steps; SpecForge: ttt_length' },
     output_dir: {
       type: 'path',

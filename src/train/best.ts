@@ -8,6 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { threadId } from 'node:worker_threads';
+import { markFailedFile } from '../io/atomic.ts';
 
 export const BEST_LINK = 'step-best';
 
@@ -29,8 +30,13 @@ export function pointBest(runDir: string, checkpoint: string): void {
   const link = path.join(runDir, BEST_LINK);
   const tmp = `${link}.${process.pid}.${threadId}.tmp`;
   fs.rmSync(tmp, { force: true });
-  fs.symlinkSync(path.relative(runDir, checkpoint), tmp, 'dir');
-  fs.renameSync(tmp, link);
+  try {
+    fs.symlinkSync(path.relative(runDir, checkpoint), tmp, 'dir');
+    fs.renameSync(tmp, link);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw markFailedFile(e, link);
+  }
 }
 
 /** Removes step-best (a fresh run, or one resumed before the step it named). */

@@ -6,7 +6,7 @@ import type { Recipe } from '../recipe/recipe.ts';
 import { SignalMetrics, signalBatch, signalLosses } from '../specexit/loss.ts';
 import type { FeatureSource } from '../store/feature-source.ts';
 import { collateFeatures, type TrainingModel } from './collate.ts';
-import { prepareTeacher, simulatedAcceptanceLength, stepAccuracies, tttForward } from './ttt.ts';
+import { prepareTeacher, simulatedAcceptanceLength, stepAccuracies, tttLosses } from './ttt.ts';
 
 export interface EvalMetrics {
   loss: number[];
@@ -36,9 +36,9 @@ export async function evaluate(source: FeatureSource, m: TrainingModel, t: Recip
     const batch = collateFeatures(samples, m);
     const teacher = prepareTeacher(batch, m.vocab);
     batch.targetDraft?.logits.dispose(); // the teacher holds what the loss reads
-    const out = tttForward(m.draft, m.head, batch.aux, teacher, t.ttt_length);
+    const out = tttLosses(m.draft, m.head, batch.aux, teacher, t.ttt_length);
     const acc = stepAccuracies(teacher, out.draftArgmax);
-    out.stepLosses.forEach((l, k) => (lossSum[k] += l.dataSync()[0]));
+    out.stepLosses.forEach((l, k) => (lossSum[k] += l));
     acc.correct.forEach((c, k) => {
       correct[k] += c;
       counted[k] += acc.counted[k];
@@ -51,7 +51,7 @@ export async function evaluate(source: FeatureSource, m: TrainingModel, t: Recip
       signalMetrics.add(z.dataSync() as Float32Array, sig.host);
       tf.dispose([z, ...losses, sig.targets, sig.masks]);
     }
-    tf.dispose([out.total, ...out.stepLosses, teacher.probs, batch.aux, batch.targetDraft?.logits]);
+    tf.dispose([teacher.probs, batch.aux, batch.targetDraft?.logits]);
     batches++;
   }
   const accs = correct.map((c, k) => (counted[k] ? c / counted[k] : 0));

@@ -56,6 +56,8 @@ export class TrainMetrics {
   private correct: number[];
   private counted: number[];
   private steps = 0;
+  /** The current optimizer step's loss (summed over TTT steps, mean over ranks and micro-batches). */
+  private stepLoss = 0;
   private tokens = 0;
   private start = Date.now();
   /** Since the run (this process) started. */
@@ -79,6 +81,7 @@ export class TrainMetrics {
   add(s: BatchSums): void {
     for (let k = 0; k < this.L; k++) {
       this.loss[k] += s.loss[k] / this.worldSize / this.t.accumulation_steps;
+      this.stepLoss += s.loss[k] / this.worldSize / this.t.accumulation_steps;
       this.correct[k] += s.correct[k];
       this.counted[k] += s.counted[k];
     }
@@ -87,9 +90,12 @@ export class TrainMetrics {
     this.total += s.tokens;
   }
 
-  /** One optimizer step is done. */
-  endStep(): void {
+  /** One optimizer step is done; returns its loss (summed over TTT steps; the same on every rank). */
+  endStep(): number {
     this.steps++;
+    const loss = this.stepLoss;
+    this.stepLoss = 0;
+    return loss;
   }
 
   private accuracies(): number[] {

@@ -4,7 +4,7 @@
 // that a resumed run continues its curves without a step twice and a fresh run starts them anew.
 import fs from 'node:fs';
 import path from 'node:path';
-import { writeAtomic } from '../io/atomic.ts';
+import { markFailedFile, writeAtomic } from '../io/atomic.ts';
 import { curvesSvg } from './curves.ts';
 import type { EvalMetrics } from './evaluate.ts';
 import { EventFileWriter, eventFiles, type MetricRow } from './tensorboard.ts';
@@ -88,7 +88,12 @@ export class RunLog {
     const stamped = { ...row, time: Date.now() / 1000 };
     this.rows.push(stamped);
     // An append-only log: one write per line, so a crash tears at most the last line (readMetrics drops it).
-    fs.appendFileSync(path.join(this.runDir, METRICS_FILE), JSON.stringify(stamped) + '\n');
+    const file = path.join(this.runDir, METRICS_FILE);
+    try {
+      fs.appendFileSync(file, JSON.stringify(stamped) + '\n');
+    } catch (e) {
+      throw markFailedFile(e, file);
+    }
     this.events?.append(stamped);
   }
 

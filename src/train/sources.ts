@@ -48,7 +48,7 @@ export async function openSources(r: Recipe, target: TargetInfo, collective: Col
       r.data.eval && fs.existsSync(path.join(evalDir, MANIFEST_FILE))
         ? await ArrowStore.open(evalDir, recipeStoreIdentity(r, 'eval', target.aux))
         : null;
-    return sources(train, evalSource, vocab, null);
+    return sources(train, emptyRefused(evalSource, r, evalDir), vocab, null);
   }
 
   const model = await loadRecipeTarget(r, { ranks: collective.worldSize, log });
@@ -87,7 +87,16 @@ export async function openSources(r: Recipe, target: TargetInfo, collective: Col
         extractor,
       )
     : null;
-  return sources(train, evalSource, vocab, model);
+  return sources(train, emptyRefused(evalSource, r, null), vocab, model);
+}
+
+/** A held-out split without a sample would report accuracy 0 on 0 samples at every evaluation: refused, naming its files. */
+function emptyRefused(evalSource: FeatureSource | null, r: Recipe, storeDir: string | null): FeatureSource | null {
+  if (evalSource && evalSource.size === 0)
+    throw new Error(
+      `${r.file}: data.eval (${r.data.eval!.join(', ')}) gives no held-out sample${storeDir ? ` (its store split ${storeDir} holds none)` : ''}; give it conversations, or remove data.eval`,
+    );
+  return evalSource;
 }
 
 function sources(train: FeatureSource, evalSource: FeatureSource | null, vocab: DraftVocab, model: TargetModel | null): TrainingData {

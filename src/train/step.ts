@@ -11,6 +11,7 @@ import type { FeatureSample } from '../store/feature-source.ts';
 import { planChunks } from './chunks.ts';
 import { collateFeatures, type TrainingModel } from './collate.ts';
 import { BatchSums } from './metrics.ts';
+import { PhaseTimes } from './phases.ts';
 import { type AdamW, clipByGlobalNorm, type Schedule } from './optimizer.ts';
 import { prepareTeacher, stepAccuracies, tttForward, tttGradients } from './ttt.ts';
 
@@ -39,6 +40,8 @@ export class OptimizerStep {
   private readonly flat: Float32Array;
   /** The longest sample of each rank's share (one slot per rank) and the SpecExit mask counts (summed). */
   private readonly shared: Float32Array;
+  /** Wall time per phase over every step so far. */
+  readonly phases = new PhaseTimes();
 
   constructor(
     private readonly m: TrainingModel,
@@ -86,6 +89,7 @@ export class OptimizerStep {
 
   /** All-reduces the step's gradients (mean over ranks), clips them and applies AdamW at `lr`; returns the norm before clipping. */
   update(lr: number): number {
+    const t0 = performance.now();
     const { vars, flat } = this;
     const worldSize = this.collective.worldSize;
     let off = 0;
@@ -103,9 +107,12 @@ export class OptimizerStep {
       reduced[v.name] = tf.tidy(() => tf.div(tf.tensor(flat.subarray(off, off + v.size), v.shape), worldSize));
       off += v.size;
     }
+    const t1 = performance.now();
+    this.phases.add('all-reduce', t1 - t0); // with the gradients' read out of the backend and back
     const clipped = clipByGlobalNorm(reduced, this.t.max_grad_norm);
     this.opt.apply(vars, clipped.grads, lr);
     tf.dispose(Object.values(clipped.grads));
+    this.phases.add('optimizer', performance.now() - t1);
     return clipped.norm;
   }
 
@@ -135,9 +142,13 @@ export class OptimizerStep {
    */
   private chunkGradients(part: FeatureSample[], padTo: number, normaliser: number, divisors: Divisors | undefined, sums: BatchSums) {
     const { m, t } = this;
-    const batch = collateFeatures(part, m, padTo);
-    const teacher = prepareTeacher(batch, m.vocab);
-    batch.targetDraft?.logits.dispose(); // the teacher holds what the loss reads
+    const ph = this.phases;
+    const { batch, teacher } = ph.time('teacher', () => {
+      const batch = collateFeatures(part, m, padTo);
+      const teacher = prepareTeacher(batch, m.vocab);
+      batch.targetDraft?.logits.dispose(); // the teacher holds what the loss reads
+      return { batch, teacher };
+    });
     const kept: tf.Scalar[] = [];
     const keptSignals: tf.Scalar[] = [];
     let argmax: number[][][] = [];
@@ -151,27 +162,37 @@ export class OptimizerStep {
     let value: tf.Scalar;
     let grads: Record<string, tf.Tensor>;
     if (this.recomputes(batch.aux.shape[0], padTo)) {
-      const re = tttGradients(m.draft, m.head, batch.aux, teacher, t.ttt_length, { normaliser, scale: 1 / t.accumulation_steps });
+      const re = tttGradients(m.draft, m.head, batch.aux, teacher, t.ttt_length, {
+        normaliser,
+        scale: 1 / t.accumulation_steps,
+        phases: ph,
+      });
       kept.push(...re.stepLosses.map((l) => tf.scalar(l)));
       argmax = re.draftArgmax;
       grads = re.grads;
       let total = re.total;
       if (sig) {
-        const signal = tf.variableGrads(() => tf.div(signalTotal(), t.accumulation_steps) as tf.Scalar, this.vars);
+        const signal = ph.time('signals', () =>
+          tf.variableGrads(() => tf.div(signalTotal(), t.accumulation_steps) as tf.Scalar, this.vars),
+        );
         total += signal.value.dataSync()[0] * t.accumulation_steps;
         signal.value.dispose();
         this.addInto(grads, signal.grads);
       }
       value = tf.scalar(total / t.accumulation_steps);
     } else {
-      ({ value, grads } = tf.variableGrads(() => {
-        const out = tttForward(m.draft, m.head, batch.aux, teacher, t.ttt_length, { normaliser });
-        kept.push(...out.stepLosses);
-        argmax = out.draftArgmax;
-        const total = sig ? tf.add(out.total, signalTotal()) : out.total;
-        return tf.div(total, t.accumulation_steps) as tf.Scalar;
-      }, this.vars));
+      // Taped whole: forward and backward are one call, counted as backward.
+      ({ value, grads } = ph.time('backward', () =>
+        tf.variableGrads(() => {
+          const out = tttForward(m.draft, m.head, batch.aux, teacher, t.ttt_length, { normaliser });
+          kept.push(...out.stepLosses);
+          argmax = out.draftArgmax;
+          const total = sig ? tf.add(out.total, signalTotal()) : out.total;
+          return tf.div(total, t.accumulation_steps) as tf.Scalar;
+        }, this.vars),
+      ));
     }
+    const tHost = performance.now();
     const acc = stepAccuracies(teacher, argmax);
     kept.forEach((l, k) => (sums.loss[k] += l.dataSync()[0]));
     acc.correct.forEach((c, k) => {
@@ -189,6 +210,7 @@ export class OptimizerStep {
       batch.aux,
       batch.targetDraft?.logits,
     ]);
+    ph.add('host', performance.now() - tHost);
     return { grads, loss };
   }
 

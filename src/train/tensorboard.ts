@@ -10,7 +10,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { writeAtomic } from '../io/atomic.ts';
+import { markFailedFile, writeAtomic } from '../io/atomic.ts';
 
 export const FILE_VERSION = 'brain.Event:2';
 /** What TensorBoard looks for in a file name to read it as an event file. */
@@ -149,6 +149,10 @@ export class EventFileWriter {
 
   /** Appends one row; one write per row, so a crash can tear at most the last record (a resume rewrites it). */
   append(row: MetricRow): void {
-    fs.appendFileSync(this.file, rowRecord(row, Date.now() / 1000));
+    try {
+      fs.appendFileSync(this.file, rowRecord(row, Date.now() / 1000));
+    } catch (e) {
+      throw markFailedFile(e, this.file);
+    }
   }
 }

@@ -3,24 +3,29 @@
 // target itself online; sources.ts), runs the TTT loss, all-reduces the gradients and applies the same
 // AdamW update (step.ts), so replicas stay identical; rank 0 logs (metrics.ts into run-log.ts: metrics.jsonl,
 // TensorBoard, curves.svg), evaluates (evaluate.ts), checkpoints (checkpoint.ts, keeping step-best) and
-// writes the run summary (summary.ts).
+// writes the run summary (summary.ts). Every rank stops at the same step when training diverges
+// (divergence.ts), naming a checkpoint that a healthy step ran from (checkpoint-trail.ts); a failed write
+// (a full disk) stops it with one line naming the file and what the run keeps.
 import path from 'node:path';
 import { type BackendName, initBackend } from '../backend/backend.ts';
 import { configureGemm } from '../backend/matmul.ts';
 import { checkFits, explainOutOfMemory, peakRssBytes, wasmHeapBytes } from '../backend/memory.ts';
 import { draftConfigFor } from '../draft/config.ts';
+import { failedFile } from '../io/atomic.ts';
 import { loadModelConfig } from '../io/hf-config.ts';
 import { loadTokenizer } from '../io/tokenizer.ts';
 import type { RankContext } from '../parallel/launch.ts';
 import type { Recipe } from '../recipe/recipe.ts';
 import { resolveAuxLayers } from '../store/identity.ts';
-import { restoreBest, saveTraining, startOrResume } from './checkpoint.ts';
+import { CheckpointError, pruneCheckpoints, restoreBest, saveTraining, startOrResume } from './checkpoint.ts';
+import { CheckpointTrail } from './checkpoint-trail.ts';
 import type { TrainingModel } from './collate.ts';
+import { DivergenceGuard } from './divergence.ts';
 import { type EvalMetrics, evaluate } from './evaluate.ts';
 import { faultInjector } from './fault.ts';
 import { TrainMetrics } from './metrics.ts';
 import { AdamW, learningRate } from './optimizer.ts';
-import { recipeKey, runDirOf } from './run-dir.ts';
+import { recipeFields, recipeKey, runDirOf } from './run-dir.ts';
 import { CURVES_FILE, METRICS_FILE, RunLog, TENSORBOARD_DIR } from './run-log.ts';
 import { openSources } from './sources.ts';
 import { OptimizerStep, stepSchedule } from './step.ts';
@@ -51,8 +56,27 @@ export interface TrainResult {
 const MEMORY_HINT =
   'lower data.max_length, training.batch_size or training.chunk_tokens, or use a native backend (--backend node or node-gpu), which has no such limit';
 
+/** Where a run stands, for the message of a failed write. */
+interface Standing {
+  step: number;
+  checkpoint: string | null;
+}
+
 /** One rank of a training run: set up, train, finish. The launch resolves with rank 0's result. */
 export async function runRank(ctx: RankContext): Promise<TrainResult> {
+  const at: Standing = { step: 0, checkpoint: null };
+  try {
+    return await train(ctx, at);
+  } catch (e) {
+    const file = failedFile(e);
+    if (!file) throw e;
+    // The system's message for a failed write() names no file: one line that does, and what is kept.
+    const kept = at.checkpoint ? `its checkpoints up to ${at.checkpoint} (--resume latest continues from it)` : 'no checkpoint';
+    throw new Error(`${file}: cannot write (${(e as Error).message}); the run stopped at step ${at.step} and keeps ${kept}`);
+  }
+}
+
+async function train(ctx: RankContext, at: Standing): Promise<TrainResult> {
   const { recipe: r, resume } = ctx.payload as TrainJob;
   const t = r.training;
   const { rank, worldSize } = ctx.collective;
@@ -76,6 +100,7 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
     config: draftConfig,
     opt,
     recipeKey: recipeKey(r),
+    recipe: recipeFields(r),
     seed: r.runtime.seed,
     totalSteps: schedule.totalSteps,
     log,
@@ -115,6 +140,20 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
   let lastCheckpoint = start.resumedFrom;
   let lastEval: (EvalMetrics & { step: number }) | null = null;
   const due = (interval: number) => state.step % interval === 0 || state.step === schedule.totalSteps;
+  const guard = new DivergenceGuard(t.divergence_factor);
+  const trail = new CheckpointTrail(runDir, start.resumedFrom, t.keep_last, rank === 0);
+  at.step = state.step;
+  at.checkpoint = lastCheckpoint;
+  /** Stops a diverged run at `step`; `everyRank`: every rank saw the same numbers and stops here together. */
+  const stop = (step: number, why: string, everyRank: boolean): never => {
+    const where = trail.diverged();
+    // step-best may have pointed at the checkpoint set aside.
+    if (runLog) restoreBest(runDir, state.step, runLog.evalTaus());
+    if (everyRank) ctx.collective.barrier(); // the others wait until rank 0 has moved the files
+    throw new Error(
+      `step ${step}: ${why}; training diverged and stopped: ${where}. Lower training.learning_rate (${t.learning_rate}) or check the data, and start again (--overwrite, or another training.run_id)`,
+    );
+  };
 
   // Train: each epoch's batches from where the run stands; a step every accumulation_steps micro-batches.
   while (state.step < schedule.totalSteps) {
@@ -129,7 +168,7 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
       balance: true,
     });
     for await (const samples of batches) {
-      fault(state.step);
+      fault.beforeMicroBatch(state.step);
       let micro: ReturnType<typeof step.microBatch>;
       try {
         micro = step.microBatch(samples);
@@ -137,26 +176,34 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
         const T = Math.max(...samples.map((x) => x.inputIds.length));
         throw explainOutOfMemory(e, `step ${state.step}: a micro-batch of ${samples.length} samples up to ${T} tokens`, MEMORY_HINT);
       }
-      // A non-finite loss stops the run before anything is reduced or applied.
-      if (!Number.isFinite(micro.loss)) {
-        throw new Error(
-          `step ${state.step}: the loss is ${micro.loss}; stopping (the last good checkpoint is ${lastCheckpoint ?? 'none'}). Lower training.learning_rate or check the data.`,
-        );
-      }
       // Metrics over the whole global batch: mean of the ranks' losses, summed accuracy and token counts.
-      metrics.add(micro.sums.allReduce(ctx.collective));
+      const sums = micro.sums.allReduce(ctx.collective);
+      // A non-finite loss on any rank stops every rank before anything is applied.
+      const bad = guard.microBatch(sums.loss.reduce((a, b) => a + b, 0) + sums.signal.reduce((a, b) => a + b, 0));
+      if (bad) stop(state.step + 1, bad, true);
+      metrics.add(sums);
       state.batchInEpoch++;
       if (!step.ready) continue;
 
       state.learningRate = learningRate(state.step, schedule);
       const gradNorm = step.update(state.learningRate);
       state.step++;
-      metrics.endStep();
+      at.step = state.step;
+      fault.afterUpdate(state.step, draft.variables());
+      const diverged = guard.step(metrics.endStep(), gradNorm);
+      if (diverged) {
+        metrics.writeTrain(state, gradNorm); // the step that diverged stays in metrics.jsonl for a look
+        stop(state.step, diverged, true);
+      }
+      trail.proven();
       ctx.progress(state.step, { total: schedule.totalSteps, ...metrics.progress() });
       if (due(t.log_interval)) metrics.writeTrain(state, gradNorm);
       if (rank === 0 && data.eval && due(t.eval_interval)) {
         lastEval = { ...(await evaluate(data.eval, model, t)), step: state.step };
         metrics.writeEval(state, lastEval);
+        // Judged on rank 0 alone (the others do not evaluate): they stop when the launch sees its error.
+        const heldOut = guard.evaluation(lastEval.loss);
+        if (heldOut) stop(state.step, heldOut, false);
         runLog!.drawCurves();
         log(
           `eval @ step ${state.step}: acc ${lastEval.acc.map((a) => a.toFixed(3)).join(' ')}; simulated acceptance length ${lastEval.tau.toFixed(3)}`,
@@ -167,9 +214,20 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
           // A checkpoint of an evaluated step that beats every earlier one becomes step-best.
           const tau = lastEval?.step === state.step ? lastEval.tau : null;
           const isBest = tau !== null && (best === null || tau > best.tau);
-          lastCheckpoint = saveTraining(runDir, draftConfig, draft, data.vocab, opt, state, t.keep_last, isBest);
+          try {
+            // Until a step has run from the new checkpoint, the one before it stays: it is the run's good one.
+            saveTraining(runDir, draftConfig, draft, data.vocab, opt, state, t.keep_last, isBest, trail.spare());
+          } catch (e) {
+            if (!(e instanceof CheckpointError)) throw e;
+            // Weights or moments that are not finite: nothing was written; the run stops naming a good checkpoint.
+            stop(state.step, e.message, false);
+          }
           if (isBest) best = { step: state.step, tau };
         }
+        // Every rank keeps the same account of which checkpoint is pending (rank 0 alone writes it).
+        trail.written(path.join(runDir, `step-${state.step}`));
+        lastCheckpoint = path.join(runDir, `step-${state.step}`);
+        at.checkpoint = lastCheckpoint;
         ctx.collective.barrier();
       }
       if (state.step >= schedule.totalSteps) break;
@@ -179,7 +237,9 @@ export async function runRank(ctx: RankContext): Promise<TrainResult> {
     state.batchInEpoch = 0;
   }
 
-  // Finish: the picture of the whole run (also for a run without held-out data) and the summary.
+  // Finish: keep_last as set (the last checkpoint has no step after it to prove it; it was checked finite),
+  // the picture of the whole run (also for a run without held-out data) and the summary.
+  if (rank === 0 && lastCheckpoint && lastCheckpoint !== start.resumedFrom) pruneCheckpoints(runDir, t.keep_last, lastCheckpoint);
   step.dispose();
   const seconds = metrics.seconds();
   head.dispose();
