@@ -158,7 +158,9 @@ describe('train', () => {
   test('resuming with a changed recipe is refused, naming the fields that differ, and changes nothing', () => {
     whole();
     const before = fs.readFileSync(path.join(runDir('whole'), 'metrics.jsonl'));
-    const changed = recipe('whole-changed', { ...rotating, learning_rate: 0.01, run_id: 'whole' });
+    // Another file of the same name (so the same run folder), with another learning rate.
+    fs.mkdirSync(path.join(work, 'changed'), { recursive: true });
+    const changed = recipe(path.join('changed', 'whole'), { ...rotating, learning_rate: 0.01 });
     const r = run('--recipe', changed, '--resume', 'latest');
     assert.equal(r.status, 1, r.stdout);
     assert.match(
