@@ -1,9 +1,12 @@
 // Backend choice and the custom-gradient matmul.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
-import { BackendError, initBackend } from '../src/backend/backend.ts';
+import { initBackend } from '../src/backend/backend.ts';
 import {
   SPLIT_BATCH_MACS,
   ORT_GEMM_MIN_MACS,
@@ -15,25 +18,46 @@ import {
   useOrtGemm,
 } from '../src/backend/matmul.ts';
 import { Rng } from '../src/util/random.ts';
-import { maxAbs, maxAbsDiff } from './helpers.ts';
+import { maxAbs, maxAbsDiff, removeTempDirs, repoRoot, runNode, tempDir } from './helpers.ts';
 
-function nativeInstalled(pkg: string): boolean {
-  try {
-    import.meta.resolve(pkg);
-    return true;
-  } catch {
-    return false;
-  }
-}
+after(removeTempDirs);
 
-test('an explicit backend that cannot load is a clear error, never a silent fallback', {
-  skip: nativeInstalled('@tensorflow/tfjs-node') && 'tfjs-node is installed here',
-}, async () => {
-  await assert.rejects(
-    initBackend('node'),
-    (e: unknown) => e instanceof BackendError && /backend 'node': cannot load @tensorflow\/tfjs-node/.test(e.message),
-  );
+test('an unknown backend name is refused, naming the choices', async () => {
   await assert.rejects(initBackend('bogus' as never), /unknown backend 'bogus': expected one of auto, node-gpu, node, wasm, cpu/);
+});
+
+test('an explicit backend that cannot load is a clear error, never a silent fallback', () => {
+  // Run where @tensorflow/tfjs-node and -node-gpu cannot load (a resolve hook refuses them), so that this runs
+  // whether or not they are installed here.
+  const dir = tempDir('backend-test-');
+  const hook = path.join(dir, 'hook.mjs');
+  fs.writeFileSync(
+    hook,
+    `export async function resolve(spec, ctx, next) {\n` +
+      `  if (spec.startsWith('@tensorflow/tfjs-node')) throw new Error('Cannot find package ' + spec);\n` +
+      `  return next(spec, ctx);\n}\n`,
+  );
+  fs.writeFileSync(
+    path.join(dir, 'register.mjs'),
+    `import { register } from 'node:module';\nregister(${JSON.stringify(pathToFileURL(hook).href)});\n`,
+  );
+  const backend = pathToFileURL(path.join(repoRoot, 'src', 'backend', 'backend.ts')).href;
+  const script =
+    `const { BackendError, initBackend } = await import(${JSON.stringify(backend)});\n` +
+    `for (const name of ['node', 'node-gpu', 'auto']) {\n` +
+    `  try { console.log(name, 'ok', await initBackend(name)); }\n` +
+    `  catch (e) { console.log(name, e instanceof BackendError ? 'BackendError' : 'other', e.message); }\n}\n`;
+  const r = runNode(['--import', 'tsx', '--import', path.join(dir, 'register.mjs'), '--input-type=module', '-e', script]);
+  assert.equal(r.status, 0, r.stderr);
+  const lines = r.stdout.trim().split('\n');
+  assert.match(
+    lines[0],
+    /^node BackendError backend 'node': cannot load @tensorflow\/tfjs-node \(.*Cannot find package @tensorflow\/tfjs-node.*\); it is an optional dependency/,
+  );
+  assert.match(lines[1], /^node-gpu BackendError backend 'node-gpu': cannot load @tensorflow\/tfjs-node-gpu \(/);
+  // auto goes on to the next choice instead.
+  assert.match(lines[2], /^auto ok wasm$/);
+  assert.equal(lines.length, 3, r.stdout);
 });
 
 for (const [backend, ort] of [

@@ -1,12 +1,10 @@
 // `specforge capture` end to end on a small random-weight target with the tiny tokenizer: the store reads
 // back equal (within float16 rounding) to a direct forward; a killed capture resumes to the same bytes.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { before, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/backend.ts';
 import { readAllConversations } from '../src/data/datasets.ts';
@@ -15,12 +13,22 @@ import { loadTokenizer } from '../src/io/tokenizer.ts';
 import { ArrowStore } from '../src/store/reader.ts';
 import { f16ToF32, f32ToF16 } from '../src/io/dtypes.ts';
 import { TfjsTarget } from '../src/target/tfjs-target.ts';
-import { makeRandomTarget, randomWeights } from './helpers.ts';
+import {
+  type ChildRun,
+  killAtMarker,
+  makeRandomTarget,
+  randomWeights,
+  removeTempDirs,
+  repoRoot as repo,
+  runNode,
+  specforge,
+  specforgeBin,
+  tempDir,
+} from './helpers.ts';
 
-const repo = fileURLToPath(new URL('..', import.meta.url));
-const bin = path.join(repo, 'bin', 'specforge.js');
-const work = fs.mkdtempSync(path.join(os.tmpdir(), 'capture-test-'));
+const work = tempDir('capture-test-');
 const target = path.join(work, 'target');
+const hangAfterShards = fileURLToPath(new URL('./jobs/hang-after-shards.mjs', import.meta.url));
 
 const reasoning = path.join(repo, 'data/corpus/reasoning-eval.jsonl');
 const chat = path.join(repo, 'data/corpus/chat-eval.jsonl');
@@ -41,7 +49,19 @@ function recipe(
   return file;
 }
 
-const cli = (...args: string[]) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8' });
+const cli = (...args: string[]) => specforge(args);
+/** The capture of the recipe `name` (its defaults) that several tests read, made by the first that needs it. */
+const captures = new Map<string, ChildRun>();
+function capturedStore(name: string, ...args: string[]): { dir: string; run: ChildRun } {
+  let run = captures.get(name);
+  if (!run) {
+    run = cli('capture', '--recipe', recipe(name), ...args);
+    assert.equal(run.status, 0, run.stderr + run.stdout);
+    captures.set(name, run);
+  }
+  return { dir: path.join(work, name, 'train'), run };
+}
+
 const training = (steps: number, batch = 10) =>
   `training:\n  batch_size: ${batch}\n  max_steps: ${steps}\n  output_dir: ${path.join(work, 'ckpt')}\n  save_interval: 100\n  eval_interval: 100\n`;
 
@@ -62,33 +82,31 @@ function assertSameFiles(a: string, b: string): void {
   for (const [f, bytes] of fa) assert.ok(fb.get(f)!.equals(bytes), `${f} differs`);
 }
 
-/** Starts a capture and kills it once `shards` shards of its train split are listed. */
-async function killAfterShards(file: string, shards: number): Promise<void> {
+/**
+ * Starts a capture, which stops for good once its manifest lists `shards` finished shards or more (the
+ * preloaded hang-after-shards.mjs), and kills it there; returns the manifest it left.
+ */
+async function killAfterShards(file: string, shards: number, ...args: string[]): Promise<{ complete: boolean; shards: unknown[] }> {
   const manifest = path.join(path.dirname(file), path.basename(file, '.yaml'), 'train', 'manifest.json');
-  const child = spawn(process.execPath, [bin, 'capture', '--recipe', file], { stdio: 'ignore' });
-  await new Promise<void>((resolve) => {
-    const poll = setInterval(() => {
-      const m = fs.existsSync(manifest) ? JSON.parse(fs.readFileSync(manifest, 'utf8')) : null;
-      if ((m?.shards.length ?? 0) >= shards) {
-        clearInterval(poll);
-        child.kill('SIGKILL');
-        resolve();
-      }
-    }, 20);
+  await killAtMarker(['capture', '--recipe', file, ...args], /hang: manifest lists \d+ shards/, {
+    node: ['--import', hangAfterShards],
+    env: { SPECFORGE_TEST_HANG_SHARDS: String(shards) },
   });
-  await new Promise((r) => child.once('exit', r));
-  assert.equal(JSON.parse(fs.readFileSync(manifest, 'utf8')).complete, false);
+  const m = JSON.parse(fs.readFileSync(manifest, 'utf8'));
+  assert.equal(m.complete, false, 'killed before the capture ended');
+  assert.ok(m.shards.length >= shards, `the manifest lists ${m.shards.length} shards`);
+  return m;
 }
 
 before(async () => {
   await initBackend('wasm');
   await makeRandomTarget(target, 3);
 });
+after(removeTempDirs);
 
 describe('capture', () => {
   test('the store reads back as a direct target forward (within f16 rounding), with thinking spans', async () => {
-    const r = spawnSync(process.execPath, [bin, 'capture', '--recipe', recipe('direct')], { encoding: 'utf8' });
-    assert.equal(r.status, 0, r.stderr + r.stdout);
+    const r = capturedStore('direct').run;
     assert.match(r.stdout, /draft vocabulary: 128 of 335 tokens cover/);
     const store = await ArrowStore.open(path.join(work, 'direct', 'train'));
     assert.equal(store.size, 30);
@@ -127,52 +145,23 @@ describe('capture', () => {
   });
 
   test('a capture killed mid-way resumes to a store equal, shard for shard, to an uninterrupted one', async () => {
-    const full = spawnSync(process.execPath, [bin, 'capture', '--recipe', recipe('whole')], { encoding: 'utf8' });
-    assert.equal(full.status, 0, full.stderr);
+    const a = capturedStore('whole').dir;
     const file = recipe('killed');
-    const manifest = path.join(work, 'killed', 'train', 'manifest.json');
-    const child = spawn(process.execPath, [bin, 'capture', '--recipe', file], { stdio: 'ignore' });
-    // Kill as soon as two shards are finished.
-    await new Promise<void>((resolve) => {
-      const poll = setInterval(() => {
-        const m = fs.existsSync(manifest) ? JSON.parse(fs.readFileSync(manifest, 'utf8')) : null;
-        if ((m?.shards.length ?? 0) >= 2) {
-          clearInterval(poll);
-          child.kill('SIGKILL');
-          resolve();
-        }
-      }, 20);
-    });
-    await new Promise((r) => child.once('exit', r));
-    const partial = JSON.parse(fs.readFileSync(manifest, 'utf8'));
-    assert.equal(partial.complete, false);
-    const resumed = spawnSync(process.execPath, [bin, 'capture', '--recipe', file], { encoding: 'utf8' });
+    await killAfterShards(file, 2);
+    const resumed = cli('capture', '--recipe', file);
     assert.equal(resumed.status, 0, resumed.stderr);
-    assert.match(resumed.stdout, /resuming; \d+ samples are in finished shards/);
-    const a = path.join(work, 'whole', 'train');
+    assert.match(resumed.stdout, /resuming; 12 samples are in finished shards/);
+    assert.match(resumed.stdout, /captured 18 samples/);
     const b = path.join(work, 'killed', 'train');
-    const shards = fs
-      .readdirSync(a)
-      .filter((f) => f.endsWith('.arrow'))
-      .sort();
-    assert.equal(shards.length, 5);
-    assert.deepEqual(
-      fs
-        .readdirSync(b)
-        .filter((f) => f.endsWith('.arrow'))
-        .sort(),
-      shards,
-    );
-    for (const s of shards) assert.ok(fs.readFileSync(path.join(a, s)).equals(fs.readFileSync(path.join(b, s))), s);
+    assert.equal([...files(a).keys()].filter((f) => f.endsWith('.arrow')).length, 5);
+    assertSameFiles(a, b);
   });
 
   test('two workers capture disjoint shards into the same store as one worker, byte for byte', async () => {
-    const one = spawnSync(process.execPath, [bin, 'capture', '--recipe', recipe('one-worker')], { encoding: 'utf8' });
-    assert.equal(one.status, 0, one.stderr);
-    const two = spawnSync(process.execPath, [bin, 'capture', '--recipe', recipe('two-workers'), '--workers', '2'], { encoding: 'utf8' });
+    const a = capturedStore('one-worker').dir;
+    const two = cli('capture', '--recipe', recipe('two-workers'), '--workers', '2');
     assert.equal(two.status, 0, two.stderr + two.stdout);
     assert.match(two.stdout, /captured 30 samples, \d+ tokens in [\d.]+ s \(\d+ tok\/s on 2 workers\)/);
-    const a = path.join(work, 'one-worker', 'train');
     const b = path.join(work, 'two-workers', 'train');
     const files = fs.readdirSync(a).sort();
     assert.deepEqual(fs.readdirSync(b).sort(), files);
@@ -184,36 +173,27 @@ describe('capture', () => {
   });
 
   test('a capture killed on 2 workers resumes on 1 to the same store', async () => {
+    const a = capturedStore('one-worker').dir;
     const file = recipe('killed-two');
     const dir = path.join(work, 'killed-two', 'train');
-    const child = spawn(process.execPath, [bin, 'capture', '--recipe', file, '--workers', '2'], { stdio: 'ignore' });
-    await new Promise<void>((resolve) => {
-      const poll = setInterval(() => {
-        if (fs.existsSync(dir) && fs.readdirSync(dir).filter((f) => f.endsWith('.arrow')).length >= 2) {
-          clearInterval(poll);
-          child.kill('SIGKILL');
-          resolve();
-        }
-      }, 20);
-    });
-    await new Promise((r) => child.once('exit', r));
-    assert.equal(JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8')).complete, false);
-    const resumed = spawnSync(process.execPath, [bin, 'capture', '--recipe', file, '--workers', '1'], { encoding: 'utf8' });
+    await killAfterShards(file, 2, '--workers', '2');
+    const resumed = cli('capture', '--recipe', file, '--workers', '1');
     assert.equal(resumed.status, 0, resumed.stderr);
-    const a = path.join(work, 'one-worker', 'train');
-    const files = fs.readdirSync(a).sort();
-    assert.deepEqual(fs.readdirSync(dir).sort(), files);
-    for (const f of files) assert.ok(fs.readFileSync(path.join(a, f)).equals(fs.readFileSync(path.join(dir, f))), f);
+    const kept = Number(/resuming; (\d+) samples are in finished shards/.exec(resumed.stdout)?.[1]);
+    assert.ok(kept >= 12, resumed.stdout);
+    assert.match(resumed.stdout, new RegExp(`captured ${30 - kept} samples`), 'only the rest was captured');
+    assertSameFiles(a, dir);
   });
 
   test('a store captured with other settings is refused by name', async () => {
+    capturedStore('direct');
     const { storeIdentity } = await import('../src/store/identity.ts');
     const { readManifest } = await import('../src/store/manifest.ts');
     const expected = storeIdentity(target, 'chatml', [1, 2, 4], 160, readManifest(path.join(work, 'direct', 'train')).source);
     await assert.rejects(ArrowStore.open(path.join(work, 'direct', 'train'), expected), /template/);
   });
   test('a store is tied to its data: capture and train refuse other data naming the field, and keep the draft vocabulary', () => {
-    const dir = path.join(work, 'direct', 'train');
+    const dir = capturedStore('direct').dir;
     const before = files(dir);
     const file = recipe('direct-chat', training(1), { train: chat, store: 'direct' });
     const mismatch =
@@ -234,7 +214,44 @@ describe('capture', () => {
     assert.doesNotMatch(again.stdout, /draft vocabulary/);
   });
 
+  test('a store is tied to its target: a fine-tuned target (other weights) or another target is refused by capture and train, naming the fields', async () => {
+    const dir = capturedStore('direct').dir;
+    const before = files(dir);
+    // Fine-tuned: the same config and tokenizer, other weights everywhere.
+    const tuned = path.join(work, 'tuned-target');
+    await makeRandomTarget(tuned, 4);
+    // Another target: another config too (a deeper model).
+    const other = path.join(work, 'other-target');
+    await makeRandomTarget(other, 3);
+    const config = JSON.parse(fs.readFileSync(path.join(other, 'config.json'), 'utf8'));
+    const { parseModelConfig } = await import('../src/io/hf-config.ts');
+    const { writeSafetensors } = await import('../src/io/safetensors.ts');
+    config.num_hidden_layers = 7;
+    fs.writeFileSync(path.join(other, 'config.json'), JSON.stringify(config));
+    writeSafetensors(path.join(other, 'model.safetensors'), randomWeights(parseModelConfig(config), 3));
+    const hash = '"[0-9a-f]{64}"';
+    for (const [t, fields] of [
+      [tuned, [`target.weights_sha256: store has ${hash}, expected ${hash}`]],
+      [other, [`target.config_sha256: store has ${hash}, expected ${hash}`, `target.weights_sha256: store has ${hash}, expected ${hash}`]],
+    ] as const) {
+      const file = recipe(`direct-${path.basename(t)}`, training(1), { target: t, store: 'direct' });
+      const mismatch = new RegExp(
+        `direct/train does not match the recipe \\(${fields.length} fields?\\).*${fields.map((f) => `\\n {2}${f}`).join('')}$`,
+        'm',
+      );
+      // Both commands for the fine-tuned target; train for the other (the same check).
+      for (const cmd of t === tuned ? ['capture', 'train'] : ['train']) {
+        const r = cli(cmd, '--recipe', file);
+        assert.equal(r.status, 1, r.stdout);
+        assert.match(r.stderr, mismatch, `${cmd} with ${path.basename(t)}`);
+      }
+    }
+    const after = files(dir);
+    for (const [f, bytes] of before) assert.ok(after.get(f)!.equals(bytes), `${f} was rewritten`);
+  });
+
   test("model.draft_vocab_size changed: train rebuilds the vocabulary from the store's own data, and keeps its features", () => {
+    capturedStore('whole');
     fs.cpSync(path.join(work, 'whole'), path.join(work, 'revocab'), { recursive: true });
     const dir = path.join(work, 'revocab', 'train');
     const before = files(dir);
@@ -251,6 +268,7 @@ describe('capture', () => {
   });
 
   test('a capture killed and resumed with other data is refused naming the field; the original data completes it', async () => {
+    capturedStore('whole');
     const file = recipe('mixed');
     await killAfterShards(file, 2);
     const dir = path.join(work, 'mixed', 'train');
@@ -268,6 +286,7 @@ describe('capture', () => {
   });
 
   test('capture.limit raised: the store grows into a capture of the larger limit (train too); lowered: refused naming source.limit', () => {
+    capturedStore('whole');
     const file = recipe('grow', '', { limit: 27 }); // 4 full shards of 6 and one of 3
     assert.equal(cli('capture', '--recipe', file).status, 0);
     const r = cli('capture', '--recipe', file, '--limit', '30');
@@ -291,6 +310,7 @@ describe('capture', () => {
   });
 
   test('capture --verify: a sound store passes; a flipped float bit and an unlisted shard are named, and training refuses them', async () => {
+    capturedStore('whole');
     const dir = path.join(work, 'damaged', 'train');
     fs.cpSync(path.join(work, 'whole'), path.join(work, 'damaged'), { recursive: true });
     const file = recipe('damaged', training(3));
@@ -341,6 +361,7 @@ describe('capture', () => {
   });
 
   test('a manifest.json that is not JSON: capture, train and capture --verify name the file', () => {
+    capturedStore('whole');
     fs.cpSync(path.join(work, 'whole'), path.join(work, 'garbled'), { recursive: true });
     fs.writeFileSync(path.join(work, 'garbled', 'train', 'manifest.json'), '{"schema_version": 2,');
     const file = recipe('garbled', training(1));
@@ -392,7 +413,8 @@ describe('capture', () => {
     );
     const file = recipe('disk-full');
     const dir = path.join(work, 'disk-full', 'train');
-    const r = spawnSync(process.execPath, ['--import', preload, bin, 'capture', '--recipe', file], { encoding: 'utf8' });
+    capturedStore('whole');
+    const r = runNode(['--import', preload, specforgeBin, 'capture', '--recipe', file]);
     assert.equal(r.status, 1, r.stdout);
     const lines = r.stderr.split('\n').filter((l) => l.startsWith('specforge:'));
     assert.equal(lines.length, 1, r.stderr);

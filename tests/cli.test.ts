@@ -1,19 +1,26 @@
 // The command line as a user meets it: help lists the commands; bad input is a one-line error.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import { test } from 'node:test';
 import fs from 'node:fs';
 import path from 'node:path';
-import { after } from 'node:test';
+import { after, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { loadModelConfig } from '../src/io/hf-config.ts';
 import { SafetensorsFile, type StoredTensor, writeSafetensors } from '../src/io/safetensors.ts';
-import { fixture, removeTempDirs, tempDir } from './helpers.ts';
+import { fixture, makeRandomTarget, removeTempDirs, repoRoot, specforge, tempDir } from './helpers.ts';
 
-const bin = fileURLToPath(new URL('../bin/specforge.js', import.meta.url));
-const run = (...args: string[]) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8' });
-const tinyTarget = fileURLToPath(new URL('../data/tiny-target', import.meta.url));
 after(removeTempDirs);
+
+const run = (...args: string[]) => specforge(args);
+const tinyTarget = fileURLToPath(new URL('../data/tiny-target', import.meta.url));
+
+/** The run failed with exactly one line on stderr, `specforge: ...` matching `re`, and no stack trace. */
+function oneLineError(r: { status: number | null; stdout: string; stderr: string }, re: RegExp): void {
+  assert.equal(r.status, 1, r.stdout + r.stderr);
+  const lines = r.stderr.trimEnd().split('\n');
+  assert.equal(lines.length, 1, r.stderr);
+  assert.match(lines[0], /^specforge: /);
+  assert.match(lines[0], re);
+}
 
 /** A copy of the tiny target, with `change` applied to its files. */
 function damagedTarget(change: (dir: string) => void): string {
@@ -31,9 +38,7 @@ test('--help lists the four commands with descriptions', () => {
 
 test('export-onnx on a missing checkpoint is a one-line error naming the folder', () => {
   const r = run('export-onnx', '--checkpoint', 'no-such-checkpoint', '--out', 'none');
-  assert.equal(r.status, 1);
-  assert.match(r.stderr, /no-such-checkpoint: not a draft checkpoint \(needs config\.json and model\.safetensors\)/);
-  assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  oneLineError(r, /no-such-checkpoint: not a draft checkpoint \(needs config\.json and model\.safetensors\)/);
 });
 
 test('inspect reads a model folder; a bad folder is a one-line error naming the file', () => {
@@ -47,9 +52,29 @@ test('inspect reads a model folder; a bad folder is a one-line error naming the 
   assert.match(noTokenizer.stdout, /llama3 x8/);
   assert.match(noTokenizer.stderr, /golden\/targets\/llama\/tokenizer\.json: missing/);
   const bad = run('inspect', fixture('hf-configs'));
-  assert.equal(bad.status, 1);
-  assert.match(bad.stderr, /hf-configs\/config\.json: cannot read/);
-  assert.doesNotMatch(bad.stderr, /\n\s+at /, 'no stack trace');
+  oneLineError(bad, /hf-configs\/config\.json: cannot read/);
+});
+
+test('train and capture: a missing recipe, an unknown field, a missing target or data file are one-line errors naming it', async () => {
+  const dir = tempDir('cli-');
+  const write = (name: string, text: string) => {
+    const f = path.join(dir, name);
+    fs.writeFileSync(f, text);
+    return f;
+  };
+  const base = `data:\n  train: ${path.join(dir, 'none.jsonl')}\n  store: ${path.join(dir, 'store')}\n  cache_dir: ${path.join(dir, 'cache')}\n`;
+  const typo = write('typo.yaml', `model:\n  target: ${dir}\n${base}training:\n  batch_sise: 2\n`);
+  const dataLines = `data:\n  train: ${path.join(repoRoot, 'data/corpus/reasoning-eval.jsonl')}\n  store: ${path.join(dir, 'store')}\n  cache_dir: ${path.join(dir, 'cache')}\n`;
+  const noTarget = write('no-target.yaml', `model:\n  target: ${path.join(dir, 'no-target')}\n${dataLines}`);
+  await makeRandomTarget(path.join(dir, 'target'), 1);
+  const noData = write('no-data.yaml', `model:\n  target: ${path.join(dir, 'target')}\n  aux_layer_ids: [1, 2, 4]\n${base}`);
+  for (const cmd of ['train', 'capture']) {
+    oneLineError(run(cmd, '--recipe', path.join(dir, 'missing.yaml')), /missing\.yaml: cannot read \(ENOENT/);
+    oneLineError(run(cmd, '--recipe', typo), /typo\.yaml:8: unknown field 'training\.batch_sise'; training takes .*batch_size/);
+    oneLineError(run(cmd, '--recipe', noTarget), /no-target\/config\.json: cannot read \(ENOENT/);
+    oneLineError(run(cmd, '--recipe', noData), /none\.jsonl(: cannot read data file \(ENOENT| does not exist)/);
+  }
+  assert.ok(!fs.existsSync(path.join(dir, 'store')), 'nothing written');
 });
 
 test('inspect runs the checks loading does: swapped tensor shapes and a tokenizer.json that is not JSON exit 1 naming them', async () => {

@@ -1,12 +1,14 @@
 // The eval report (aggregation, table, SVG) on hand-made decode results, and the eval prompt readers.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { parsePromptLine, promptTurns, readPromptFile } from '../src/decode/prompts.ts';
 import { acceptanceSvg, buildReport, type PromptRecord, reportTable } from '../src/decode/report.ts';
 import type { SpecResult } from '../src/decode/speculative.ts';
+import { removeTempDirs, tempDir } from './helpers.ts';
+
+after(removeTempDirs);
 
 function spec(tokens: number[], acceptLengths: number[], k: number, seconds: number): SpecResult {
   const drafted = new Array(k).fill(acceptLengths.length);
@@ -133,7 +135,7 @@ test('prompts: MT-bench (first turn), GSM8K (question), conversations (turns bef
   assert.throws(() => parsePromptLine('{"turns": []}', 'bad.jsonl:5'), /bad\.jsonl:5: "turns"/);
   assert.equal(promptTurns([{ role: 'assistant', content: 'x' }]), null);
 
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'prompts-'));
+  const dir = tempDir('prompts-');
   const file = path.join(dir, 'q.jsonl');
   fs.writeFileSync(
     file,

@@ -2,18 +2,26 @@
 // an offline capture of the same data (within float16 rounding), in the documented first-epoch order,
 // with one rank or two; an interrupted run resumes with the shards it had; later epochs read the store.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { readManifest } from '../src/store/manifest.ts';
 import { ArrowStore } from '../src/store/reader.ts';
 import type { FeatureSample } from '../src/store/schema.ts';
-import { makeRandomTarget, removeTempDirs, tempDir } from './helpers.ts';
+import {
+  assertExactResume,
+  killAtMarker,
+  makeRandomTarget,
+  maxAbsDiff,
+  metricsRows,
+  once,
+  removeTempDirs,
+  repoRoot as repo,
+  specforge,
+  stepDirs,
+  tempDir,
+} from './helpers.ts';
 
-const repo = fileURLToPath(new URL('..', import.meta.url));
-const bin = path.join(repo, 'bin', 'specforge.js');
 const work = tempDir('online-store-');
 const target = path.join(work, 'target');
 const data = path.join(repo, 'data/corpus/reasoning-eval.jsonl');
@@ -36,7 +44,22 @@ function recipe(name: string, extra: { training?: string; workers?: number; data
   return file;
 }
 
-const cli = (...args: string[]) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8' });
+const cli = (...args: string[]) => specforge(args);
+const runDir = (name: string) => path.join(work, 'ckpt', name);
+const trainRows = (name: string) => metricsRows(runDir(name)).filter((m) => m.split === 'train') as { loss: number[] }[];
+
+/** The offline capture of the data, read back by id: what every online store is compared with. */
+const offline = once(async () => {
+  const cap = cli('capture', '--recipe', recipe('offline'));
+  assert.equal(cap.status, 0, cap.stderr);
+  return (await rowsById(path.join(work, 'offline', 'train'))).byId;
+});
+/** The uninterrupted one-rank online run of 16 steps (26 samples, batch 2: 13 steps per epoch, so into the second epoch). */
+const online1 = once(() => {
+  const r = cli('train', '--recipe', recipe('online1', { training: '  max_steps: 16\n' }));
+  assert.equal(r.status, 0, r.stderr + r.stdout);
+  return r;
+});
 
 async function rowsById(dir: string): Promise<{ order: string[]; byId: Map<string, FeatureSample> }> {
   const store = await ArrowStore.open(dir);
@@ -89,15 +112,9 @@ async function firstEpochOrder(workers: number): Promise<string[]> {
 }
 
 describe('online store', () => {
-  let offline: Map<string, FeatureSample>;
-
   test('one rank: the first epoch writes a complete store equal to the offline capture, in first-epoch order', async () => {
-    const cap = cli('capture', '--recipe', recipe('offline'));
-    assert.equal(cap.status, 0, cap.stderr);
-    offline = (await rowsById(path.join(work, 'offline', 'train'))).byId;
-    // 26 samples, batch 2: 13 steps per epoch; 16 steps run into the second epoch.
-    const r = cli('train', '--recipe', recipe('online1', { training: '  max_steps: 16\n' }));
-    assert.equal(r.status, 0, r.stderr + r.stdout);
+    const r = online1();
+    await offline();
     assert.match(r.stdout, /online store .*online1\/train: complete, 26 samples, \d+ tokens in 6 shards; later epochs read it/);
     const dir = path.join(work, 'online1', 'train');
     const m = readManifest(dir);
@@ -118,7 +135,7 @@ describe('online store', () => {
     assert.ok(fs.existsSync(path.join(dir, 'draft-vocab.safetensors')));
     const online = await rowsById(dir);
     assert.deepEqual(online.order, await firstEpochOrder(1));
-    assertSameRows(offline, online.byId);
+    assertSameRows(await offline(), online.byId);
   });
 
   test('two ranks write per-rank shards merged into one manifest, equal to the offline capture', async () => {
@@ -132,26 +149,17 @@ describe('online store', () => {
     );
     const online = await rowsById(dir);
     assert.deepEqual(online.order, await firstEpochOrder(2));
-    assertSameRows(offline, online.byId);
+    assertSameRows(await offline(), online.byId);
   });
 
-  test('an online run killed in the first epoch resumes with the shards it had and completes the same store', async () => {
+  test('an online run killed in the first epoch resumes with the shards it had, completes the same store, and ends as the uninterrupted run', async () => {
+    online1();
     const file = recipe('killed', { training: '  max_steps: 16\n' });
     const dir = path.join(work, 'killed', 'train');
-    const runDir = path.join(work, 'ckpt', 'killed');
-    const child = spawn(process.execPath, [bin, 'train', '--recipe', file], { stdio: 'ignore' });
-    // Kill once a checkpoint and at least two shards exist (before the epoch ends).
-    await new Promise<void>((resolve) => {
-      const poll = setInterval(() => {
-        const shards = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.endsWith('.arrow')).length : 0;
-        if (shards >= 2 && fs.existsSync(path.join(runDir, 'step-6', 'training_state', 'trainer_state.json'))) {
-          clearInterval(poll);
-          child.kill('SIGKILL');
-          resolve();
-        }
-      }, 10);
-    });
-    await new Promise((r) => child.once('exit', r));
+    // Stopped for good before step 8 of the 13 of the first epoch (at least 14 samples computed: two or
+    // more shards of 5 finished; step-6 saved), then killed.
+    await killAtMarker(['train', '--recipe', file], /rank 0: injected hang at step 7 /, { env: { SPECFORGE_INJECT_FAULT: '0:7:hang' } });
+    assert.deepEqual(stepDirs(runDir('killed')), ['step-3', 'step-6']);
     assert.equal(readManifest(dir).complete, false);
     const kept = new Map(
       fs
@@ -159,22 +167,26 @@ describe('online store', () => {
         .filter((f) => f.endsWith('.arrow'))
         .map((f) => [f, fs.readFileSync(path.join(dir, f))]),
     );
+    assert.ok(kept.size >= 2 && kept.size < 6, `${kept.size} shards`);
+    const killedRows = metricsRows(runDir('killed'));
     const resumed = cli('train', '--recipe', file, '--resume', 'latest');
-    assert.equal(resumed.status, 0, resumed.stderr + resumed.stdout);
-    assert.match(resumed.stdout, /online store .*: resuming; \d+ samples are in finished shards/);
+    assert.match(resumed.stdout, new RegExp(`online store .*: resuming; ${5 * kept.size} samples are in finished shards`));
     for (const [f, bytes] of kept) assert.ok(fs.readFileSync(path.join(dir, f)).equals(bytes), `${f} was kept as it was`);
     const online = await rowsById(dir);
     assert.deepEqual(online.order, await firstEpochOrder(1));
-    assertSameRows(offline, online.byId);
+    assertSameRows(await offline(), online.byId);
+    await assertExactResume({ runDir: runDir('killed'), reference: runDir('online1'), from: 6, to: 16, killedRows, resumed });
   });
 
-  test('an online run over a complete captured store reads it in every epoch (data-set order)', () => {
+  test('an online run over a complete captured store reads it in every epoch (data-set order)', async () => {
+    await offline();
     const r = cli('train', '--recipe', recipe('offline', { training: '  max_steps: 3\n' }));
     assert.equal(r.status, 0, r.stderr + r.stdout);
     assert.match(r.stdout, /online store .*offline\/train: complete; every epoch reads it/);
   });
 
-  test('an online run over a complete store of other data is refused, naming the field', () => {
+  test('an online run over a complete store of other data is refused, naming the field', async () => {
+    await offline();
     const chat = path.join(repo, 'data/corpus/chat-eval.jsonl');
     const r = cli('train', '--recipe', recipe('offline-chat', { training: '  max_steps: 3\n', data: chat, store: 'offline' }));
     assert.equal(r.status, 1, r.stdout);
@@ -185,26 +197,23 @@ describe('online store', () => {
   });
 
   test('later epochs read the store: losses match a run that computes every epoch', () => {
-    // training.online_store: false runs the target in every epoch. The second epoch reads float16
-    // features from the store instead, so its losses agree within float16 rounding of the inputs.
+    online1();
+    // training.online_store: false runs the target in every epoch. The first epoch computes the same
+    // features either way (the same bits); the second reads float16 features from the store instead, so
+    // its losses agree within float16 rounding of the inputs.
     const r = cli('train', '--recipe', recipe('nostore', { training: '  max_steps: 16\n  online_store: false\n' }));
     assert.equal(r.status, 0, r.stderr);
     assert.ok(!fs.existsSync(path.join(work, 'nostore')), 'nothing written');
-    const rows = (run: string) =>
-      fs
-        .readFileSync(path.join(work, 'ckpt', run, 'metrics.jsonl'), 'utf8')
-        .trim()
-        .split('\n')
-        .map((l) => JSON.parse(l))
-        .filter((m) => m.split === 'train');
-    const a = rows('online1');
-    const b = rows('nostore');
+    const a = trainRows('online1');
+    const b = trainRows('nostore');
     assert.equal(a.length, 16);
-    for (let i = 0; i < 13; i++) assert.ok(Math.abs(a[i].loss[0] - b[i].loss[0]) <= 1e-5, `epoch 0 step ${i + 1}`);
-    for (let i = 13; i < 16; i++)
-      assert.ok(
-        Math.abs(a[i].loss[0] - b[i].loss[0]) <= 2e-3 * Math.max(1, b[i].loss[0]),
-        `epoch 1 step ${i + 1}: ${a[i].loss[0]} vs ${b[i].loss[0]}`,
-      );
+    assert.equal(b.length, 16);
+    for (let i = 0; i < 13; i++) assert.deepEqual(a[i].loss, b[i].loss, `epoch 0 step ${i + 1}`);
+    for (let i = 13; i < 16; i++) {
+      assert.equal(a[i].loss.length, b[i].loss.length);
+      const d = maxAbsDiff(a[i].loss, b[i].loss);
+      assert.ok(d <= 2e-3 * Math.max(1, ...b[i].loss), `epoch 1 step ${i + 1}: losses differ by ${d}: ${a[i].loss} vs ${b[i].loss}`);
+      assert.ok(d > 0, `epoch 1 step ${i + 1}: the float16 store was read, not the target`);
+    }
   });
 });

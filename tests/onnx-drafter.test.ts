@@ -1,7 +1,8 @@
 // The exported ONNX draft as the decoder's drafter (src/decode/onnx-drafter.ts, ONNX Runtime in a worker
 // thread called synchronously): its logits equal the tfjs Eagle3Drafter's within 1e-4 on context, chain and
 // tree nodes (a tree's nodes of one depth run as one batch, each row with its own ancestors as past), and
-// speculative decoding with it gives the same tokens and the same accept lengths.
+// speculative decoding with a draft that guesses well (built so, for a target built so) proposes the same
+// drafts with the same logits at every call, and accepts the same, as with the tfjs drafter.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -9,7 +10,7 @@ import { after, before, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/backend.ts';
 import { OnnxDrafter } from '../src/decode/onnx-drafter.ts';
-import type { Drafter } from '../src/decode/drafter.ts';
+import type { DraftLogits, Drafter } from '../src/decode/drafter.ts';
 import { speculativeDecode } from '../src/decode/speculative.ts';
 import { Eagle3Drafter } from '../src/decode/tfjs-drafter.ts';
 import { parseTreeShape } from '../src/decode/tree.ts';
@@ -19,7 +20,17 @@ import { exportDraftOnnx } from '../src/export/onnx.ts';
 import { parseModelConfig } from '../src/io/hf-config.ts';
 import { writeSafetensors } from '../src/io/safetensors.ts';
 import { TfjsTarget } from '../src/target/tfjs-target.ts';
-import { mapSource, maxAbsDiff, prng, randomWeights, removeTempDirs, tempDir, writeDraftCheckpoint } from './helpers.ts';
+import {
+  cycleDraftWeights,
+  cycleTargetWeights,
+  mapSource,
+  maxAbsDiff,
+  prng,
+  randomWeights,
+  removeTempDirs,
+  tempDir,
+  writeDraftCheckpoint,
+} from './helpers.ts';
 
 const V = 40;
 const raw = {
@@ -35,9 +46,14 @@ const raw = {
 const config = parseModelConfig(raw);
 const USED = Int32Array.from({ length: V }, (_, i) => i).filter((i) => i % 4 !== 0);
 const AUX = [0, 1, 2];
+/** The cycle target's greedy map: after x comes x + 7 (mod V), one cycle through every token. */
+const NEXT = Array.from({ length: V }, (_, x) => (x + 7) % V);
 let dir: string;
 let target: TfjsTarget;
 let draft: Eagle3Draft;
+/** A target whose next token is NEXT[current], nearly whatever came before, and a draft that guesses it. */
+let cycleTarget: TfjsTarget;
+let goodDraft: Eagle3Draft;
 
 before(async () => {
   await initBackend('wasm');
@@ -52,11 +68,29 @@ before(async () => {
   await writeDraftCheckpoint(path.join(dir, 'ckpt'), dc, draft, USED);
   exportDraftOnnx(path.join(dir, 'ckpt'), path.join(dir, 'in-file'), { target: path.join(dir, 'target') });
   exportDraftOnnx(path.join(dir, 'ckpt'), path.join(dir, 'embeds-input'), {});
+
+  const cw = cycleTargetWeights(config, 22, NEXT);
+  fs.mkdirSync(path.join(dir, 'cycle-target'), { recursive: true });
+  writeSafetensors(path.join(dir, 'cycle-target', 'model.safetensors'), cw);
+  fs.writeFileSync(path.join(dir, 'cycle-target', 'config.json'), JSON.stringify(raw));
+  cycleTarget = TfjsTarget.fromWeights(config, mapSource(cw));
+  // Its MLP knows the tokens but multiples of 5, and its vocabulary lacks multiples of 4: chains break there.
+  const lookup = Array.from({ length: V }, (_, i) => i).filter((i) => i % 5 !== 0);
+  const base = Eagle3Draft.init(dc, 6);
+  goodDraft = new Eagle3Draft(
+    dc,
+    cycleDraftWeights(base.exportWeights(), cw.get('model.embed_tokens.weight')!.data as Float32Array, NEXT, USED, lookup),
+  );
+  base.dispose();
+  await writeDraftCheckpoint(path.join(dir, 'good-ckpt'), dc, goodDraft, USED);
+  exportDraftOnnx(path.join(dir, 'good-ckpt'), path.join(dir, 'good-onnx'), { target: path.join(dir, 'cycle-target') });
 });
 
 after(() => {
   target.dispose();
   draft.dispose();
+  cycleTarget.dispose();
+  goodDraft.dispose();
   removeTempDirs();
 });
 
@@ -117,20 +151,63 @@ for (const kind of ['in-file', 'embeds-input'] as const) {
   });
 }
 
-test('speculative decoding with the ONNX drafter: same tokens and accept lengths as with the tfjs drafter (chain and tree)', () => {
-  const onnx = new OnnxDrafter(path.join(dir, 'in-file'));
-  const ref = new Eagle3Drafter(draft, target.embeddings(), USED);
+/** A drafter that records every call the decoder makes and what it answered. */
+class Recorder implements Drafter {
+  readonly calls: { call: string; logits?: Float32Array[] }[] = [];
+  constructor(private readonly inner: Drafter) {}
+  get featureLayers() {
+    return this.inner.featureLayers;
+  }
+  reset(): void {
+    this.calls.push({ call: 'reset' });
+    this.inner.reset();
+  }
+  extend(nextIds: number[], features: tf.Tensor3D | null): void {
+    this.calls.push({ call: `extend ${nextIds}` });
+    this.inner.extend(nextIds, features);
+  }
+  expand(paths: number[][]): DraftLogits[] {
+    const r = this.inner.expand(paths);
+    this.calls.push({ call: `expand ${JSON.stringify(paths)}`, logits: r.map((x) => Float32Array.from(x.logits)) });
+    return r;
+  }
+  dispose(): void {
+    this.inner.dispose();
+  }
+}
+
+test('speculative decoding with the ONNX drafter of a draft that guesses well: the same drafts, logits and accept lengths as the tfjs drafter (chain and tree)', () => {
+  const onnx = new Recorder(new OnnxDrafter(path.join(dir, 'good-onnx')));
+  const ref = new Recorder(new Eagle3Drafter(goodDraft, cycleTarget.embeddings(), USED));
+  const accepted: number[] = [];
   for (const opts of [{ draftSteps: 4 }, { tree: parseTreeShape('3,3,8') }]) {
     for (const prompt of [
       [1, 2, 3, 4, 5, 6, 7],
       [30, 2, 30, 2],
     ]) {
-      const a = speculativeDecode(target, ref, prompt, { maxNewTokens: 16, stopIds: [], ...opts });
-      const b = speculativeDecode(target, onnx, prompt, { maxNewTokens: 16, stopIds: [], ...opts });
+      const a = speculativeDecode(cycleTarget, ref, prompt, { maxNewTokens: 24, stopIds: [], ...opts });
+      const b = speculativeDecode(cycleTarget, onnx, prompt, { maxNewTokens: 24, stopIds: [], ...opts });
       assert.deepEqual(b.tokens, a.tokens);
       assert.deepEqual(b.acceptLengths, a.acceptLengths);
+      assert.deepEqual(b.accepted, a.accepted);
+      accepted.push(...a.acceptLengths);
     }
   }
+  // Every call alike: the same contexts, the same nodes expanded (the drafts proposed), logits within 1e-4.
+  assert.deepEqual(
+    onnx.calls.map((c) => c.call),
+    ref.calls.map((c) => c.call),
+  );
+  let worst = 0;
+  ref.calls.forEach((c, i) => c.logits?.forEach((l, j) => (worst = Math.max(worst, maxAbsDiff(l, onnx.calls[i].logits![j])))));
+  assert.ok(worst <= 1e-4, `logits max abs diff ${worst}`);
+  // The draft is good, so the accept lengths say something about the drafter: most passes accept, some
+  // accept the whole chain the vocabulary allows (3), a few none.
+  const count = (n: number) => accepted.filter((x) => x === n).length;
+  assert.ok(
+    count(0) < accepted.length / 3 && count(3) > 0 && accepted.reduce((x, y) => x + y, 0) >= 1.5 * accepted.length,
+    `accept lengths ${accepted}`,
+  );
   onnx.dispose();
   ref.dispose();
 });

@@ -1,21 +1,29 @@
 // Data-parallel training equals one worker: 2 ranks with per-rank batch b against 1 rank with batch 2b
-// (same seed and data order), and resume with 2 ranks.
+// (same seed and data order), and resume with 2 ranks (after a kill, and after a failing rank) is exact.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { before, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { SafetensorsFile } from '../src/io/safetensors.ts';
-import { makeRandomTarget, maxAbsDiff } from './helpers.ts';
+import {
+  assertExactResume,
+  killAtMarker,
+  makeRandomTarget,
+  maxAbsDiff,
+  metricsRows,
+  once,
+  removeTempDirs,
+  repoRoot as repo,
+  specforge,
+  stepDirs,
+  tempDir,
+} from './helpers.ts';
 
-const repo = fileURLToPath(new URL('..', import.meta.url));
-const bin = path.join(repo, 'bin', 'specforge.js');
-const work = fs.mkdtempSync(path.join(os.tmpdir(), 'parallel-train-'));
+const work = tempDir('parallel-train-');
 const target = path.join(work, 'target');
 
 before(() => makeRandomTarget(target, 5));
+after(removeTempDirs);
 
 /** A 10-step run with SpecExit heads, the micro-batch run in chunks of at most `chunkTokens` positions. */
 function recipe(name: string, batch: number, workers: number, chunkTokens = 100, recompute = 'auto'): string {
@@ -31,15 +39,25 @@ function recipe(name: string, batch: number, workers: number, chunkTokens = 100,
   return file;
 }
 
-const train = (...args: string[]) => spawnSync(process.execPath, [bin, 'train', ...args], { encoding: 'utf8' });
-const lossRows = (run: string) =>
-  fs
-    .readFileSync(path.join(work, 'ckpt', run, 'metrics.jsonl'), 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l))
-    .filter((m) => m.split === 'train');
-const weights = (run: string, step: number) => new SafetensorsFile(path.join(work, 'ckpt', run, `step-${step}`, 'model.safetensors'));
+const train = (...args: string[]) => specforge(['train', ...args]);
+const runDir = (run: string) => path.join(work, 'ckpt', run);
+const lossRows = (run: string) => metricsRows(runDir(run)).filter((m) => m.split === 'train') as Record<string, number[]>[];
+/** A run of the recipe `name` (batch, workers, chunk_tokens, recompute), made once by the first test that reads it. */
+const runs = new Map<string, () => void>();
+function ran(name: string, batch: number, workers: number, chunkTokens?: number, recompute?: string): void {
+  if (!runs.has(name))
+    runs.set(
+      name,
+      once(() => {
+        const r = train('--recipe', recipe(name, batch, workers, chunkTokens, recompute));
+        assert.equal(r.status, 0, r.stderr + r.stdout);
+      }),
+    );
+  runs.get(name)!();
+}
+const one = () => ran('one', 4, 1);
+const two = () => ran('two', 2, 2);
+const weights = (run: string, step: number) => new SafetensorsFile(path.join(runDir(run), `step-${step}`, 'model.safetensors'));
 /** Every float tensor of two runs' step-`step` checkpoints agrees within `tol`. */
 function assertSameWeights(runA: string, runB: string, step: number, tol: number): void {
   const wa = weights(runA, step);
@@ -52,10 +70,8 @@ function assertSameWeights(runA: string, runB: string, step: number, tol: number
 
 describe('data-parallel training', () => {
   test('2 workers x batch 2 equal 1 worker x batch 4: losses and weights within 1e-5 after 10 steps', () => {
-    const one = train('--recipe', recipe('one', 4, 1));
-    assert.equal(one.status, 0, one.stderr + one.stdout);
-    const two = train('--recipe', recipe('two', 2, 2));
-    assert.equal(two.status, 0, two.stderr + two.stdout);
+    one();
+    two();
     const a = lossRows('one');
     const b = lossRows('two');
     assert.equal(a.length, 10);
@@ -72,8 +88,8 @@ describe('data-parallel training', () => {
   });
 
   test('the micro-batch run in chunks equals it run whole: losses and weights within 1e-5 after 10 steps', () => {
-    const whole = train('--recipe', recipe('whole', 4, 1, 0));
-    assert.equal(whole.status, 0, whole.stderr + whole.stdout);
+    one();
+    ran('whole', 4, 1, 0);
     const a = lossRows('one');
     const b = lossRows('whole');
     for (let i = 0; i < 10; i++) {
@@ -85,8 +101,8 @@ describe('data-parallel training', () => {
   });
 
   test('recomputing the TTT steps in the backward pass equals the taped run: losses and weights within 1e-5 after 10 steps', () => {
-    const re = train('--recipe', recipe('recompute', 2, 2, 100, 'on'));
-    assert.equal(re.status, 0, re.stderr + re.stdout);
+    one();
+    ran('recompute', 2, 2, 100, 'on');
     const a = lossRows('one');
     const b = lossRows('recompute');
     for (let i = 0; i < 10; i++) {
@@ -97,45 +113,36 @@ describe('data-parallel training', () => {
     assertSameWeights('one', 'recompute', 10, 1e-5);
   });
 
-  test('resume works with 2 workers', async () => {
+  test('a 2-worker run killed after a checkpoint resumes from it and ends bit-identical to the uninterrupted run', async () => {
+    two();
     const file = recipe('killed2', 2, 2);
-    const runDir = path.join(work, 'ckpt', 'killed2');
-    const child = spawn(process.execPath, [bin, 'train', '--recipe', file], { stdio: 'ignore' });
-    await new Promise<void>((resolve) => {
-      const poll = setInterval(() => {
-        if (fs.existsSync(path.join(runDir, 'step-5', 'training_state', 'trainer_state.json'))) {
-          clearInterval(poll);
-          child.kill('SIGKILL');
-          resolve();
-        }
-      }, 10);
-    });
-    await new Promise((r) => child.once('exit', r));
-    assert.ok(!fs.existsSync(path.join(runDir, 'step-10')));
+    // Rank 1 stops for good before step 7 (steps 1-6 trained, step-5 saved; rank 0 waits for it), then the process is killed.
+    await killAtMarker(['train', '--recipe', file], /rank 1: injected hang at step 6 /, { env: { SPECFORGE_INJECT_FAULT: '1:6:hang' } });
+    assert.deepEqual(stepDirs(runDir('killed2')), ['step-5']);
+    const killedRows = metricsRows(runDir('killed2'));
     const resumed = train('--recipe', file, '--resume', 'latest');
-    assert.equal(resumed.status, 0, resumed.stderr);
-    assertSameWeights('two', 'killed2', 10, 1e-6);
+    await assertExactResume({ runDir: runDir('killed2'), reference: runDir('two'), from: 5, to: 10, killedRows, resumed });
   });
 
-  test('a rank that fails stops the run with its error; the last checkpoint stays valid and resumes', () => {
+  test('a rank that fails stops the run with its error; the last checkpoint stays valid and --resume <it> continues exactly', async () => {
+    two();
     const file = recipe('fault', 2, 2);
-    const failed = spawnSync(process.execPath, [bin, 'train', '--recipe', file], {
-      encoding: 'utf8',
-      env: { ...process.env, SPECFORGE_INJECT_FAULT: '1:7' },
-      timeout: 120_000, // a hang fails the test instead of blocking the suite
-    });
-    assert.equal(failed.signal, null, 'the run ended by itself');
-    assert.notEqual(failed.status, 0);
+    const failed = specforge(['train', '--recipe', file], { SPECFORGE_INJECT_FAULT: '1:7' });
+    assert.equal(failed.status, 1, failed.stdout);
     assert.match(failed.stderr, /rank 1: injected fault at step 7/);
-    const runDir = path.join(work, 'ckpt', 'fault');
     // Step 5 was saved before the failure; nothing later and no half-written folder is left.
     assert.deepEqual(
-      fs.readdirSync(runDir).filter((f) => f.startsWith('step-')),
+      fs.readdirSync(runDir('fault')).filter((f) => f.startsWith('step-')),
       ['step-5'],
     );
-    // The checkpoint is whole: resuming from it ends where the uninterrupted 2-worker run ended.
-    const resumed = train('--recipe', file, '--resume', 'latest');
-    assert.equal(resumed.status, 0, resumed.stderr);
-    assertSameWeights('two', 'fault', 10, 1e-6);
+    const killedRows = metricsRows(runDir('fault'));
+    assert.deepEqual(
+      killedRows.map((r) => r.step),
+      [1, 2, 3, 4, 5, 6, 7],
+    );
+    // The checkpoint is whole: resuming from it (named as a folder) ends where the uninterrupted 2-worker run
+    // ended, to the bit.
+    const resumed = train('--recipe', file, '--resume', path.join(runDir('fault'), 'step-5'));
+    await assertExactResume({ runDir: runDir('fault'), reference: runDir('two'), from: 5, to: 10, killedRows, resumed });
   });
 });

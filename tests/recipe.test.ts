@@ -1,13 +1,15 @@
 // Recipe loading: defaults, path resolution, and errors that name file:line and the field.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { RecipeError, loadRecipe, recipeReference } from '../src/recipe/recipe.ts';
+import { removeTempDirs, tempDir } from './helpers.ts';
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'recipe-'));
+after(removeTempDirs);
+
+const dir = tempDir('recipe-');
 const write = (name: string, text: string) => {
   const f = path.join(dir, name);
   fs.writeFileSync(f, text);

@@ -5,14 +5,13 @@
 // likewise); a full disk, a damaged checkpoint, an empty eval file and a recipe that cannot make one step
 // are one line naming the file or field, the last two before any work.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { SafetensorsFile } from '../src/io/safetensors.ts';
-import { makeRandomTarget } from './helpers.ts';
+import { makeRandomTarget, runNode, withChildAtMarker } from './helpers.ts';
 
 const repo = fileURLToPath(new URL('..', import.meta.url));
 const bin = path.join(repo, 'bin', 'specforge.js');
@@ -54,8 +53,7 @@ function recipe(
   return file;
 }
 
-const specforge = (args: string[], env: Record<string, string> = {}, preload: string[] = []) =>
-  spawnSync(process.execPath, [...preload, bin, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 300_000 });
+const specforge = (args: string[], env: Record<string, string> = {}, preload: string[] = []) => runNode([...preload, bin, ...args], env);
 const train = (file: string, args: string[] = [], env: Record<string, string> = {}) => specforge(['train', '--recipe', file, ...args], env);
 const runDir = (name: string) => path.join(ckpt, name);
 /** The step-N checkpoint folders of a run, by name. */
@@ -262,33 +260,27 @@ describe('a run folder holds one run', () => {
   test('a second train into a folder in use refuses naming the pid; once that run is killed its lock is taken over with a note', async () => {
     const file = recipe('busy', { max_steps: 100000, save_interval: 100000 });
     const lock = path.join(runDir('busy'), 'train.lock');
-    const first = spawn(process.execPath, [bin, 'train', '--recipe', file], { stdio: 'ignore' });
-    try {
-      await new Promise<void>((resolve, reject) => {
-        const poll = setInterval(() => {
-          if (fs.existsSync(lock)) {
-            clearInterval(poll);
-            resolve();
-          }
-        }, 20);
-        first.once('exit', () => reject(new Error('the first run ended before taking its lock')));
-      });
-      const second = train(file);
-      assert.equal(second.status, 1);
-      assert.match(
-        errorLine(second),
-        new RegExp(
-          `${runDir('busy')} is in use by the train of pid ${first.pid} on ${os.hostname()} \\(since [^)]+\\): wait for it to finish`,
-        ),
-      );
-    } finally {
-      first.kill('SIGKILL');
-      await new Promise((r) => (first.exitCode !== null || first.signalCode !== null ? r(null) : first.once('exit', r)));
-    }
+    // The first run takes the lock, trains a step and stops there for good; it is killed after the second try.
+    let pid = 0;
+    await withChildAtMarker(
+      ['train', '--recipe', file],
+      /rank 0: injected hang at step 1 /,
+      { env: { SPECFORGE_INJECT_FAULT: '0:1:hang' } },
+      async (p) => {
+        pid = p;
+        assert.ok(fs.existsSync(lock), 'the first run holds the lock');
+        const second = train(file);
+        assert.equal(second.status, 1);
+        assert.match(
+          errorLine(second),
+          new RegExp(`${runDir('busy')} is in use by the train of pid ${pid} on ${os.hostname()} \\(since [^)]+\\): wait for it to finish`),
+        );
+      },
+    );
     assert.ok(fs.existsSync(lock), 'a killed run leaves its lock');
     const third = train(file, ['--max-steps', '2', '--overwrite']);
     assert.equal(third.status, 0, third.stderr);
-    assert.match(third.stdout, new RegExp(`note: ${lock} was left by pid ${first.pid} on .*, which no longer runs: taking it over`));
+    assert.match(third.stdout, new RegExp(`note: ${lock} was left by pid ${pid} on .*, which no longer runs: taking it over`));
     assert.ok(!fs.existsSync(lock));
   });
 });

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { prng, removeTempDirs, tempDir } from './helpers.ts';
+import { bitsF32, prng, refBf16, refF16, removeTempDirs, tempDir } from './helpers.ts';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/io/dtypes.ts';
 import { SafetensorsFolder, SafetensorsError, SafetensorsFile, writeSafetensorsFolder, writeSafetensors } from '../src/io/safetensors.ts';
 import type { TensorToWrite } from '../src/io/safetensors.ts';
@@ -21,49 +21,6 @@ function randomF32(n: number, seed: number, minExp: number, maxExp: number): Flo
     out[i] = sign * (1 + r()) * 2 ** Math.floor(minExp + r() * (maxExp - minExp));
   }
   return out;
-}
-
-const dv = new DataView(new ArrayBuffer(4));
-function f32Bits(x: number): number {
-  dv.setFloat32(0, x, true);
-  return dv.getUint32(0, true);
-}
-function bitsF32(b: number): number {
-  dv.setUint32(0, b >>> 0, true);
-  return dv.getFloat32(0, true);
-}
-
-/** Reference bf16: round-to-nearest-even on the float32 bit pattern (finite inputs). */
-function refBf16(x: number): number {
-  const bits = f32Bits(x);
-  let upper = bits >>> 16;
-  const lower = bits & 0xffff;
-  if (lower > 0x8000 || (lower === 0x8000 && (upper & 1) === 1)) upper += 1;
-  return bitsF32(upper << 16);
-}
-
-function roundHalfEven(y: number): number {
-  const f = Math.floor(y);
-  const d = y - f;
-  if (d > 0.5) return f + 1;
-  if (d < 0.5) return f;
-  return f % 2 === 0 ? f : f + 1;
-}
-
-/** Reference f16 value (as a number) for a float32 input: scale to integer ulps, round half to even. */
-function refF16(x: number): number {
-  if (Number.isNaN(x)) return NaN;
-  if (x === 0 || !Number.isFinite(x)) return x;
-  const a = Math.abs(x);
-  const e = Math.max(Math.floor(Math.log2(a)), -14);
-  // log2 can be off by one near powers of two: fix e so that 2^e <= a < 2^(e+1) (or e == -14).
-  let ee = e;
-  while (ee > -14 && 2 ** ee > a) ee--;
-  while (2 ** (ee + 1) <= a) ee++;
-  const ulp = 2 ** (Math.max(ee, -14) - 10);
-  const r = roundHalfEven(a / ulp) * ulp;
-  const v = r > 65504 ? Infinity : r;
-  return x < 0 ? -v : v;
 }
 
 function halfUlpF16(x: number): number {

@@ -2,19 +2,20 @@
 // random configs scaled down from the published ones; then cached decoding against the full forward.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { before, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/backend.ts';
 import { parseModelConfig } from '../src/io/hf-config.ts';
 import { SafetensorsFile } from '../src/io/safetensors.ts';
 import { TfjsTarget } from '../src/target/tfjs-target.ts';
 import { Rng } from '../src/util/random.ts';
-import { fixture, mapSource, maxAbs, maxAbsDiff, randomWeights, rows } from './helpers.ts';
+import { fixture, mapSource, maxAbs, maxAbsDiff, randomWeights, refBf16, refF16, removeTempDirs, rows, tempDir } from './helpers.ts';
 import { plainForward } from './reference/plain-target.ts';
 
 before(async () => {
   await initBackend('wasm');
 });
+after(removeTempDirs);
 
 describe('target runtime vs PyTorch golden vectors', () => {
   for (const arch of ['llama', 'qwen2', 'qwen3', 'minicpm']) {
@@ -209,26 +210,38 @@ describe('KV cache decoding equals the full forward', () => {
 });
 
 describe('loading and memory', () => {
-  test('bf16 and f16 checkpoints load as float32 and stay close to the f32 model', async () => {
+  test('bf16 and f16 checkpoints load as float32: the model computes exactly what float32 computes on the rounded weights', async () => {
     const { SafetensorsFolder, writeSafetensors } = await import('../src/io/safetensors.ts');
-    const os = await import('node:os');
     const path = await import('node:path');
     const src = fixture('golden/targets/llama');
+    const config = parseModelConfig(JSON.parse(fs.readFileSync(path.join(src, 'config.json'), 'utf8')));
     const f32 = new SafetensorsFolder(src);
     const ids = [[3, 14, 15, 9, 26, 5]];
-    const ref = TfjsTarget.load(src);
-    const expected = ref.forward({ ids }).logits!.dataSync() as Float32Array;
-    ref.dispose();
-    for (const dtype of ['BF16', 'F16'] as const) {
-      const dir = fs.mkdtempSync(path.join(os.tmpdir(), `target-${dtype}-`));
-      fs.copyFileSync(`${src}/config.json`, `${dir}/config.json`);
-      writeSafetensors(`${dir}/model.safetensors`, new Map(f32.names().map((n) => [n, { ...f32.read(n), dtype }])));
-      const model = TfjsTarget.load(dir);
+    const logitsOf = (model: TfjsTarget) => {
       const out = model.forward({ ids });
-      const d = maxAbsDiff(out.logits!.dataSync(), expected);
-      assert.ok(d > 0 && d < (dtype === 'BF16' ? 0.1 : 0.01), `${dtype}: max diff ${d}`);
+      const l = Float32Array.from(out.logits!.dataSync());
       tf.dispose([out.logits!, out.finalNormed]);
       model.dispose();
+      return l;
+    };
+    const full = logitsOf(TfjsTarget.load(src));
+    const dir = tempDir('target-half-');
+    for (const [dtype, round] of [
+      ['BF16', refBf16],
+      ['F16', refF16],
+    ] as const) {
+      fs.mkdirSync(path.join(dir, dtype));
+      fs.copyFileSync(path.join(src, 'config.json'), path.join(dir, dtype, 'config.json'));
+      writeSafetensors(path.join(dir, dtype, 'model.safetensors'), new Map(f32.names().map((n) => [n, { ...f32.read(n), dtype }])));
+      const loaded = logitsOf(TfjsTarget.load(path.join(dir, dtype)));
+      // The same model from float32 weights rounded here (the reference rounding, not src's).
+      const rounded = new Map(f32.names().map((n) => [n, { ...f32.read(n), data: (f32.read(n).data as Float32Array).map(round) }]));
+      const expected = logitsOf(TfjsTarget.fromWeights(config, mapSource(rounded)));
+      assert.ok(
+        Buffer.from(loaded.buffer).equals(Buffer.from(expected.buffer)),
+        `${dtype}: logits differ from float32 on rounded weights by ${maxAbsDiff(loaded, expected)}`,
+      );
+      assert.ok(maxAbsDiff(loaded, full) > 0, `${dtype}: the weights were rounded`);
     }
   });
 

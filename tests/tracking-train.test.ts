@@ -4,18 +4,15 @@
 // summary.json agreeing, no step twice, step-best on the best evaluated checkpoint (kept by keep_last 1),
 // and export-onnx --recipe taking it.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { before, describe, test } from 'node:test';
-import { makeRandomTarget } from './helpers.ts';
+import { after, before, describe, test } from 'node:test';
+import { makeRandomTarget, once, removeTempDirs, repoRoot as repo, specforge, tempDir } from './helpers.ts';
 import { readEventFile } from './tensorboard-reader.ts';
 
-const repo = fileURLToPath(new URL('..', import.meta.url));
-const bin = path.join(repo, 'bin', 'specforge.js');
-const work = fs.mkdtempSync(path.join(os.tmpdir(), 'tracking-train-'));
+after(removeTempDirs);
+
+const work = tempDir('tracking-train-');
 const target = path.join(work, 'target');
 const runDir = path.join(work, 'ckpt', 'tracked');
 const recipe = path.join(work, 'tracked.yaml');
@@ -34,8 +31,7 @@ before(async () => {
   );
 });
 
-const train = (args: string[], env: Record<string, string> = {}) =>
-  spawnSync(process.execPath, [bin, 'train', '--recipe', recipe, ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
+const train = (args: string[], env: Record<string, string> = {}) => specforge(['train', '--recipe', recipe, ...args], env);
 const rows = () =>
   fs
     .readFileSync(path.join(runDir, 'metrics.jsonl'), 'utf8')
@@ -44,31 +40,37 @@ const rows = () =>
     .map((l) => JSON.parse(l));
 const f32 = (x: number) => Math.fround(x);
 
-describe('a tracked run, interrupted and resumed', () => {
-  let summaryOut = '';
+/** The run every test reads: it fails after step 7 (checkpoint step-4), then resumes from step-4 to the end. */
+const scenario = once(() => {
+  const failed = train([], { SPECFORGE_INJECT_FAULT: '0:7' });
+  const rowsAtFailure = rows();
+  const resumed = train(['--resume', 'latest']);
+  return { failed, rowsAtFailure, resumed };
+});
 
+describe('a tracked run, interrupted and resumed', () => {
   test('fails after step 7 (checkpoint step-4), then resumes from step-4 to the end', () => {
-    const failed = train([], { SPECFORGE_INJECT_FAULT: '0:7' });
-    assert.notEqual(failed.status, 0);
+    const { failed, rowsAtFailure, resumed } = scenario();
+    assert.equal(failed.status, 1, failed.stdout);
     assert.match(failed.stderr, /injected fault at step 7/);
     // The interrupted run logged past its last checkpoint: steps 5-7 and the evaluation at 6.
     assert.deepEqual(
-      rows().map((r) => `${r.split}@${r.step}`),
+      rowsAtFailure.map((r) => `${r.split}@${r.step}`),
       ['train@1', 'train@2', 'eval@2', 'train@3', 'train@4', 'eval@4', 'train@5', 'train@6', 'eval@6', 'train@7'],
     );
-    const resumed = train(['--resume', 'latest']);
     assert.equal(resumed.status, 0, resumed.stderr + resumed.stdout);
     assert.match(resumed.stdout, /resumed from .*step-4 at step 4/);
-    summaryOut = resumed.stdout;
   });
 
   test('metrics.jsonl holds each step once', () => {
+    scenario();
     const keys = rows().map((r) => `${r.split}@${r.step}`);
     const want = [1, 2, 3, 4, 5, 6, 7, 8].flatMap((s) => [`train@${s}`, ...(s % 2 === 0 ? [`eval@${s}`] : [])]);
     assert.deepEqual(keys, want);
   });
 
   test('the TensorBoard event file holds the same rows, at the same steps, tagged by split', () => {
+    scenario();
     const dir = path.join(runDir, 'tensorboard');
     const files = fs.readdirSync(dir);
     assert.equal(files.length, 1, `one event file: ${files.join(', ')}`);
@@ -101,6 +103,7 @@ describe('a tracked run, interrupted and resumed', () => {
   });
 
   test('step-best points at the best evaluated checkpoint, which keep_last 1 keeps', () => {
+    const summaryOut = scenario().resumed.stdout;
     const taus = new Map(
       rows()
         .filter((r) => r.split === 'eval' && r.step % 4 === 0)
@@ -118,7 +121,8 @@ describe('a tracked run, interrupted and resumed', () => {
     assert.equal(summary.last_checkpoint, path.join(runDir, 'step-8'));
     assert.equal(summary.resumed_from, path.join(runDir, 'step-4'));
     assert.equal(summary.last_eval.step, 8);
-    assert.ok(summary.tokens > 0 && summary.tokens_per_s > 0 && summary.wall_seconds > 0);
+    assert.ok(summary.tokens > 0 && summary.wall_seconds > 0);
+    assert.equal(summary.tokens_per_s, summary.tokens / summary.wall_seconds);
     assert.ok(summary.peak_rss_bytes > 0 && summary.wasm_heap_bytes > 0);
     assert.equal(summary.files.tensorboard, path.join(runDir, 'tensorboard'));
 
@@ -131,6 +135,7 @@ describe('a tracked run, interrupted and resumed', () => {
   });
 
   test('curves.svg draws every row once and marks the best held-out tau', () => {
+    scenario();
     const svg = fs.readFileSync(path.join(runDir, 'curves.svg'), 'utf8');
     const bestStep = Number(fs.readlinkSync(path.join(runDir, 'step-best')).slice('step-'.length));
     const evals = rows().filter((r) => r.split === 'eval');
@@ -147,18 +152,15 @@ describe('a tracked run, interrupted and resumed', () => {
   });
 
   test('export-onnx --recipe takes the run step-best', () => {
+    scenario();
     const bestStep = fs.readlinkSync(path.join(runDir, 'step-best'));
     const out = path.join(work, 'export');
-    const r = spawnSync(process.execPath, [bin, 'export-onnx', '--recipe', recipe, '--out', out, '--format', 'sglang'], {
-      encoding: 'utf8',
-    });
+    const r = specforge(['export-onnx', '--recipe', recipe, '--out', out, '--format', 'sglang']);
     assert.equal(r.status, 0, r.stderr);
     assert.ok(r.stdout.includes(`checkpoint: the run's best (step-best), ${path.join(runDir, bestStep)}`), r.stdout);
     assert.ok(fs.existsSync(path.join(out, 'sglang', 'model.safetensors')));
-    const both = spawnSync(process.execPath, [bin, 'export-onnx', '--recipe', recipe, '--checkpoint', runDir, '--out', out], {
-      encoding: 'utf8',
-    });
-    assert.notEqual(both.status, 0);
+    const both = specforge(['export-onnx', '--recipe', recipe, '--checkpoint', runDir, '--out', out]);
+    assert.equal(both.status, 1, both.stdout);
     assert.match(both.stderr, /mutually exclusive/);
   });
 });

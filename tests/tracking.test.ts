@@ -4,9 +4,8 @@
 // by eval and export, reset on a resume before it).
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import { draftConfigFor } from '../src/draft/config.ts';
 import { parseModelConfig } from '../src/io/hf-config.ts';
 import { bestTarget } from '../src/train/best.ts';
@@ -15,10 +14,12 @@ import { curvesSvg } from '../src/train/curves.ts';
 import { RunLog, readMetrics } from '../src/train/run-log.ts';
 import { crc32c, EventFileWriter, encodeEvent, eventFiles, FILE_VERSION, frameRecord, rowScalars } from '../src/train/tensorboard.ts';
 import { niceTicks, tickLabel } from '../src/util/svg.ts';
-import { fixture } from './helpers.ts';
+import { fixture, removeTempDirs, tempDir } from './helpers.ts';
 import { crc32cBitwise, readEventFile, readRecords } from './tensorboard-reader.ts';
 
-const work = fs.mkdtempSync(path.join(os.tmpdir(), 'tracking-test-'));
+after(removeTempDirs);
+
+const work = tempDir('tracking-test-');
 const f32 = (x: number) => Math.fround(x);
 
 const trainRow = (step: number, loss: number) => ({
@@ -133,13 +134,16 @@ describe('TensorBoard event files', () => {
 
   test('an event file starts with the file version; each row is one event at its step, appended as it comes', () => {
     const dir = path.join(work, 'tb');
+    const before = Date.now() / 1000;
     const w = EventFileWriter.start(dir, [{ ...trainRow(1, 4), time: 1234.5 }]);
+    const after = Date.now() / 1000;
     w.append(evalRow(2, 2.25));
     const events = readEventFile(w.file);
     assert.equal(events.length, 3);
     assert.equal(events[0].fileVersion, 'brain.Event:2');
     assert.equal(events[0].step, 0);
-    assert.ok(Math.abs(events[0].wallTime - Date.now() / 1000) < 60, 'wall time in seconds since 1970');
+    // The file-version event is stamped when the file starts, in seconds since 1970.
+    assert.ok(events[0].wallTime >= before - 0.001 && events[0].wallTime <= after + 0.001, `wall time ${events[0].wallTime}`);
     assert.deepEqual([events[1].step, events[1].wallTime], [1, 1234.5]);
     assert.equal(events[2].step, 2);
     assert.deepEqual(

@@ -15,11 +15,19 @@ export const AUTO_EXTERNAL_BYTES = 1 << 30;
 const MIN_EXTERNAL_TENSOR = 1024;
 const ALIGN = 4096;
 
-/** Writes `file` (and `file + '.data'` when weights go external); returns the files written. */
-export function writeOnnxModel(file: string, model: ModelProto, external: ExternalData = 'auto'): string[] {
+/**
+ * Writes `file` (and `file + '.data'` when weights go external); returns the files written. `autoBytes`: the
+ * total past which 'auto' goes external (tests lower it).
+ */
+export function writeOnnxModel(
+  file: string,
+  model: ModelProto,
+  external: ExternalData = 'auto',
+  autoBytes = AUTO_EXTERNAL_BYTES,
+): string[] {
   const inits = model.graph.initializers;
   const total = inits.reduce((s, t) => s + (t.raw?.length ?? 0), 0);
-  const goesOut = external === 'always' || (external === 'auto' && total > AUTO_EXTERNAL_BYTES);
+  const goesOut = external === 'always' || (external === 'auto' && total > autoBytes);
   const dataFile = `${file}.data`;
   const location = path.basename(dataFile);
   const parts: Buffer[] = [];

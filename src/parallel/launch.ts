@@ -39,23 +39,30 @@ export interface LaunchOptions {
 
 /** Runs the job on worldSize ranks; resolves with rank 0's result. One rank runs in this thread. */
 export async function launchRanks(opts: LaunchOptions): Promise<unknown> {
+  return (await launchAllRanks(opts))[0];
+}
+
+/** As launchRanks, resolving with every rank's result (index = rank). */
+export async function launchAllRanks(opts: LaunchOptions): Promise<unknown[]> {
   if (!Number.isInteger(opts.worldSize) || opts.worldSize < 1) throw new Error(`workers must be a positive integer, got ${opts.worldSize}`);
   if (opts.worldSize === 1) {
     const job = await import(opts.module);
-    return job.runRank({
-      collective: new SoloCollective(),
-      payload: opts.payload,
-      progress: opts.onProgress ?? (() => {}),
-      log: opts.onLog ?? (() => {}),
-    } satisfies RankContext);
+    return [
+      await job.runRank({
+        collective: new SoloCollective(),
+        payload: opts.payload,
+        progress: opts.onProgress ?? (() => {}),
+        log: opts.onLog ?? (() => {}),
+      } satisfies RankContext),
+    ];
   }
   const shared = createSharedBuffers(opts.worldSize);
   const bootstrap = new URL('./rank-bootstrap.mjs', import.meta.url);
-  return new Promise((resolve, reject) => {
+  return new Promise<unknown[]>((resolve, reject) => {
     const workers: Worker[] = [];
     let failed = false;
     let remaining = opts.worldSize;
-    let result: unknown;
+    const results: unknown[] = new Array(opts.worldSize);
     const fail = (err: RankError) => {
       if (failed) return;
       failed = true;
@@ -76,10 +83,10 @@ export async function launchRanks(opts: LaunchOptions): Promise<unknown> {
         else if (m.type === 'log' && rank === 0) opts.onLog?.(m.message);
         else if (m.type === 'error') fail(new RankError(rank, m.message, m.stack));
         else if (m.type === 'done') {
-          if (rank === 0) result = m.result;
+          results[rank] = m.result;
           if (--remaining === 0 && !failed) {
             for (const x of workers) void x.terminate();
-            resolve(result);
+            resolve(results);
           }
         }
       });
