@@ -85,8 +85,11 @@ export async function captureSplit(model: TargetModel, tok: Tokenizer, o: Captur
       o.log(
         `${o.label}: capture.limit raised from ${before.source.limit} to ${o.limit ?? 'all'}: ${o.storeDir} keeps its ${writer.current.total_samples} samples in full shards and captures the rest`,
       );
-    else if (writer.current.total_samples > 0)
-      o.log(`${o.label}: resuming; ${writer.current.total_samples} samples are in finished shards`);
+    else {
+      // Ranks finish shards out of order, so finished shards can lie past the manifest's run from shard 0.
+      const kept = await keptSamples(writer, total, S);
+      if (kept > 0) o.log(`${o.label}: resuming; ${kept} samples are in finished shards`);
+    }
   }
   collective.barrier();
   if (!complete && rank !== 0) writer = await RankStoreWriter.open(o.storeDir, meta, rank);
@@ -163,4 +166,14 @@ export async function captureSplit(model: TargetModel, tok: Tokenizer, o: Captur
     invalidLines: invalid,
     counter,
   };
+}
+
+/** Samples in the full finished shards a resumed capture keeps (the rule the capture loop skips them by). */
+async function keptSamples(writer: RankStoreWriter, total: number, S: number): Promise<number> {
+  let kept = 0;
+  for (let j = 0; j * S < total; j++) {
+    const info = await writer.info(j);
+    if (info !== null && info.samples === S && info.firstSample === j * S) kept += S;
+  }
+  return kept;
 }
