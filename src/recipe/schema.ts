@@ -261,6 +261,12 @@ export const RECIPE_SPEC = {
       default: 'auto',
       doc: "engine of draft training's large matrix products: ort = ONNX Runtime's GEMM in a worker thread (threads: cores / parallel.workers), tfjs = the tfjs backend itself; auto = ort on the wasm and cpu backends (falling back to tfjs when onnxruntime-node cannot load), tfjs on node and node-gpu",
     },
+    train_step: {
+      type: 'enum',
+      values: ['auto', 'ort', 'tfjs'],
+      default: 'auto',
+      doc: "engine of the draft's TTT loss and gradients: ort = a batch's whole forward and backward pass as one ONNX Runtime graph in the rank's ORT worker (needs runtime.gemm's worker), tfjs = tfjs ops (training.recompute applies); auto = ort whenever runtime.gemm runs ONNX Runtime",
+    },
     target_engine: {
       type: 'enum',
       values: ['ort', 'tfjs'],

@@ -1,0 +1,439 @@
+// A symbolic ONNX graph with reverse-mode differentiation, for running a whole draft-training step in one
+// ONNX Runtime session (src/train/ort-step.ts). Each op emits ONNX nodes and, when an input needs a
+// gradient, records how to send the output's gradient back; `backward` then walks that tape last op first
+// and emits the gradient nodes into the same graph. Shapes are tracked statically, with symbolic axes
+// (e.g. 'B', 'T') bound to a runtime size once, so broadcasting gradients know which axes to sum over and
+// one session serves every batch and sequence length.
+import { DataType, type DataTypeId, encodeModel, type NodeProto, type TensorProto, type ValueInfo } from '../../io/onnx-proto.ts';
+
+export type Dim = number | string;
+
+/** A value in the graph: its ONNX name, static shape (symbolic axes as strings) and whether it carries a gradient. */
+export interface Sym {
+  readonly name: string;
+  readonly shape: readonly Dim[];
+  readonly grad: boolean;
+}
+
+type Backward = (g: Sym) => (Sym | null)[];
+
+const sameDim = (a: Dim, b: Dim) => a === b;
+
+/** The shape two operands broadcast to (numpy rules, symbolic axes equal only to themselves or 1). */
+export function broadcastShape(a: readonly Dim[], b: readonly Dim[]): Dim[] {
+  const n = Math.max(a.length, b.length);
+  const out: Dim[] = [];
+  for (let i = 0; i < n; i++) {
+    const x = a[a.length - n + i] ?? 1;
+    const y = b[b.length - n + i] ?? 1;
+    if (x === 1) out.push(y);
+    else if (y === 1 || sameDim(x, y)) out.push(x);
+    else throw new Error(`graph: shapes [${a}] and [${b}] do not broadcast`);
+  }
+  return out;
+}
+
+export class TrainGraph {
+  private readonly nodes: NodeProto[] = [];
+  private readonly inputs: ValueInfo[] = [];
+  private readonly outputs: ValueInfo[] = [];
+  private readonly initializers: TensorProto[] = [];
+  private readonly tape: { out: Sym; ins: Sym[]; back: Backward }[] = [];
+  /** Symbolic axis -> int64 [1] tensor holding its runtime size. */
+  private readonly dims = new Map<string, string>();
+  private readonly consts = new Map<string, string>();
+  private count = 0;
+
+  private fresh(prefix: string): string {
+    return `${prefix}_${this.count++}`;
+  }
+
+  private emit(opType: string, inputs: string[], attributes?: NodeProto['attributes'], outputs = 1): string[] {
+    const names = Array.from({ length: outputs }, () => this.fresh(opType.toLowerCase()));
+    this.nodes.push({ opType, inputs, outputs: names, ...(attributes ? { attributes } : {}) });
+    return names;
+  }
+
+  private sym(name: string, shape: readonly Dim[], ins: Sym[], back?: Backward): Sym {
+    const grad = back !== undefined && ins.some((x) => x.grad);
+    const s: Sym = { name, shape: [...shape], grad };
+    if (grad) this.tape.push({ out: s, ins, back: back! });
+    return s;
+  }
+
+  /** A graph input; symbolic axes are bound to their runtime size from the first input that has them. */
+  input(name: string, shape: Dim[], opts: { grad?: boolean; type?: 'float32' | 'int64' } = {}): Sym {
+    const elemType: DataTypeId = opts.type === 'int64' ? DataType.INT64 : DataType.FLOAT;
+    this.inputs.push({ name, elemType, shape });
+    shape.forEach((d, axis) => {
+      if (typeof d === 'string' && !this.dims.has(d)) {
+        const [size] = this.emit('Shape', [name], { start: axis, end: axis + 1 });
+        this.dims.set(d, size);
+      }
+    });
+    return { name, shape, grad: opts.grad ?? false };
+  }
+
+  /** Marks a value as a graph output. */
+  output(x: Sym, type: 'float32' | 'int64' = 'float32'): void {
+    this.outputs.push({ name: x.name, elemType: type === 'int64' ? DataType.INT64 : DataType.FLOAT, shape: [...x.shape] });
+  }
+
+  /** Renames a value to a stable name (an Identity node), for outputs. */
+  named(x: Sym, name: string): Sym {
+    this.nodes.push({ opType: 'Identity', inputs: [x.name], outputs: [name] });
+    return { name, shape: x.shape, grad: false };
+  }
+
+  private constant(key: string, t: Omit<TensorProto, 'name'>): string {
+    let name = this.consts.get(key);
+    if (!name) {
+      name = this.fresh('const');
+      this.initializers.push({ name, ...t });
+      this.consts.set(key, name);
+    }
+    return name;
+  }
+
+  ints(values: number[]): string {
+    const raw = new Uint8Array(new BigInt64Array(values.map(BigInt)).buffer);
+    return this.constant(`i64:${values}`, { dataType: DataType.INT64, dims: [values.length], raw });
+  }
+
+  /** A float32 scalar constant. */
+  scalar(value: number): Sym {
+    const raw = new Uint8Array(Float32Array.of(value).buffer);
+    return { name: this.constant(`f32:${value}`, { dataType: DataType.FLOAT, dims: [], raw }), shape: [], grad: false };
+  }
+
+  /** The runtime size of a symbolic axis plus an offset, as int64 [1]. */
+  dimPlus(d: Dim, offset = 0): string {
+    if (typeof d === 'number') return this.ints([d + offset]);
+    const size = this.dims.get(d);
+    if (!size) throw new Error(`graph: symbolic axis '${d}' is not bound by any input`);
+    return offset === 0 ? size : this.emit('Add', [size, this.ints([offset])])[0];
+  }
+
+  /** An int64 shape tensor for a static shape with symbolic axes. */
+  shapeOf(shape: readonly Dim[]): string {
+    if (shape.every((d) => typeof d === 'number')) return this.ints(shape as number[]);
+    const key = `shape:${shape.join(',')}`;
+    let name = this.consts.get(key);
+    if (!name) {
+      name = this.emit(
+        'Concat',
+        shape.map((d) => this.dimPlus(d)),
+        { axis: 0 },
+      )[0];
+      this.consts.set(key, name);
+    }
+    return name;
+  }
+
+  // ---- ops ----
+
+  /** Sums g over the axes that were broadcast from `shape`. */
+  reduceTo(g: Sym, shape: readonly Dim[]): Sym {
+    let x = g;
+    const lead = x.shape.length - shape.length;
+    if (lead > 0) {
+      const axes = Array.from({ length: lead }, (_, i) => i);
+      x = { name: this.emit('ReduceSum', [x.name, this.ints(axes)], { keepdims: 0 })[0], shape: x.shape.slice(lead), grad: false };
+    }
+    const axes = shape.flatMap((d, i) => (d === 1 && x.shape[i] !== 1 ? [i] : []));
+    if (axes.length) x = { name: this.emit('ReduceSum', [x.name, this.ints(axes)], { keepdims: 1 })[0], shape: [...shape], grad: false };
+    return x;
+  }
+
+  add(a: Sym, b: Sym): Sym {
+    const shape = broadcastShape(a.shape, b.shape);
+    return this.sym(this.emit('Add', [a.name, b.name])[0], shape, [a, b], (g) => [this.reduceTo(g, a.shape), this.reduceTo(g, b.shape)]);
+  }
+
+  sub(a: Sym, b: Sym): Sym {
+    const shape = broadcastShape(a.shape, b.shape);
+    return this.sym(this.emit('Sub', [a.name, b.name])[0], shape, [a, b], (g) => [
+      this.reduceTo(g, a.shape),
+      b.grad ? this.reduceTo(this.neg(g), b.shape) : null,
+    ]);
+  }
+
+  mul(a: Sym, b: Sym): Sym {
+    const shape = broadcastShape(a.shape, b.shape);
+    return this.sym(this.emit('Mul', [a.name, b.name])[0], shape, [a, b], (g) => [
+      a.grad ? this.reduceTo(this.mul(g, b), a.shape) : null,
+      b.grad ? this.reduceTo(this.mul(g, a), b.shape) : null,
+    ]);
+  }
+
+  scale(a: Sym, k: number): Sym {
+    return this.mul(a, this.scalar(k));
+  }
+
+  neg(a: Sym): Sym {
+    return this.sym(this.emit('Neg', [a.name])[0], a.shape, [a], (g) => [this.neg(g)]);
+  }
+
+  sigmoid(a: Sym): Sym {
+    const y: Sym = this.sym(this.emit('Sigmoid', [a.name])[0], a.shape, [a], (g) => [
+      // dy/da = y (1 - y)
+      this.mul(g, this.mul(y, this.sub(this.scalar(1), y))),
+    ]);
+    return y;
+  }
+
+  /** Sum over the last axis, kept as size 1. */
+  sumLast(a: Sym): Sym {
+    const shape = [...a.shape.slice(0, -1), 1];
+    return this.sym(this.emit('ReduceSum', [a.name, this.ints([-1])], { keepdims: 1 })[0], shape, [a], (g) => [this.expand(g, a.shape)]);
+  }
+
+  /** Sum over every axis, a scalar (no gradient). */
+  sumAll(a: Sym): Sym {
+    return { name: this.emit('ReduceSum', [a.name], { keepdims: 0 })[0], shape: [], grad: false };
+  }
+
+  expand(a: Sym, shape: readonly Dim[]): Sym {
+    return this.sym(this.emit('Expand', [a.name, this.shapeOf(shape)])[0], shape, [a], (g) => [this.reduceTo(g, a.shape)]);
+  }
+
+  reshape(a: Sym, shape: Dim[]): Sym {
+    return this.sym(this.emit('Reshape', [a.name, this.shapeOf(shape)])[0], shape, [a], (g) => [this.reshape(g, [...a.shape])]);
+  }
+
+  transpose(a: Sym, perm: number[]): Sym {
+    const inverse = perm.map((_, i) => perm.indexOf(i));
+    return this.sym(
+      this.emit('Transpose', [a.name], { perm })[0],
+      perm.map((p) => a.shape[p]),
+      [a],
+      (g) => [this.transpose(g, inverse)],
+    );
+  }
+
+  /** Swaps the last two axes. */
+  private swapLast(a: Sym): Sym {
+    const r = a.shape.length;
+    return this.transpose(a, [...Array.from({ length: r - 2 }, (_, i) => i), r - 1, r - 2]);
+  }
+
+  /** x [..., K] times a 2-D weight [K, N], as one 2-D Gemm over the flattened rows. */
+  linear(x: Sym, w: Sym): Sym {
+    const [K, N] = w.shape;
+    if (w.shape.length !== 2 || !sameDim(x.shape[x.shape.length - 1], K)) throw new Error(`graph: linear [${x.shape}] x [${w.shape}]`);
+    const rows = this.reshape(x, [-1, K] as Dim[]);
+    const y2 = this.sym(this.emit('Gemm', [rows.name, w.name])[0], [-1, N], [rows, w], (g) => [
+      rows.grad ? { name: this.emit('Gemm', [g.name, w.name], { transB: 1 })[0], shape: rows.shape, grad: false } : null,
+      w.grad ? { name: this.emit('Gemm', [rows.name, g.name], { transA: 1 })[0], shape: w.shape, grad: false } : null,
+    ]);
+    return this.reshape(y2, [...x.shape.slice(0, -1), N]);
+  }
+
+  /** Batched product a [..., M, K] b [..., K, N] with broadcast batch axes. */
+  matmul(a: Sym, b: Sym): Sym {
+    const batch = broadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
+    const shape = [...batch, a.shape[a.shape.length - 2], b.shape[b.shape.length - 1]];
+    return this.sym(this.emit('MatMul', [a.name, b.name])[0], shape, [a, b], (g) => [
+      a.grad ? this.reduceTo(this.matmul(g, this.swapLast(b)), a.shape) : null,
+      b.grad ? this.reduceTo(this.matmul(this.swapLast(a), g), b.shape) : null,
+    ]);
+  }
+
+  softmax(a: Sym): Sym {
+    const y: Sym = this.sym(this.emit('Softmax', [a.name], { axis: -1 })[0], a.shape, [a], (g) => [
+      this.mul(y, this.sub(g, this.sumLast(this.mul(g, y)))),
+    ]);
+    return y;
+  }
+
+  logSoftmax(a: Sym): Sym {
+    const y: Sym = this.sym(this.emit('LogSoftmax', [a.name], { axis: -1 })[0], a.shape, [a], (g) => [
+      this.sub(g, this.mul(this.exp(y), this.sumLast(g))),
+    ]);
+    return y;
+  }
+
+  exp(a: Sym): Sym {
+    const y: Sym = this.sym(this.emit('Exp', [a.name])[0], a.shape, [a], (g) => [this.mul(g, y)]);
+    return y;
+  }
+
+  /** Index of the largest value along the last axis (int64, no gradient). */
+  argmax(a: Sym): Sym {
+    return { name: this.emit('ArgMax', [a.name], { axis: -1, keepdims: 0 })[0], shape: a.shape.slice(0, -1), grad: false };
+  }
+
+  concat(xs: Sym[], axis: number): Sym {
+    const ax = axis < 0 ? xs[0].shape.length + axis : axis;
+    const sizes = xs.map((x) => x.shape[ax]);
+    const total: Dim = sizes.every((d) => typeof d === 'number') ? (sizes as number[]).reduce((s, d) => s + d, 0) : `${sizes.join('+')}`;
+    const shape = [...xs[0].shape];
+    shape[ax] = total;
+    return this.sym(
+      this.emit(
+        'Concat',
+        xs.map((x) => x.name),
+        { axis: ax },
+      )[0],
+      shape,
+      xs,
+      (g) => {
+        // Each input's gradient is its slice of g along the axis: start and end summed from the sizes before it.
+        let start = this.ints([0]);
+        return xs.map((x) => {
+          const end = this.emit('Add', [start, this.dimPlus(x.shape[ax])])[0];
+          const part = x.grad ? { name: this.emit('Slice', [g.name, start, end, this.ints([ax])])[0], shape: x.shape, grad: false } : null;
+          start = end;
+          return part;
+        });
+      },
+    );
+  }
+
+  /** Rows [start, start + size) along an axis of a value without a gradient (inputs such as tables and teachers). */
+  slice(a: Sym, axis: number, start: number, size: Dim): Sym {
+    if (a.grad) throw new Error('graph: slice of a value with a gradient');
+    const shape = [...a.shape];
+    shape[axis] = size;
+    const name = this.emit('Slice', [a.name, this.ints([start]), this.dimPlus(size, start), this.ints([axis])])[0];
+    return { name, shape, grad: false };
+  }
+
+  /** Pads a value without a gradient with `after` zeros at the end of an axis. */
+  padEnd(a: Sym, axis: number, after: number, size: Dim): Sym {
+    const pads = new Array(2 * a.shape.length).fill(0);
+    pads[a.shape.length + axis] = after;
+    const shape = [...a.shape];
+    shape[axis] = size;
+    return { name: this.emit('Pad', [a.name, this.ints(pads)])[0], shape, grad: false };
+  }
+
+  /** RMSNorm over the last axis with weight w; the gradient is written out (dx = r (u - x̂ mean(u x̂)), u = g w). */
+  rmsNorm(x: Sym, w: Sym, eps: number): Sym {
+    const [sq] = this.emit('Mul', [x.name, x.name]);
+    const [ms] = this.emit('ReduceMean', [sq], { axes: [-1], keepdims: 1 });
+    const [r] = this.emit('Reciprocal', [this.emit('Sqrt', [this.emit('Add', [ms, this.scalar(eps).name])[0]])[0]]);
+    const rs: Sym = { name: r, shape: [...x.shape.slice(0, -1), 1], grad: false };
+    const xh: Sym = { name: this.emit('Mul', [x.name, r])[0], shape: x.shape, grad: false };
+    return this.sym(this.emit('Mul', [xh.name, w.name])[0], x.shape, [x, w], (g) => {
+      const u = this.mul(g, w);
+      const [m] = this.emit('ReduceMean', [this.mul(u, xh).name], { axes: [-1], keepdims: 1 });
+      const mean: Sym = { name: m, shape: rs.shape, grad: false };
+      return [x.grad ? this.mul(rs, this.sub(u, this.mul(xh, mean))) : null, w.grad ? this.reduceTo(this.mul(g, xh), w.shape) : null];
+    });
+  }
+
+  /** HF rotary embedding x cos + rotate_half(x) sin over the last axis (cos, sin broadcast, no gradient). */
+  rope(x: Sym, cos: Sym, sin: Sym): Sym {
+    const hd = x.shape[x.shape.length - 1] as number;
+    const rotate = (v: Sym, inverse: boolean): Sym => {
+      // rotate_half(v) = [-v2, v1]; its transpose maps g to [g2, -g1].
+      const [a, b] = this.emit('Split', [v.name, this.ints([hd / 2, hd / 2])], { axis: -1 }, 2);
+      const parts = inverse ? [b, this.emit('Neg', [a])[0]] : [this.emit('Neg', [b])[0], a];
+      return { name: this.emit('Concat', parts, { axis: -1 })[0], shape: v.shape, grad: false };
+    };
+    const y = this.emit('Add', [this.emit('Mul', [x.name, cos.name])[0], this.emit('Mul', [rotate(x, false).name, sin.name])[0]])[0];
+    return this.sym(y, x.shape, [x], (g) => {
+      const gs: Sym = { name: this.emit('Mul', [g.name, sin.name])[0], shape: g.shape, grad: false };
+      return [{ name: this.emit('Add', [this.emit('Mul', [g.name, cos.name])[0], rotate(gs, true).name])[0], shape: x.shape, grad: false }];
+    });
+  }
+
+  /**
+   * Training-time-test attention over grouped heads, its gradient written out. q [B, kv, g, T, hd] attends
+   * causally (`bias` [T, T]) to step 0's keys ks[0] and diagonally to each later step's key ks[j] at the
+   * same position (keys and values [B, kv, 1, T, hd]); one softmax over the T + j columns. With P0 the
+   * causal probabilities and p_j the diagonal ones, O = P0 V0 + sum_j p_j V_j; backward, with
+   * c = rowsum(dP0 P0) + sum_j dp_j p_j: dS0 = P0 (dP0 - c), dd_j = p_j (dp_j - c), then the products back.
+   */
+  tttAttention(q: Sym, keys: Sym[], values: Sym[], bias: Sym, scale: number): Sym {
+    const [ks, vs] = [[...keys], [...values]]; // the caller's lists grow with later steps
+    const T = q.shape[3];
+    const s = this.scalar(scale);
+    const raw = (name: string, shape: readonly Dim[]): Sym => ({ name, shape, grad: false });
+    const kT = raw(this.emit('Transpose', [ks[0].name], { perm: [0, 1, 2, 4, 3] })[0], []);
+    const s0 = this.emit('Add', [this.emit('Mul', [this.emit('MatMul', [q.name, kT.name])[0], s.name])[0], bias.name])[0];
+    const diag = ks
+      .slice(1)
+      .map(
+        (k) =>
+          this.emit('Mul', [
+            this.emit('ReduceSum', [this.emit('Mul', [q.name, k.name])[0], this.ints([-1])], { keepdims: 1 })[0],
+            s.name,
+          ])[0],
+      );
+    const [p] = this.emit('Softmax', [diag.length ? this.emit('Concat', [s0, ...diag], { axis: -1 })[0] : s0], { axis: -1 });
+    const scores = [...q.shape.slice(0, 4), T];
+    const column = [...q.shape.slice(0, 4), 1];
+    const p0 = raw(diag.length ? this.emit('Slice', [p, this.ints([0]), this.dimPlus(T), this.ints([-1])])[0] : p, scores);
+    const pj = diag.map((_, j) => raw(this.emit('Slice', [p, this.dimPlus(T, j), this.dimPlus(T, j + 1), this.ints([-1])])[0], column));
+    let out = raw(this.emit('MatMul', [p0.name, vs[0].name])[0], q.shape);
+    pj.forEach((pjj, j) => {
+      out = raw(this.emit('Add', [out.name, this.emit('Mul', [pjj.name, vs[j + 1].name])[0]])[0], q.shape);
+    });
+    const inputs = [q, ...ks, ...vs];
+    return this.sym(out.name, q.shape, inputs, (g) => {
+      const dot = (a: Sym, b: Sym) =>
+        raw(this.emit('ReduceSum', [this.emit('Mul', [a.name, b.name])[0], this.ints([-1])], { keepdims: 1 })[0], column);
+      const mm = (a: string, b: string, shape: readonly Dim[]) => raw(this.emit('MatMul', [a, b])[0], shape);
+      const tr = (a: string) => this.emit('Transpose', [a], { perm: [0, 1, 2, 4, 3] })[0];
+      const dP0 = mm(g.name, tr(vs[0].name), scores);
+      const dpj = vs.slice(1).map((v) => dot(g, v));
+      let c = dot(dP0, p0);
+      dpj.forEach((d, j) => {
+        c = raw(this.emit('Add', [c.name, this.emit('Mul', [d.name, pj[j].name])[0]])[0], column);
+      });
+      const dS0 = raw(this.emit('Mul', [this.emit('Mul', [p0.name, this.emit('Sub', [dP0.name, c.name])[0]])[0], s.name])[0], scores);
+      const ddj = dpj.map((d, j) =>
+        raw(this.emit('Mul', [this.emit('Mul', [pj[j].name, this.emit('Sub', [d.name, c.name])[0]])[0], s.name])[0], column),
+      );
+      let dq = mm(dS0.name, ks[0].name, q.shape);
+      ddj.forEach((d, j) => {
+        dq = raw(this.emit('Add', [dq.name, this.emit('Mul', [d.name, ks[j + 1].name])[0]])[0], q.shape);
+      });
+      const dK0 = this.reduceTo(mm(tr(dS0.name), q.name, q.shape), ks[0].shape);
+      const dKj = ddj.map((d) => this.reduceTo(raw(this.emit('Mul', [d.name, q.name])[0], q.shape), ks[0].shape));
+      const dV0 = this.reduceTo(mm(tr(p0.name), g.name, q.shape), vs[0].shape);
+      const dVj = pj.map((pjj) => this.reduceTo(raw(this.emit('Mul', [pjj.name, g.name])[0], q.shape), vs[0].shape));
+      return [dq, dK0, ...dKj, dV0, ...dVj];
+    });
+  }
+
+  /**
+   * Emits the gradient nodes: `seeds` pairs values with the gradient flowing into them; returns the
+   * gradient of every input in `wrt` (null where none reaches it).
+   */
+  backward(seeds: [Sym, Sym][], wrt: Sym[]): (Sym | null)[] {
+    const grads = new Map<string, Sym>();
+    const addGrad = (x: Sym, g: Sym) => {
+      const prev = grads.get(x.name);
+      grads.set(x.name, prev ? { name: this.emit('Add', [prev.name, g.name])[0], shape: x.shape, grad: false } : g);
+    };
+    for (const [x, g] of seeds) addGrad(x, g);
+    const tape = this.tape.splice(0); // gradient ops record nothing further
+    for (let i = tape.length - 1; i >= 0; i--) {
+      const { out, ins, back } = tape[i];
+      const g = grads.get(out.name);
+      if (!g) continue;
+      back(g).forEach((gi, k) => {
+        if (gi && ins[k].grad) addGrad(ins[k], gi);
+      });
+    }
+    return wrt.map((x) => grads.get(x.name) ?? null);
+  }
+
+  /** The serialized model. */
+  encode(name: string): Uint8Array {
+    return encodeModel({
+      irVersion: 8,
+      opset: 17,
+      producerName: 'specforge',
+      producerVersion: '0.1.0',
+      graph: { name, nodes: this.nodes, initializers: this.initializers, inputs: this.inputs, outputs: this.outputs },
+    });
+  }
+
+  get nodeCount(): number {
+    return this.nodes.length;
+  }
+}
