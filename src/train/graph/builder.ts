@@ -342,60 +342,63 @@ export class TrainGraph {
   /**
    * Training-time-test attention over grouped heads, its gradient written out. q [B, kv, g, T, hd] attends
    * causally (`bias` [T, T]) to step 0's keys ks[0] and diagonally to each later step's key ks[j] at the
-   * same position (keys and values [B, kv, 1, T, hd]); one softmax over the T + j columns. With P0 the
-   * causal probabilities and p_j the diagonal ones, O = P0 V0 + sum_j p_j V_j; backward, with
-   * c = rowsum(dP0 P0) + sum_j dp_j p_j: dS0 = P0 (dP0 - c), dd_j = p_j (dp_j - c), then the products back.
+   * same position (keys and values [B, kv, 1, T, hd]); one softmax over the T + j columns.
+   * The [T, T] scores are never concatenated with the diagonal columns: P' = softmax(S0) over the causal
+   * columns alone, and each row's share of the whole softmax, r = exp(lse(S0) - lse(all)), scales only
+   * [T, hd]-sized values (O = r (P' V0) + sum_j p_j V_j). Backward, with P0 = r P' and
+   * c = rowsum(dP0 P0) + sum_j dp_j p_j: dS0 = P0 (dP0 - c) = P' (r dP0 - r c), dd_j = p_j (dp_j - c); the
+   * score scale goes on q and on the [T, hd] results, so every full-size pass is one that must be there.
    */
   tttAttention(q: Sym, keys: Sym[], values: Sym[], bias: Sym, scale: number): Sym {
     const [ks, vs] = [[...keys], [...values]]; // the caller's lists grow with later steps
-    const T = q.shape[3];
-    const s = this.scalar(scale);
     const raw = (name: string, shape: readonly Dim[]): Sym => ({ name, shape, grad: false });
-    const kT = raw(this.emit('Transpose', [ks[0].name], { perm: [0, 1, 2, 4, 3] })[0], []);
-    const s0 = this.emit('Add', [this.emit('Mul', [this.emit('MatMul', [q.name, kT.name])[0], s.name])[0], bias.name])[0];
-    const diag = ks
-      .slice(1)
-      .map(
-        (k) =>
-          this.emit('Mul', [
-            this.emit('ReduceSum', [this.emit('Mul', [q.name, k.name])[0], this.ints([-1])], { keepdims: 1 })[0],
-            s.name,
-          ])[0],
-      );
-    const [p] = this.emit('Softmax', [diag.length ? this.emit('Concat', [s0, ...diag], { axis: -1 })[0] : s0], { axis: -1 });
-    const scores = [...q.shape.slice(0, 4), T];
+    const op = (type: string, inputs: string[], attributes?: NodeProto['attributes']) => this.emit(type, inputs, attributes)[0];
     const column = [...q.shape.slice(0, 4), 1];
-    const p0 = raw(diag.length ? this.emit('Slice', [p, this.ints([0]), this.dimPlus(T), this.ints([-1])])[0] : p, scores);
-    const pj = diag.map((_, j) => raw(this.emit('Slice', [p, this.dimPlus(T, j), this.dimPlus(T, j + 1), this.ints([-1])])[0], column));
-    let out = raw(this.emit('MatMul', [p0.name, vs[0].name])[0], q.shape);
-    pj.forEach((pjj, j) => {
-      out = raw(this.emit('Add', [out.name, this.emit('Mul', [pjj.name, vs[j + 1].name])[0]])[0], q.shape);
+    const rowSum = (a: string, b: string) => op('ReduceSum', [op('Mul', [a, b]), this.ints([-1])], { keepdims: 1 });
+    const tr = (a: string) => op('Transpose', [a], { perm: [0, 1, 2, 4, 3] });
+    const s = this.scalar(scale).name;
+    const qs = op('Mul', [q.name, s]);
+    const scores = op('Add', [op('MatMul', [qs, tr(ks[0].name)]), bias.name]);
+    const p = op('Softmax', [scores], { axis: -1 });
+    const diag = ks.slice(1).map((k) => rowSum(qs, k.name));
+    let r: string | null = null;
+    let pj: string[] = [];
+    if (diag.length) {
+      const lse0 = op('ReduceLogSumExp', [scores], { axes: [-1], keepdims: 1 });
+      const lse = op('ReduceLogSumExp', [op('Concat', [lse0, ...diag], { axis: -1 })], { axes: [-1], keepdims: 1 });
+      r = op('Exp', [op('Sub', [lse0, lse])]);
+      pj = diag.map((d) => op('Exp', [op('Sub', [d, lse])]));
+    }
+    let out = op('MatMul', [p, vs[0].name]);
+    if (r) out = op('Mul', [out, r]);
+    pj.forEach((x, j) => {
+      out = op('Add', [out, op('Mul', [x, vs[j + 1].name])]);
     });
     const inputs = [q, ...ks, ...vs];
-    return this.sym(out.name, q.shape, inputs, (g) => {
-      const dot = (a: Sym, b: Sym) =>
-        raw(this.emit('ReduceSum', [this.emit('Mul', [a.name, b.name])[0], this.ints([-1])], { keepdims: 1 })[0], column);
-      const mm = (a: string, b: string, shape: readonly Dim[]) => raw(this.emit('MatMul', [a, b])[0], shape);
-      const tr = (a: string) => this.emit('Transpose', [a], { perm: [0, 1, 2, 4, 3] })[0];
-      const dP0 = mm(g.name, tr(vs[0].name), scores);
-      const dpj = vs.slice(1).map((v) => dot(g, v));
-      let c = dot(dP0, p0);
+    return this.sym(out, q.shape, inputs, (g) => {
+      const gr = r ? op('Mul', [g.name, r]) : g.name;
+      const dP = op('MatMul', [gr, tr(vs[0].name)]); // r dP0
+      const dpj = vs.slice(1).map((v) => rowSum(g.name, v.name));
+      let c = rowSum(dP, p); // rowsum(dP0 P0)
       dpj.forEach((d, j) => {
-        c = raw(this.emit('Add', [c.name, this.emit('Mul', [d.name, pj[j].name])[0]])[0], column);
+        c = op('Add', [c, op('Mul', [d, pj[j]])]);
       });
-      const dS0 = raw(this.emit('Mul', [this.emit('Mul', [p0.name, this.emit('Sub', [dP0.name, c.name])[0]])[0], s.name])[0], scores);
-      const ddj = dpj.map((d, j) =>
-        raw(this.emit('Mul', [this.emit('Mul', [pj[j].name, this.emit('Sub', [d.name, c.name])[0]])[0], s.name])[0], column),
-      );
-      let dq = mm(dS0.name, ks[0].name, q.shape);
+      const dS0 = op('Mul', [p, op('Sub', [dP, r ? op('Mul', [c, r]) : c])]);
+      const ddj = dpj.map((d, j) => op('Mul', [pj[j], op('Sub', [d, c])]));
+      let dq = op('MatMul', [dS0, ks[0].name]);
       ddj.forEach((d, j) => {
-        dq = raw(this.emit('Add', [dq.name, this.emit('Mul', [d.name, ks[j + 1].name])[0]])[0], q.shape);
+        dq = op('Add', [dq, op('Mul', [d, ks[j + 1].name])]);
       });
-      const dK0 = this.reduceTo(mm(tr(dS0.name), q.name, q.shape), ks[0].shape);
-      const dKj = ddj.map((d) => this.reduceTo(raw(this.emit('Mul', [d.name, q.name])[0], q.shape), ks[0].shape));
-      const dV0 = this.reduceTo(mm(tr(p0.name), g.name, q.shape), vs[0].shape);
-      const dVj = pj.map((pjj) => this.reduceTo(raw(this.emit('Mul', [pjj.name, g.name])[0], q.shape), vs[0].shape));
-      return [dq, dK0, ...dKj, dV0, ...dVj];
+      const scaled = (x: string) => raw(op('Mul', [x, s]), q.shape);
+      const kGrad = (x: string) => this.reduceTo(scaled(x), ks[0].shape);
+      const vGrad = (x: string) => this.reduceTo(raw(x, q.shape), vs[0].shape);
+      return [
+        scaled(dq),
+        kGrad(op('MatMul', [tr(dS0), q.name])),
+        ...ddj.map((d) => kGrad(op('Mul', [d, q.name]))),
+        vGrad(op('MatMul', [tr(p), gr])),
+        ...pj.map((x) => vGrad(op('Mul', [x, g.name]))),
+      ];
     });
   }
 
