@@ -92,7 +92,7 @@ function session(rank: number, transA: boolean, transB: boolean): Promise<ort.In
   return cachedSession(`${rank}${transA}${transB}`, () => productModel(rank, transA, transB));
 }
 
-function cachedSession(key: string, model: () => Uint8Array | undefined): Promise<ort.InferenceSession> {
+function cachedSession(key: string, model: () => Uint8Array | undefined, arena = true): Promise<ort.InferenceSession> {
   let s = sessions.get(key);
   if (!s) {
     const bytes = model();
@@ -102,6 +102,9 @@ function cachedSession(key: string, model: () => Uint8Array | undefined): Promis
       interOpNumThreads: 1,
       executionMode: 'sequential',
       graphOptimizationLevel: 'all',
+      // A whole training step allocates GiBs of activations in large blocks: malloc returns them after the
+      // run, while the arena keeps what it grew to (and grows in powers of two: 22 GiB at the 0.6B shape).
+      enableCpuMemArena: arena,
       // Idle pool threads do not spin: the cores are shared with the tfjs work between products.
       extra: { session: { intra_op: { allow_spinning: '0' } } },
     });
@@ -126,7 +129,7 @@ async function handle(m: GemmRequest): Promise<void> {
 async function handleGraph(m: GraphRequest): Promise<void> {
   let answer: GraphReply;
   try {
-    const s = await cachedSession(`graph:${m.key}`, () => m.model);
+    const s = await cachedSession(`graph:${m.key}`, () => m.model, false);
     const feeds: Record<string, ort.Tensor> = {};
     for (const [name, t] of Object.entries(m.feeds)) feeds[name] = new ort.Tensor(t.type, t.data, t.dims);
     const out = await s.run(feeds);

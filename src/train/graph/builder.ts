@@ -132,6 +132,16 @@ export class TrainGraph {
 
   // ---- ops ----
 
+  /**
+   * x plus a zero computed from g: the same value, but one that ONNX Runtime can only compute once g exists.
+   * Its execution order is a topological sort that may otherwise run a backward pass's recomputation (of
+   * logits, of attention scores) early and hold every step's result until the gradient arrives.
+   */
+  private after(x: string, g: Sym): string {
+    const [zero] = this.emit('Mul', [this.emit('ReduceSum', [g.name], { keepdims: 0 })[0], this.scalar(0).name]);
+    return this.emit('Add', [x, zero])[0];
+  }
+
   /** Sums g over the axes that were broadcast from `shape`. */
   reduceTo(g: Sym, shape: readonly Dim[]): Sym {
     let x = g;
@@ -308,6 +318,38 @@ export class TrainGraph {
     return { name: this.emit('Pad', [a.name, this.ints(pads)])[0], shape, grad: false };
   }
 
+  /**
+   * The lm_head and the soft cross-entropy fused: z = x w (x [..., K], w [K, V]) and, per row ([..., 1]),
+   * sum_v p log softmax(z) with p = rows [start, start + size) of `teacher` along axis 1 (no gradient); also
+   * argmax z. Backward: dz = g (p - softmax(z) sum_v p), then dx = dz w^T and dw = x^T dz. Nothing of size
+   * [rows, V] is kept for the backward pass: it recomputes z from x (one more product), and slices the
+   * teacher rows again. At T 2048 and V 16000 each such tensor is 125 MiB a TTT step.
+   */
+  lmHeadLoss(x: Sym, w: Sym, teacher: Sym, start: number, size: Dim): { row: Sym; argmax: Sym } {
+    const [K, V] = w.shape;
+    const rows = this.reshape(x, [-1, K]);
+    const lead = x.shape.slice(0, -1);
+    const logits = (input: string) => this.emit('Reshape', [this.emit('Gemm', [input, w.name])[0], this.shapeOf([...lead, V])])[0];
+    const z = logits(rows.name);
+    const p = this.slice(teacher, 1, start, size);
+    const [ls] = this.emit('LogSoftmax', [z], { axis: -1 });
+    const [row] = this.emit('ReduceSum', [this.emit('Mul', [p.name, ls])[0], this.ints([-1])], { keepdims: 1 });
+    const argmax: Sym = { name: this.emit('ArgMax', [z], { axis: -1, keepdims: 0 })[0], shape: lead, grad: false };
+    const out = this.sym(row, [...lead, 1], [rows, w], (g) => {
+      const p2 = this.slice(teacher, 1, start, size);
+      const [sm] = this.emit('Softmax', [logits(this.after(rows.name, g))], { axis: -1 });
+      const [mass] = this.emit('ReduceSum', [p2.name, this.ints([-1])], { keepdims: 1 });
+      const [gp] = this.emit('Mul', [g.name, p2.name]);
+      const [dz] = this.emit('Sub', [gp, this.emit('Mul', [sm, this.emit('Mul', [g.name, mass])[0]])[0]]);
+      const [dz2] = this.emit('Reshape', [dz, this.ints([-1, V as number])]);
+      return [
+        rows.grad ? { name: this.emit('Gemm', [dz2, w.name], { transB: 1 })[0], shape: rows.shape, grad: false } : null,
+        w.grad ? { name: this.emit('Gemm', [rows.name, dz2], { transA: 1 })[0], shape: w.shape, grad: false } : null,
+      ];
+    });
+    return { row: out, argmax };
+  }
+
   /** RMSNorm over the last axis with weight w; the gradient is written out (dx = r (u - x̂ mean(u x̂)), u = g w). */
   rmsNorm(x: Sym, w: Sym, eps: number): Sym {
     const [sq] = this.emit('Mul', [x.name, x.name]);
@@ -348,6 +390,8 @@ export class TrainGraph {
    * [T, hd]-sized values (O = r (P' V0) + sum_j p_j V_j). Backward, with P0 = r P' and
    * c = rowsum(dP0 P0) + sum_j dp_j p_j: dS0 = P0 (dP0 - c) = P' (r dP0 - r c), dd_j = p_j (dp_j - c); the
    * score scale goes on q and on the [T, hd] results, so every full-size pass is one that must be there.
+   * The backward pass recomputes P' from q, the keys and each row's log-normaliser rather than keep it
+   * (one more [T, T] product per step; at T 2048 with 16 heads P' is 256 MiB a step).
    */
   tttAttention(q: Sym, keys: Sym[], values: Sym[], bias: Sym, scale: number): Sym {
     const [ks, vs] = [[...keys], [...values]]; // the caller's lists grow with later steps
@@ -358,13 +402,15 @@ export class TrainGraph {
     const tr = (a: string) => op('Transpose', [a], { perm: [0, 1, 2, 4, 3] });
     const s = this.scalar(scale).name;
     const qs = op('Mul', [q.name, s]);
-    const scores = op('Add', [op('MatMul', [qs, tr(ks[0].name)]), bias.name]);
+    const causalScores = (queries: string) => op('Add', [op('MatMul', [queries, tr(ks[0].name)]), bias.name]);
+    const scores = causalScores(qs);
     const p = op('Softmax', [scores], { axis: -1 });
+    // Each row's log-normaliser is all the backward pass keeps of the [T, T] scores: it recomputes P' from it.
+    const lse0 = op('ReduceLogSumExp', [scores], { axes: [-1], keepdims: 1 });
     const diag = ks.slice(1).map((k) => rowSum(qs, k.name));
     let r: string | null = null;
     let pj: string[] = [];
     if (diag.length) {
-      const lse0 = op('ReduceLogSumExp', [scores], { axes: [-1], keepdims: 1 });
       const lse = op('ReduceLogSumExp', [op('Concat', [lse0, ...diag], { axis: -1 })], { axes: [-1], keepdims: 1 });
       r = op('Exp', [op('Sub', [lse0, lse])]);
       pj = diag.map((d) => op('Exp', [op('Sub', [d, lse])]));
@@ -376,6 +422,7 @@ export class TrainGraph {
     });
     const inputs = [q, ...ks, ...vs];
     return this.sym(out, q.shape, inputs, (g) => {
+      const p = op('Exp', [op('Sub', [causalScores(this.after(qs, g)), lse0])]); // P' again, for one more product
       const gr = r ? op('Mul', [g.name, r]) : g.name;
       const dP = op('MatMul', [gr, tr(vs[0].name)]); // r dP0
       const dpj = vs.slice(1).map((v) => rowSum(g.name, v.name));

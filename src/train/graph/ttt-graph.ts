@@ -98,10 +98,9 @@ export function buildTttGraph(c: DraftConfig, ttt: number): { model: Uint8Array;
     const gate = g.linear(y, W('midlayer.mlp.gate_proj.weight'));
     const act = g.mul(g.mul(gate, g.sigmoid(gate)), g.linear(y, W('midlayer.mlp.up_proj.weight')));
     const out = g.add(r, g.linear(act, W('midlayer.mlp.down_proj.weight')));
-    const logits = g.linear(g.rmsNorm(out, W('norm.weight'), eps), W('lm_head.weight'));
-    const row = g.sumLast(g.mul(g.slice(teacher, 1, i, 'T'), g.logSoftmax(logits)));
+    const { row, argmax } = g.lmHeadLoss(g.rmsNorm(out, W('norm.weight'), eps), W('lm_head.weight'), teacher, i, 'T');
     g.output(g.named(row, `row${i}`));
-    g.output(g.named(g.argmax(logits), `arg${i}`), 'int64');
+    g.output(g.named(argmax, `arg${i}`), 'int64');
     rows.push([row, seeds[i]]);
     hidden = out;
   }
