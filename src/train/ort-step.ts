@@ -34,7 +34,7 @@ export class OrtTttStep {
     embedding: FrozenEmbedding,
     aux: tf.Tensor3D,
     teacher: Teacher,
-    opts: { normaliser: number; scale: number; stepWeight?: number },
+    opts: { normaliser: number; scale: number; stepWeight?: number; recompute?: boolean },
   ): TttGradients {
     const { draft, ttt } = this;
     const c = draft.config;
@@ -73,7 +73,8 @@ export class OrtTttStep {
         [B, T, 1],
       );
     });
-    const out = this.ort.runGraph(this.key, () => buildTttGraph(c, ttt).model, feeds);
+    const recompute = opts.recompute ?? false;
+    const out = this.ort.runGraph(`${this.key}:${recompute}`, () => buildTttGraph(c, ttt, recompute).model, feeds);
     const stepLosses = masks.map((m, i) => {
       const row = out[`row${i}`].data as Float32Array;
       let sum = 0;

@@ -2,6 +2,7 @@
 // the draft in chunks (src/train/chunks.ts), summing the gradients over chunks and accumulation_steps
 // micro-batches; the step then all-reduces them (mean over ranks), clips them to max_grad_norm and
 // applies the same AdamW update on every rank, so the replicas stay identical.
+import os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
 import { ortWorker } from '../backend/matmul.ts';
 import { backendLimit } from '../backend/memory.ts';
@@ -173,8 +174,9 @@ export class OptimizerStep {
     const ortStep = this.ortStep;
     if (ortStep || this.recomputes(batch.aux.shape[0], padTo)) {
       const opts = { normaliser, scale: 1 / t.accumulation_steps };
+      const recompute = this.ortRecomputes(batch.aux.shape[0], padTo);
       const re = ortStep
-        ? ph.time('backward', () => ortStep.gradients(m.head, batch.aux, teacher, opts)) // forward and backward in one run
+        ? ph.time('backward', () => ortStep.gradients(m.head, batch.aux, teacher, { ...opts, recompute })) // forward and backward in one run
         : tttGradients(m.draft, m.head, batch.aux, teacher, t.ttt_length, { ...opts, phases: ph });
       kept.push(...re.stepLosses.map((l) => tf.scalar(l)));
       argmax = re.draftArgmax;
@@ -235,6 +237,19 @@ export class OptimizerStep {
     const c = this.m.draft.config;
     const bytes = 4 * B * T * this.t.ttt_length * (48 * c.hiddenSize + 32 * c.intermediateSize);
     return limit !== null && bytes > limit / 2;
+  }
+
+  /**
+   * Whether the ONNX Runtime step graph recomputes logits and attention probabilities in its backward pass:
+   * as the recipe says, or under auto when what it would keep (about Vd + heads x T + 40 H + 10 I floats per
+   * position and step) would take over half of this rank's share of the machine's memory.
+   */
+  private ortRecomputes(B: number, T: number): boolean {
+    const mode = this.t.recompute;
+    if (mode !== 'auto') return mode === 'on';
+    const c = this.m.draft.config;
+    const bytes = 4 * B * T * this.t.ttt_length * (c.draftVocabSize + c.numHeads * T + 40 * c.hiddenSize + 10 * c.intermediateSize);
+    return bytes > os.totalmem() / (2 * this.collective.worldSize);
   }
 
   private accumulate(grads: Record<string, tf.Tensor>): void {

@@ -27,11 +27,15 @@ export class TeacherHead {
   private static nextId = 0;
   private readonly id = TeacherHead.nextId++;
 
+  /** Rows per ONNX Runtime run: native memory, so four times the chunk (fewer, larger products). */
+  private readonly ortChunkRows: number;
+
   constructor(table: tf.Tensor2D | null, headInOut: tf.Tensor2D, logitDivisor: number, chunkRows?: number) {
     this.table = table;
     this.head = headInOut;
     this.divisor = logitDivisor;
     this.chunkRows = chunkRows ?? Math.max(1, Math.floor(CHUNK_FLOATS / headInOut.shape[1]));
+    this.ortChunkRows = chunkRows ?? Math.max(1, Math.floor((4 * CHUNK_FLOATS) / headInOut.shape[1]));
   }
 
   static load(dir: string, c: ModelConfig): TeacherHead {
@@ -108,8 +112,8 @@ export class TeacherHead {
     const x = Float32Array.from(finalHidden.dataSync() as Float32Array);
     const logits = new Float32Array(N * used.length);
     const argmax = new Int32Array(N);
-    for (let at = 0; at < N; at += this.chunkRows) {
-      const n = Math.min(this.chunkRows, N - at);
+    for (let at = 0; at < N; at += this.ortChunkRows) {
+      const n = Math.min(this.ortChunkRows, N - at);
       const out = worker.runGraph(key, () => this.teacherModel(used), {
         x: { type: 'float32', data: x.slice(at * H, (at + n) * H), dims: [n, H] },
       });

@@ -321,11 +321,11 @@ export class TrainGraph {
   /**
    * The lm_head and the soft cross-entropy fused: z = x w (x [..., K], w [K, V]) and, per row ([..., 1]),
    * sum_v p log softmax(z) with p = rows [start, start + size) of `teacher` along axis 1 (no gradient); also
-   * argmax z. Backward: dz = g (p - softmax(z) sum_v p), then dx = dz w^T and dw = x^T dz. Nothing of size
-   * [rows, V] is kept for the backward pass: it recomputes z from x (one more product), and slices the
-   * teacher rows again. At T 2048 and V 16000 each such tensor is 125 MiB a TTT step.
+   * argmax z. Backward: dz = g (p - softmax(z) sum_v p), then dx = dz w^T and dw = x^T dz. The teacher rows
+   * are sliced again rather than kept; with `recompute` nothing of size [rows, V] is kept either: z is
+   * recomputed from x (one more product). At T 2048 and V 16000 each such tensor is 125 MiB a TTT step.
    */
-  lmHeadLoss(x: Sym, w: Sym, teacher: Sym, start: number, size: Dim): { row: Sym; argmax: Sym } {
+  lmHeadLoss(x: Sym, w: Sym, teacher: Sym, start: number, size: Dim, recompute: boolean): { row: Sym; argmax: Sym } {
     const [K, V] = w.shape;
     const rows = this.reshape(x, [-1, K]);
     const lead = x.shape.slice(0, -1);
@@ -337,7 +337,7 @@ export class TrainGraph {
     const argmax: Sym = { name: this.emit('ArgMax', [z], { axis: -1, keepdims: 0 })[0], shape: lead, grad: false };
     const out = this.sym(row, [...lead, 1], [rows, w], (g) => {
       const p2 = this.slice(teacher, 1, start, size);
-      const [sm] = this.emit('Softmax', [logits(this.after(rows.name, g))], { axis: -1 });
+      const [sm] = this.emit('Softmax', [recompute ? logits(this.after(rows.name, g)) : z], { axis: -1 });
       const [mass] = this.emit('ReduceSum', [p2.name, this.ints([-1])], { keepdims: 1 });
       const [gp] = this.emit('Mul', [g.name, p2.name]);
       const [dz] = this.emit('Sub', [gp, this.emit('Mul', [sm, this.emit('Mul', [g.name, mass])[0]])[0]]);
@@ -390,61 +390,68 @@ export class TrainGraph {
    * [T, hd]-sized values (O = r (P' V0) + sum_j p_j V_j). Backward, with P0 = r P' and
    * c = rowsum(dP0 P0) + sum_j dp_j p_j: dS0 = P0 (dP0 - c) = P' (r dP0 - r c), dd_j = p_j (dp_j - c); the
    * score scale goes on q and on the [T, hd] results, so every full-size pass is one that must be there.
-   * The backward pass recomputes P' from q, the keys and each row's log-normaliser rather than keep it
-   * (one more [T, T] product per step; at T 2048 with 16 heads P' is 256 MiB a step).
+   * With `recompute` the backward pass recomputes P' from q, the keys and each row's log-normaliser rather
+   * than keep it (one more [T, T] product per step; at T 2048 with 16 heads P' is 256 MiB a step).
    */
-  tttAttention(q: Sym, keys: Sym[], values: Sym[], bias: Sym, scale: number): Sym {
+  tttAttention(q: Sym, keys: Sym[], values: Sym[], bias: Sym, scale: number, recompute: boolean): Sym {
     const [ks, vs] = [[...keys], [...values]]; // the caller's lists grow with later steps
-    const raw = (name: string, shape: readonly Dim[]): Sym => ({ name, shape, grad: false });
     const op = (type: string, inputs: string[], attributes?: NodeProto['attributes']) => this.emit(type, inputs, attributes)[0];
-    const column = [...q.shape.slice(0, 4), 1];
+    const [B, kv, group, T, hd] = q.shape;
+    // The [T, T] products run per kv head over all its query heads at once ([g T, hd] rows, no broadcast
+    // batch axis): one larger GEMM each, and dK, dV come out summed over the group.
+    const rowsOf = (x: string, last: Dim) => op('Reshape', [x, this.shapeOf([B, kv, -1, last])]);
+    const grouped = (x: string, last: Dim) => op('Reshape', [x, this.shapeOf([B, kv, group, T, last])]);
+    const heads4 = (x: Sym) => op('Reshape', [x.name, this.shapeOf([B, kv, T, hd])]);
     const rowSum = (a: string, b: string) => op('ReduceSum', [op('Mul', [a, b]), this.ints([-1])], { keepdims: 1 });
-    const tr = (a: string) => op('Transpose', [a], { perm: [0, 1, 2, 4, 3] });
+    const t4 = (a: string) => op('Transpose', [a], { perm: [0, 1, 3, 2] });
     const s = this.scalar(scale).name;
+    const k0 = heads4(ks[0]);
+    const v0 = heads4(vs[0]);
     const qs = op('Mul', [q.name, s]);
-    const causalScores = (queries: string) => op('Add', [op('MatMul', [queries, tr(ks[0].name)]), bias.name]);
+    const causalScores = (queries: string) => op('Add', [grouped(op('MatMul', [rowsOf(queries, hd), t4(k0)]), T), bias.name]);
     const scores = causalScores(qs);
     const p = op('Softmax', [scores], { axis: -1 });
-    // Each row's log-normaliser is all the backward pass keeps of the [T, T] scores: it recomputes P' from it.
-    const lse0 = op('ReduceLogSumExp', [scores], { axes: [-1], keepdims: 1 });
     const diag = ks.slice(1).map((k) => rowSum(qs, k.name));
+    // Each row's log-normaliser: what recomputation keeps of the [T, T] scores, and the causal share r.
+    const lse0 = recompute || diag.length ? op('ReduceLogSumExp', [scores], { axes: [-1], keepdims: 1 }) : null;
     let r: string | null = null;
     let pj: string[] = [];
     if (diag.length) {
-      const lse = op('ReduceLogSumExp', [op('Concat', [lse0, ...diag], { axis: -1 })], { axes: [-1], keepdims: 1 });
-      r = op('Exp', [op('Sub', [lse0, lse])]);
+      const lse = op('ReduceLogSumExp', [op('Concat', [lse0!, ...diag], { axis: -1 })], { axes: [-1], keepdims: 1 });
+      r = op('Exp', [op('Sub', [lse0!, lse])]);
       pj = diag.map((d) => op('Exp', [op('Sub', [d, lse])]));
     }
-    let out = op('MatMul', [p, vs[0].name]);
+    let out = grouped(op('MatMul', [rowsOf(p, T), v0]), hd);
     if (r) out = op('Mul', [out, r]);
     pj.forEach((x, j) => {
       out = op('Add', [out, op('Mul', [x, vs[j + 1].name])]);
     });
     const inputs = [q, ...ks, ...vs];
     return this.sym(out, q.shape, inputs, (g) => {
-      const p = op('Exp', [op('Sub', [causalScores(this.after(qs, g)), lse0])]); // P' again, for one more product
+      const pb = recompute ? op('Exp', [op('Sub', [causalScores(this.after(qs, g)), lse0!])]) : p; // P' (again)
       const gr = r ? op('Mul', [g.name, r]) : g.name;
-      const dP = op('MatMul', [gr, tr(vs[0].name)]); // r dP0
+      const dP = grouped(op('MatMul', [rowsOf(gr, hd), t4(v0)]), T); // r dP0
       const dpj = vs.slice(1).map((v) => rowSum(g.name, v.name));
-      let c = rowSum(dP, p); // rowsum(dP0 P0)
+      let c = rowSum(dP, pb); // rowsum(dP0 P0)
       dpj.forEach((d, j) => {
         c = op('Add', [c, op('Mul', [d, pj[j]])]);
       });
-      const dS0 = op('Mul', [p, op('Sub', [dP, r ? op('Mul', [c, r]) : c])]);
+      const dS0 = rowsOf(op('Mul', [pb, op('Sub', [dP, r ? op('Mul', [c, r]) : c])]), T);
       const ddj = dpj.map((d, j) => op('Mul', [pj[j], op('Sub', [d, c])]));
-      let dq = op('MatMul', [dS0, ks[0].name]);
+      let dq = grouped(op('MatMul', [dS0, k0]), hd);
       ddj.forEach((d, j) => {
         dq = op('Add', [dq, op('Mul', [d, ks[j + 1].name])]);
       });
-      const scaled = (x: string) => raw(op('Mul', [x, s]), q.shape);
-      const kGrad = (x: string) => this.reduceTo(scaled(x), ks[0].shape);
-      const vGrad = (x: string) => this.reduceTo(raw(x, q.shape), vs[0].shape);
+      const scaled = (x: string) => op('Mul', [x, s]);
+      const kvShape = ks[0].shape;
+      const asKv = (x: string): Sym => ({ name: op('Reshape', [x, this.shapeOf(kvShape)]), shape: kvShape, grad: false });
+      const groupSum = (x: string): Sym => this.reduceTo({ name: x, shape: q.shape, grad: false }, kvShape);
       return [
-        scaled(dq),
-        kGrad(op('MatMul', [tr(dS0), q.name])),
-        ...ddj.map((d) => kGrad(op('Mul', [d, q.name]))),
-        vGrad(op('MatMul', [tr(p), gr])),
-        ...pj.map((x) => vGrad(op('Mul', [x, g.name]))),
+        { name: scaled(dq), shape: q.shape, grad: false },
+        asKv(scaled(op('MatMul', [t4(dS0), rowsOf(q.name, hd)]))),
+        ...ddj.map((d) => groupSum(scaled(op('Mul', [d, q.name])))),
+        asKv(op('MatMul', [t4(rowsOf(pb, T)), rowsOf(gr, hd)])),
+        ...pj.map((x) => groupSum(op('Mul', [x, g.name]))),
       ];
     });
   }
