@@ -506,13 +506,13 @@ describe('SpecExit early exit', () => {
   }
 
   test('exits at the first accepted step split while thinking: cut after the split, </think> emitted, then the target continues', async () => {
-    const { ExitPolicy, DEFAULT_EXIT } = await import('../src/specexit/policy.ts');
+    const { ExitPolicy, REFERENCE_EXIT } = await import('../src/specexit/policy.ts');
     const prompt = PROMPTS[0];
     const plain = greedy(prompt, 24);
     const SPLIT = plain[4]; // a token the target writes early on: our stand-in for "\n\n"
     const END = 39;
     const THINK = prompt[2]; // the prompt "opens thinking"
-    const policy = new ExitPolicy({ ...DEFAULT_EXIT, splitIds: [SPLIT], thinkId: THINK, endThinkId: END });
+    const policy = new ExitPolicy({ ...REFERENCE_EXIT, splitIds: [SPLIT], thinkId: THINK, endThinkId: END, replaceIds: [END] });
     const good = { confidence: 0.99, progress: 0.9, remaining: 10 };
     const r = speculativeDecode(target, new OracleDrafter(prompt), prompt, {
       maxNewTokens: 24,
