@@ -79,9 +79,9 @@ function storeInDraftJson(dir: string, rule: ExitRule, calibration: Record<strin
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 
 function line(name: string, f: SplitFigures | null): string {
-  if (!f) return `${name.padEnd(44)} no rule within the budget`;
+  if (!f) return `${name.padEnd(56)} no rule within the budget`;
   const acc = f.accuracy ? `accuracy ${pct(f.accuracy.full)} -> ${pct(f.accuracy.exit)}` : 'accuracy -';
-  return `${name.padEnd(44)} reasoning ${f.reasoningTokens.full.toFixed(1)} -> ${f.reasoningTokens.exit.toFixed(1)} tokens (${pct(f.reasoningSaved)} saved), ${acc}, ${f.exits} exits`;
+  return `${name.padEnd(56)} reasoning ${f.reasoningTokens.full.toFixed(1)} -> ${f.reasoningTokens.exit.toFixed(1)} tokens (${pct(f.reasoningSaved)} saved), ${acc}, ${f.exits} exits`;
 }
 
 /** The calibration's result for the terminal. */
@@ -93,6 +93,8 @@ export function calibrationTable(r: CalibrationReport): string {
     line(`test split (${r.split.test} prompts), chosen rule, decoded`, c.testDecoded),
     line('test split, chosen rule, simulated', c.testSimulated),
     ...r.compared.map((x) => line(`test split, ${x.name}`, x.test)),
+    line('test split, bound: best exit per prompt, after-split', r.oracle.afterSplit),
+    line('test split, bound: best exit per prompt, replace-split', r.oracle.replaceSplit),
     `time per answer on the test split: ${r.secondsPerAnswer.full.toFixed(3)} s full thinking, ${r.secondsPerAnswer.exit.toFixed(3)} s with exits (${pct(r.secondsPerAnswer.saved)} less)`,
     `simulation = decoding on ${r.simulationExact.identical} of ${r.simulationExact.of} test prompts`,
   ].join('\n');

@@ -46,6 +46,8 @@ export interface CalibrationReport {
   chosen: { rule: ExitRule; calibration: SplitFigures; testSimulated: SplitFigures; testDecoded: SplitFigures };
   /** Other rules measured on the test split (simulated, exact): the reference, and the best of restricted grids. */
   compared: { name: string; rule: ExitRule | null; calibration: SplitFigures | null; test: SplitFigures | null }[];
+  /** The most an exit at a step split can save on the test split without turning a right answer wrong, per close. */
+  oracle: { afterSplit: SplitFigures; replaceSplit: SplitFigures };
   /** Mean seconds per answer on the test split, decoding with full thinking and with the chosen rule's exits. */
   secondsPerAnswer: { full: number; exit: number; saved: number };
   /** Test prompts whose decoded output with exits equals the simulated one (it should be all). */
@@ -204,15 +206,39 @@ export function calibrateSpecExit(
   const compared: CalibrationReport['compared'] = [
     { name: 'reference (SpecExit)', rule: REFERENCE_EXIT, calibration: null, test: toFigures(testScore(REFERENCE_EXIT)) },
   ];
+  // Each change from SpecExit's rule, taken away on its own: the best rule without it, on the test split.
   const restricted: [string, (r: ExitRule) => boolean][] = [
-    ['best first-seeded EWMA (SpecExit seeding)', (r) => r.seeding === 'first'],
-    ['best with SpecExit alpha 0.1', (r) => r.alpha === 0.1],
-    ['best using confidence only', (r) => r.minProgress === null && r.maxRemaining === null],
+    ["best with SpecExit's close (after-split)", (r) => r.close === 'after-split'],
+    ["best with SpecExit's EWMA seeding (first)", (r) => r.seeding === 'first'],
+    ["best with SpecExit's close and seeding", (r) => r.close === 'after-split' && r.seeding === 'first'],
+    ["best with SpecExit's alpha 0.1", (r) => r.alpha === 0.1],
+    ['best using confidence alone', (r) => r.minProgress === null && r.maxRemaining === null],
   ];
   for (const [name, filter] of restricted) {
     const b = pick(filter);
     compared.push({ name, rule: b?.rule ?? null, calibration: b ? toFigures(b) : null, test: b ? toFigures(testScore(b.rule)) : null });
   }
+
+  // What an ideal signal could save: on each test prompt the exit point with the fewest reasoning tokens
+  // that keeps a right answer right (any point on a prompt full thinking gets wrong).
+  const oracle = (close: ThinkingClose): SplitFigures => {
+    const chosen = test.cases.map((c, i) => {
+      let best: Outcome = c.full;
+      for (const st of c.steps) {
+        if (!st.open || st.split === null) continue;
+        const o = outcomeAt(test, close)(i, st.at + st.split + (close === 'after-split' ? 1 : 0));
+        if ((o.correct || !c.full.correct) && o.reasoning < best.reasoning) best = o;
+      }
+      return best;
+    });
+    return figuresOf(
+      testPrompts.length,
+      chosen.filter((o, i) => o !== test.cases[i].full).length,
+      test.cases.map((c) => c.full),
+      chosen,
+    );
+  };
+  const bound = { afterSplit: oracle('after-split'), replaceSplit: oracle('replace-split') };
 
   const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
   const full = mean(test.full.map((d) => d.seconds));
@@ -234,6 +260,7 @@ export function calibrateSpecExit(
     rulesTried: rules.length,
     chosen: { rule: best.rule, calibration: toFigures(best), testSimulated: toFigures(chosenTest), testDecoded: decodedFigures },
     compared,
+    oracle: bound,
     secondsPerAnswer: { full, exit, saved: full > 0 ? 1 - exit / full : 0 },
     simulationExact: { identical, of: testPrompts.length },
     points: [...points.values()],
