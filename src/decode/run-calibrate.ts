@@ -95,6 +95,7 @@ export function calibrationTable(r: CalibrationReport): string {
     ...r.compared.map((x) => line(`test split, ${x.name}`, x.test)),
     line('test split, bound: best exit per prompt, after-split', r.oracle.afterSplit),
     line('test split, bound: best exit per prompt, replace-split', r.oracle.replaceSplit),
+    `the model thinks on after ${r.thinksOn.afterSplit.exits} of ${r.thinksOn.afterSplit.of} after-split exit points, ${r.thinksOn.replaceSplit.exits} of ${r.thinksOn.replaceSplit.of} replace-split ones (test split)`,
     `time per answer on the test split: ${r.secondsPerAnswer.full.toFixed(3)} s full thinking, ${r.secondsPerAnswer.exit.toFixed(3)} s with exits (${pct(r.secondsPerAnswer.saved)} less)`,
     `simulation = decoding on ${r.simulationExact.identical} of ${r.simulationExact.of} test prompts`,
   ].join('\n');

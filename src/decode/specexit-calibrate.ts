@@ -48,12 +48,14 @@ export interface CalibrationReport {
   compared: { name: string; rule: ExitRule | null; calibration: SplitFigures | null; test: SplitFigures | null }[];
   /** The most an exit at a step split can save on the test split without turning a right answer wrong, per close. */
   oracle: { afterSplit: SplitFigures; replaceSplit: SplitFigures };
+  /** Of all exit points at a step split on the test split, those after which the model thinks on (writes </think> again), per close. */
+  thinksOn: { afterSplit: { exits: number; of: number }; replaceSplit: { exits: number; of: number } };
   /** Mean seconds per answer on the test split, decoding with full thinking and with the chosen rule's exits. */
   secondsPerAnswer: { full: number; exit: number; saved: number };
   /** Test prompts whose decoded output with exits equals the simulated one (it should be all). */
   simulationExact: { identical: number; of: number };
-  /** Every rule's calibration point (distinct points, with how many rules landed there), for the picture. */
-  points: { saved: number; accuracy: number; rules: number }[];
+  /** Every rule's calibration point (distinct points per close, with how many rules landed there), for the picture. */
+  points: { saved: number; accuracy: number; close: ThinkingClose; rules: number }[];
 }
 
 interface Decoded {
@@ -221,12 +223,18 @@ export function calibrateSpecExit(
 
   // What an ideal signal could save: on each test prompt the exit point with the fewest reasoning tokens
   // that keeps a right answer right (any point on a prompt full thinking gets wrong).
+  const thinksOn = { afterSplit: { exits: 0, of: 0 }, replaceSplit: { exits: 0, of: 0 } };
   const oracle = (close: ThinkingClose): SplitFigures => {
+    const closeLength = close === 'after-split' ? 1 : ids.replaceIds.length;
+    const count = close === 'after-split' ? thinksOn.afterSplit : thinksOn.replaceSplit;
     const chosen = test.cases.map((c, i) => {
       let best: Outcome = c.full;
       for (const st of c.steps) {
         if (!st.open || st.split === null) continue;
-        const o = outcomeAt(test, close)(i, st.at + st.split + (close === 'after-split' ? 1 : 0));
+        const cut = st.at + st.split + (close === 'after-split' ? 1 : 0);
+        const o = outcomeAt(test, close)(i, cut);
+        count.of++;
+        if (o.reasoning > cut + closeLength) count.exits++;
         if ((o.correct || !c.full.correct) && o.reasoning < best.reasoning) best = o;
       }
       return best;
@@ -243,10 +251,10 @@ export function calibrateSpecExit(
   const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
   const full = mean(test.full.map((d) => d.seconds));
   const exit = mean(decodedExit.map((d) => d.seconds));
-  const points = new Map<string, { saved: number; accuracy: number; rules: number }>();
+  const points = new Map<string, CalibrationReport['points'][number]>();
   for (const x of scores) {
-    const key = `${x.saved.toFixed(6)}:${(x.accuracy ?? 0).toFixed(6)}`;
-    const pt = points.get(key) ?? { saved: x.saved, accuracy: x.accuracy ?? 0, rules: 0 };
+    const key = `${x.saved.toFixed(6)}:${(x.accuracy ?? 0).toFixed(6)}:${x.rule.close}`;
+    const pt = points.get(key) ?? { saved: x.saved, accuracy: x.accuracy ?? 0, close: x.rule.close, rules: 0 };
     pt.rules++;
     points.set(key, pt);
   }
@@ -261,6 +269,7 @@ export function calibrateSpecExit(
     chosen: { rule: best.rule, calibration: toFigures(best), testSimulated: toFigures(chosenTest), testDecoded: decodedFigures },
     compared,
     oracle: bound,
+    thinksOn,
     secondsPerAnswer: { full, exit, saved: full > 0 ? 1 - exit / full : 0 },
     simulationExact: { identical, of: testPrompts.length },
     points: [...points.values()],

@@ -1,6 +1,7 @@
 // The SpecExit calibration's picture: reasoning tokens saved against answer accuracy, one point per
-// distinct outcome of the rules tried on the calibration split, the chosen rule and its test-split result
-// marked, and the accuracy budget's floor as a dashed line. House style: util/svg.ts.
+// distinct outcome of the rules tried on the calibration split (coloured by how the exit closes the
+// thinking), the chosen rule and its test-split result marked, and the accuracy budget's floor on the
+// calibration split as a dashed line. House style: util/svg.ts.
 import { escapeXml, niceTicks, STYLE, svgOpen, tickLabel } from '../util/svg.ts';
 import type { CalibrationReport } from './specexit-calibrate.ts';
 
@@ -36,9 +37,10 @@ export function tradeoffSvg(r: CalibrationReport): string {
   out.push(
     `<line x1="${left}" y1="${y(floor).toFixed(1)}" x2="${left + plotW}" y2="${y(floor).toFixed(1)}" stroke="${STYLE.palette[3]}" stroke-dasharray="5 4"/>`,
   );
+  const colour = (close: string) => (close === 'replace-split' ? STYLE.palette[0] : STYLE.palette[2]);
   for (const p of r.points)
     out.push(
-      `<circle class="rule" cx="${x(p.saved).toFixed(1)}" cy="${y(p.accuracy).toFixed(1)}" r="3" fill="${STYLE.palette[0]}" fill-opacity="0.45"><title>${escapeXml(`${p.rules} rule(s): ${(100 * p.saved).toFixed(1)}% saved, accuracy ${(100 * p.accuracy).toFixed(1)}%`)}</title></circle>`,
+      `<circle class="rule" cx="${x(p.saved).toFixed(1)}" cy="${y(p.accuracy).toFixed(1)}" r="3" fill="${colour(p.close)}" fill-opacity="0.45"><title>${escapeXml(`${p.rules} rule(s), ${p.close}: ${(100 * p.saved).toFixed(1)}% saved, accuracy ${(100 * p.accuracy).toFixed(1)}%`)}</title></circle>`,
     );
   const [cal, test] = marks;
   out.push(
@@ -49,12 +51,13 @@ export function tradeoffSvg(r: CalibrationReport): string {
   );
   const lx = left + plotW + 16;
   const legend: [string, string][] = [
-    [`<circle cx="${lx + 6}" cy="${top + 6}" r="3" fill="${STYLE.palette[0]}" fill-opacity="0.45"/>`, 'a rule (calibration)'],
-    [`<circle cx="${lx + 6}" cy="${top + 26}" r="7" fill="none" stroke="${STYLE.palette[3]}" stroke-width="2.5"/>`, 'chosen (calibration)'],
-    [`<rect x="${lx + 1}" y="${top + 41}" width="10" height="10" fill="${STYLE.palette[1]}"/>`, 'chosen, decoded (test)'],
+    [`<circle cx="${lx + 6}" cy="${top + 6}" r="3" fill="${colour('replace-split')}" fill-opacity="0.45"/>`, 'a rule, replace-split'],
+    [`<circle cx="${lx + 6}" cy="${top + 26}" r="3" fill="${colour('after-split')}" fill-opacity="0.45"/>`, 'a rule, after-split'],
+    [`<circle cx="${lx + 6}" cy="${top + 46}" r="7" fill="none" stroke="${STYLE.palette[3]}" stroke-width="2.5"/>`, 'chosen (calibration)'],
+    [`<rect x="${lx + 1}" y="${top + 61}" width="10" height="10" fill="${STYLE.palette[1]}"/>`, 'chosen, decoded (test)'],
     [
-      `<line x1="${lx}" y1="${top + 66}" x2="${lx + 12}" y2="${top + 66}" stroke="${STYLE.palette[3]}" stroke-dasharray="5 4"/>`,
-      'accuracy budget floor',
+      `<line x1="${lx}" y1="${top + 86}" x2="${lx + 12}" y2="${top + 86}" stroke="${STYLE.palette[3]}" stroke-dasharray="5 4"/>`,
+      'budget floor (calibration)',
     ],
   ];
   legend.forEach(([mark, label], i) => {
