@@ -12,7 +12,8 @@ import path from 'node:path';
 import { MessageChannel, type MessagePort, Worker, receiveMessageOnPort } from 'node:worker_threads';
 import type * as tf from '@tensorflow/tfjs';
 import type { OnnxDraftInfo } from '../export/onnx.ts';
-import type { ExitSignals } from '../specexit/policy.ts';
+import { parsePolicy } from '../specexit/policy-file.ts';
+import type { ExitRule, ExitSignals } from '../specexit/policy.ts';
 import type { DraftLogits, Drafter } from './drafter.ts';
 
 type FeedTensor = { type: 'float32' | 'int64'; data: Float32Array | BigInt64Array; dims: number[] };
@@ -78,6 +79,12 @@ export function readOnnxDraftInfo(dir: string): OnnxDraftInfo {
   return info;
 }
 
+/** The exit policy stored in draft.json (field specexit_policy; null when none was calibrated). */
+export function onnxDraftPolicy(dir: string, info: OnnxDraftInfo): ExitRule | null {
+  const v = info.specexit_policy;
+  return v === undefined || v === null ? null : parsePolicy(v, `${path.join(dir, 'draft.json')}: field 'specexit_policy'`);
+}
+
 interface Node {
   /** Key and value of this node's own slot, [kvH, hd] each. */
   k: Float32Array;
@@ -92,6 +99,8 @@ export class OnnxDrafter implements Drafter {
   readonly featureLayers: readonly number[];
   readonly info: OnnxDraftInfo;
   readonly used: Int32Array;
+  /** The SpecExit exit policy stored in draft.json (null: none). */
+  readonly exitPolicy: ExitRule | null;
   private readonly session: SyncOrtSession;
   /** The target's embedding table [V, H] when the model takes inputs_embeds. */
   private readonly embed: Float32Array | null;
@@ -103,6 +112,7 @@ export class OnnxDrafter implements Drafter {
   /** `embeddings`: the target's input embedding table, needed when the export has no table of its own. */
   constructor(dir: string, embeddings?: tf.Tensor2D, threads = 1) {
     this.info = readOnnxDraftInfo(dir);
+    this.exitPolicy = onnxDraftPolicy(dir, this.info);
     this.used = Int32Array.from(this.info.draft_to_target);
     this.featureLayers = [...this.info.aux_layer_ids];
     if (this.info.embedding === 'input') {
