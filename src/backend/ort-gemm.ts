@@ -4,7 +4,8 @@
 // large enough for the copies to be cheap against the arithmetic go this way (backend/matmul.ts decides).
 // The call is synchronous, as tfjs kernels are: the worker runs ORT's asynchronous run() and wakes the caller,
 // blocked in Atomics.wait, through a shared flag.
-import { MessageChannel, type MessagePort, Worker, receiveMessageOnPort } from 'node:worker_threads';
+import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
+import { takeReply } from '../util/worker-reply.ts';
 import type { GemmReply, GemmRequest, GemmWorkerData, GraphReply, GraphRequest, WireTensor } from './ort-gemm-worker.ts';
 
 export type { WireTensor } from './ort-gemm-worker.ts';
@@ -70,7 +71,6 @@ export class OrtGemm {
     const request: GemmRequest = { a, aDims, b, bDims, transA, transB };
     const own = (x: Float32Array) => (x.byteOffset === 0 && x.buffer.byteLength === x.byteLength ? [x.buffer as ArrayBuffer] : []);
     this.port.postMessage(request, a.buffer === b.buffer ? own(a) : [...own(a), ...own(b)]);
-    Atomics.wait(this.flag, 0, 0);
     const reply = this.wake();
     return { c: reply.c, dims: reply.dims };
   }
@@ -89,7 +89,6 @@ export class OrtGemm {
       if (t.data.byteOffset === 0 && t.data.buffer.byteLength === t.data.byteLength) buffers.add(t.data.buffer as ArrayBuffer);
     this.port.postMessage(request, [...buffers]);
     this.graphs.add(key);
-    Atomics.wait(this.flag, 0, 0);
     return (this.wake() as unknown as GraphReply & { ok: true }).outputs; // wake() throws a failed run's error
   }
 
@@ -100,11 +99,14 @@ export class OrtGemm {
     void this.worker.terminate();
   }
 
+  /** The worker's next reply (blocking until it is there). */
   private wake(): GemmReply & { ok: true } {
-    Atomics.store(this.flag, 0, 0);
-    const m = receiveMessageOnPort(this.port);
-    if (!m) throw new OrtGemmError(Atomics.load(this.flag, 1) ? this.exitMessage() : 'ORT GEMM worker: woke without a reply');
-    const reply = m.message as GemmReply;
+    let reply: GemmReply;
+    try {
+      reply = takeReply(this.port, this.flag, () => (Atomics.load(this.flag, 1) ? this.exitMessage() : null)) as GemmReply;
+    } catch (e) {
+      throw new OrtGemmError((e as Error).message);
+    }
     if (!reply.ok) throw new OrtGemmError(`ONNX Runtime GEMM: ${reply.error}`);
     return reply;
   }

@@ -9,11 +9,12 @@
 // (all past slots, causal among new tokens) then gives exactly the tree visibility of draftDecode.
 import fs from 'node:fs';
 import path from 'node:path';
-import { MessageChannel, type MessagePort, Worker, receiveMessageOnPort } from 'node:worker_threads';
+import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
 import type * as tf from '@tensorflow/tfjs';
 import type { OnnxDraftInfo } from '../export/onnx.ts';
 import { parsePolicy } from '../specexit/policy-file.ts';
 import type { ExitRule, ExitSignals } from '../specexit/policy.ts';
+import { takeReply } from '../util/worker-reply.ts';
 import type { DraftLogits, Drafter } from './drafter.ts';
 
 type FeedTensor = { type: 'float32' | 'int64'; data: Float32Array | BigInt64Array; dims: number[] };
@@ -46,12 +47,12 @@ export class SyncOrtSession {
 
   private wait(): Record<string, unknown> {
     // A worker that died cannot answer: give up after a bound far above any draft step rather than hang.
-    if (Atomics.wait(this.flag, 0, 0, WAIT_LIMIT_MS) === 'timed-out')
-      throw new Error(`ONNX Runtime worker: no reply within ${WAIT_LIMIT_MS / 1000} s`);
-    Atomics.store(this.flag, 0, 0);
-    const m = receiveMessageOnPort(this.port);
-    if (!m) throw new Error('ONNX Runtime worker: woke without a reply');
-    const msg = m.message as { ok: boolean; error?: string };
+    let msg: { ok: boolean; error?: string };
+    try {
+      msg = takeReply(this.port, this.flag, () => null, WAIT_LIMIT_MS) as typeof msg;
+    } catch (e) {
+      throw new Error(`ONNX Runtime worker: ${(e as Error).message}`);
+    }
     if (!msg.ok) throw new Error(`ONNX Runtime: ${msg.error}`);
     return msg as Record<string, unknown>;
   }
