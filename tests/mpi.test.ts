@@ -102,8 +102,6 @@ describe('MPI launcher', { skip }, () => {
     const r = mpirunNode(mpirunOptions(3, true), ['--import', 'tsx', runner, job, JSON.stringify({ mode: 'fail', n: 1000 }), out]);
     assert.notEqual(r.status, 0, r.stdout);
     assert.match(r.stderr, /mpi-rank: rank 2: deliberate failure in the last rank/);
-    // Ended by the failing rank's MPI_Abort (as srun needs), not only by mpirun seeing a process exit with an error.
-    assert.match(r.stderr, /MPI_ABORT was invoked on rank 2 in communicator MPI_COMM_WORLD\s+with errorcode 1/);
     assert.deepEqual(fs.readdirSync(out), [], 'no rank finished');
   });
 
