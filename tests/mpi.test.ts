@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { after, describe, test } from 'node:test';
 import { gpuFor, launchedByMpi } from '../src/parallel/mpi.ts';
 import { startVector } from './jobs/collective-job.ts';
-import { mpiMissing, mpirunNode, mpirunOptions, mpirunSpecforge, removeTempDirs, tempDir } from './helpers.ts';
+import { mpiMissing, mpirunNode, mpirunOptions, mpirunSpecforge, removeTempDirs, repoRoot, runNode, tempDir } from './helpers.ts';
 
 after(removeTempDirs);
 
@@ -130,4 +130,23 @@ test('each process takes the GPU of its local rank, keeps one a launcher gave it
   assert.equal(gpuFor(1, '2,3', 8), '3', 'from the listed GPUs, the local rank’s');
   assert.equal(gpuFor(0, '3', 8), undefined, 'one GPU given per task (srun --gpus-per-task=1) is kept');
   assert.equal(gpuFor(2, '', 8), undefined, 'an empty list (no GPU) is kept');
+});
+
+test('without Open MPI the binding’s install succeeds, saying what to install; its loader then says the same', () => {
+  // No mpicc on PATH: what a machine without Open MPI has.
+  const r = runNode([path.join(repoRoot, 'packages/mpi/install.js')], { PATH: tempDir('no-mpi-path-') });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(
+    r.stderr,
+    /specforge-mpi: not built: no Open MPI compiler wrapper \(mpicc --showme\) on PATH; install Open MPI and a C\+\+ toolchain \(Debian\/Ubuntu: apt-get install libopenmpi-dev openmpi-bin g\+\+ make python3\), then run npm rebuild specforge-mpi/,
+  );
+  // The loader of a package folder without a build.
+  const bare = tempDir('mpi-unbuilt-');
+  fs.copyFileSync(path.join(repoRoot, 'packages/mpi/index.js'), path.join(bare, 'index.js'));
+  const load = runNode(['-e', `require(${JSON.stringify(path.join(bare, 'index.js'))})`]);
+  assert.notEqual(load.status, 0);
+  assert.match(
+    load.stderr,
+    /specforge-mpi is not built \(Open MPI or a C\+\+ toolchain was missing when it was installed\): install Open MPI .*then run npm rebuild specforge-mpi/,
+  );
 });
