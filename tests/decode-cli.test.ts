@@ -272,7 +272,7 @@ describe('specforge eval', () => {
     // accepted, holds the paragraph break third of 4: the policy exits, keeps the chain through the break and
     // emits </think>: 5 tokens. The answer (13) stays.
     assert.deepEqual(
-      { ...report.specexit, tauWithExit: null },
+      { ...report.specexit, tauWithExit: null, secondsPerAnswer: null },
       {
         prompts: 3,
         exits: 3,
@@ -280,14 +280,93 @@ describe('specforge eval', () => {
         reasoningSaved: 1 - 15 / 36,
         accuracy: { full: 1, exit: 1, of: 3 },
         tauWithExit: null,
-        thresholds: { confidence: 0.4, progress: 0.3, remaining: 200, alpha: 0.1 },
+        secondsPerAnswer: null,
+        rule: { alpha: 0.1, seeding: 'first', minConfidence: 0.4, minProgress: 0.3, maxRemaining: 200, close: 'after-split' },
+        policy: 'recipe (eval.exit_alpha, eval.exit_thresholds; no calibrated policy stored)',
       },
     );
+    const perAnswer = report.specexit.secondsPerAnswer;
+    assert.ok(perAnswer.full > 0 && perAnswer.exit > 0);
+    assert.match(r.stdout, /time per answer \d+\.\d+ s without exit, \d+\.\d+ s with exit/);
     assert.match(r.stdout, /SpecExit on 3 prompts: 3 early exits; reasoning tokens per answer 12\.0 -> 5\.0 \(58\.3% saved\)/);
     assert.match(r.stdout, /answer accuracy 100\.0% without exit, 100\.0% with exit \(3 prompts with a reference answer\)/);
     const none = run('--specexit', '--limit', '1');
     assert.equal(none.status, 1, none.stdout);
     assert.match(none.stderr, /evalrun\/step-5: this draft has no SpecExit signal heads; train it with training\.specexit: true/);
+  });
+
+  test('--specexit --calibrate: chooses the rule on half the prompts, stores it with the draft, reports the other half; eval then takes it', () => {
+    const ckpt = path.join(work, 'calibrated', 'step-5');
+    fs.cpSync(path.join(work, 'ckpt', 'cyclerun', 'step-5'), ckpt, { recursive: true });
+    const out = path.join(work, 'eval-calibrate');
+    const r = specforge(['eval', '--recipe', cycleRecipe, '--specexit', '--calibrate', '--checkpoint', ckpt, '--out', out]);
+    assert.equal(r.status, 0, r.stderr + r.stdout);
+    const report = JSON.parse(fs.readFileSync(path.join(out, 'calibration.json'), 'utf8'));
+    assert.deepEqual(report.split.calibration, 2, 'prompts 1 and 3 calibrate');
+    assert.deepEqual(report.split.test, 1, 'prompt 2 tests');
+    // Every prompt thinks 12 tokens; an exit at the paragraph break (the only split) leaves 5, answer kept.
+    // Every rule that exits exits there, so the tie goes to the first in the grid: no signal used.
+    assert.deepEqual(report.chosen.rule, {
+      alpha: 0.1,
+      seeding: 'first',
+      minConfidence: null,
+      minProgress: null,
+      maxRemaining: null,
+      close: 'after-split',
+    });
+    assert.deepEqual(report.chosen.testDecoded, {
+      prompts: 1,
+      exits: 1,
+      reasoningTokens: { full: 12, exit: 5 },
+      reasoningSaved: 1 - 5 / 12,
+      accuracy: { full: 1, exit: 1, of: 1 },
+    });
+    assert.deepEqual(report.chosen.testSimulated, report.chosen.testDecoded);
+    assert.deepEqual(report.simulationExact, { identical: 1, of: 1 });
+    assert.equal(report.compared[0].name, 'reference (SpecExit)');
+    assert.equal(report.compared[0].test.exits, 0, 'the reference rule (confidence > 0.8) never exits on signals of 0.5');
+    const stored = JSON.parse(fs.readFileSync(path.join(ckpt, 'specexit', 'policy.json'), 'utf8'));
+    assert.equal(stored.format, 'specforge-specexit-policy');
+    assert.equal(stored.close, 'after-split');
+    assert.equal(stored.min_confidence, null);
+    assert.deepEqual(stored.calibration.prompts, { calibration: 2, test: 1 });
+    const svg = fs.readFileSync(path.join(out, 'tradeoff.svg'), 'utf8');
+    assert.match(svg, /<svg[^>]*>[\s\S]*<circle class="chosen"[\s\S]*<rect class="test"[\s\S]*<\/svg>/);
+    assert.match(r.stdout, /stored the policy in .*calibrated\/step-5\/specexit\/policy\.json/);
+
+    // Decoding takes the stored rule by default; the reference stays available by name.
+    const byDefault = specforge([
+      'eval',
+      '--recipe',
+      cycleRecipe,
+      '--specexit',
+      '--checkpoint',
+      ckpt,
+      '--out',
+      path.join(work, 'eval-stored'),
+    ]);
+    assert.equal(byDefault.status, 0, byDefault.stderr);
+    assert.match(byDefault.stdout, /SpecExit policy: calibrated \(.*policy\.json\)/);
+    const used = JSON.parse(fs.readFileSync(path.join(work, 'eval-stored', 'report.json'), 'utf8')).specexit;
+    assert.deepEqual([used.exits, used.reasoningTokens], [3, { full: 12, exit: 5 }]);
+    const reference = specforge([
+      'eval',
+      '--recipe',
+      cycleRecipe,
+      '--specexit',
+      '--exit-policy',
+      'reference',
+      '--checkpoint',
+      ckpt,
+      '--out',
+      path.join(work, 'eval-ref'),
+    ]);
+    assert.equal(reference.status, 0, reference.stderr);
+    assert.match(reference.stdout, /SpecExit policy: reference/);
+    assert.equal(JSON.parse(fs.readFileSync(path.join(work, 'eval-ref', 'report.json'), 'utf8')).specexit.exits, 0);
+    const alone = specforge(['eval', '--recipe', cycleRecipe, '--calibrate', '--checkpoint', ckpt]);
+    assert.equal(alone.status, 1);
+    assert.match(alone.stderr, /--calibrate calibrates the SpecExit exit rule: give --specexit too/);
   });
 
   test("without --checkpoint, the run's step-best rather than its newest checkpoint", () => {

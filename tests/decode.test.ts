@@ -506,13 +506,13 @@ describe('SpecExit early exit', () => {
   }
 
   test('exits at the first accepted step split while thinking: cut after the split, </think> emitted, then the target continues', async () => {
-    const { ExitPolicy, DEFAULT_EXIT } = await import('../src/specexit/policy.ts');
+    const { ExitPolicy, REFERENCE_EXIT } = await import('../src/specexit/policy.ts');
     const prompt = PROMPTS[0];
     const plain = greedy(prompt, 24);
     const SPLIT = plain[4]; // a token the target writes early on: our stand-in for "\n\n"
     const END = 39;
     const THINK = prompt[2]; // the prompt "opens thinking"
-    const policy = new ExitPolicy({ ...DEFAULT_EXIT, splitIds: [SPLIT], thinkId: THINK, endThinkId: END });
+    const policy = new ExitPolicy({ ...REFERENCE_EXIT, splitIds: [SPLIT], thinkId: THINK, endThinkId: END, replaceIds: [END] });
     const good = { confidence: 0.99, progress: 0.9, remaining: 10 };
     const r = speculativeDecode(target, new OracleDrafter(prompt), prompt, {
       maxNewTokens: 24,
@@ -528,5 +528,35 @@ describe('SpecExit early exit', () => {
     const after = greedy([...prompt, ...r.tokens.slice(0, cut + 1)], r.tokens.length - cut - 1);
     assert.deepEqual(r.tokens.slice(cut + 1), after, 'after the exit the target writes on, losslessly');
     assert.ok(!policy.isThinking);
+  });
+  test("close 'replace-split': the split gives way to a newline and </think> (its own pass), then the target continues", async () => {
+    const { ExitPolicy, REFERENCE_EXIT } = await import('../src/specexit/policy.ts');
+    const prompt = PROMPTS[0];
+    const plain = greedy(prompt, 24);
+    const SPLIT = plain[4];
+    const NL = 38;
+    const END = 39;
+    const THINK = prompt[2];
+    const rule = { ...REFERENCE_EXIT, close: 'replace-split' as const };
+    const policy = new ExitPolicy({ ...rule, splitIds: [SPLIT], thinkId: THINK, endThinkId: END, replaceIds: [NL, END] });
+    const good = { confidence: 0.99, progress: 0.9, remaining: 10 };
+    const r = speculativeDecode(target, new OracleDrafter(prompt), prompt, {
+      maxNewTokens: 24,
+      stopIds: [],
+      draftSteps: 6,
+      exit: { policy, signals: (f) => Array.from({ length: f.shape[1] }, () => good) },
+    });
+    assert.equal(r.exits, 1);
+    const cut = r.tokens.indexOf(NL);
+    assert.ok(cut > 0 && r.tokens[cut + 1] === END, 'a newline, then </think>');
+    assert.deepEqual(r.tokens.slice(0, cut), plain.slice(0, cut), 'the thinking kept is the target’s own');
+    assert.equal(plain[cut], SPLIT, 'cut right before the step split');
+    // The first token comes from prefill; pass j adds its accepted drafts and one token of its own.
+    let emitted = 1;
+    const pass = r.acceptLengths.findIndex((a) => (emitted += a + 1) > cut + 1);
+    assert.equal(emitted, cut + 2, '</think> ends a pass');
+    assert.equal(r.acceptLengths[pass], 0, '... that accepted no draft token');
+    const after = greedy([...prompt, ...r.tokens.slice(0, cut + 2)], r.tokens.length - cut - 2);
+    assert.deepEqual(r.tokens.slice(cut + 2), after, 'after the exit the target writes on, losslessly');
   });
 });

@@ -395,7 +395,15 @@ describe('factory and options', () => {
     o.dispose();
     await assert.rejects(loadTarget(dir, { engine: 'torch' as never }), /engine 'torch': expected one of ort, tfjs/);
     const recipe = {
-      runtime: { backend: 'wasm', seed: 1, gemm: 'auto', target_engine: 'ort', target_provider: 'cpu', target_threads: 0 },
+      runtime: {
+        backend: 'wasm',
+        seed: 1,
+        gemm: 'auto',
+        train_step: 'auto',
+        target_engine: 'ort',
+        target_provider: 'cpu',
+        target_threads: 0,
+      },
     } as const;
     assert.deepEqual(targetOptions(recipe), { engine: 'ort', provider: 'cpu', threads: 0 });
   });

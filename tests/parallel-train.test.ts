@@ -26,7 +26,7 @@ before(() => makeRandomTarget(target, 5));
 after(removeTempDirs);
 
 /** A 10-step run with SpecExit heads, the micro-batch run in chunks of at most `chunkTokens` positions. */
-function recipe(name: string, batch: number, workers: number, chunkTokens = 100, recompute = 'auto'): string {
+function recipe(name: string, batch: number, workers: number, chunkTokens = 100, recompute = 'auto', step = 'auto'): string {
   const file = path.join(work, `${name}.yaml`);
   fs.writeFileSync(
     file,
@@ -34,7 +34,7 @@ function recipe(name: string, batch: number, workers: number, chunkTokens = 100,
       `data:\n  train: ${path.join(repo, 'data/corpus/reasoning-eval.jsonl')}\n  format: sharegpt\n  max_length: 160\n  answer_extractor: gsm8k\n  store: ${path.join(work, 'store')}\n  cache_dir: ${path.join(work, 'cache')}\n` +
       `capture:\n  batch_size: 4\n  dtype: float32\n  limit: 48\n` +
       `training:\n  batch_size: ${batch}\n  max_steps: 10\n  learning_rate: 0.003\n  output_dir: ${path.join(work, 'ckpt')}\n  log_interval: 1\n  save_interval: 5\n  specexit: true\n  chunk_tokens: ${chunkTokens}\n  recompute: ${recompute}\n` +
-      `parallel:\n  workers: ${workers}\nruntime:\n  backend: wasm\n  seed: 3\n`,
+      `parallel:\n  workers: ${workers}\nruntime:\n  backend: wasm\n  seed: 3\n  train_step: ${step}\n`,
   );
   return file;
 }
@@ -42,14 +42,14 @@ function recipe(name: string, batch: number, workers: number, chunkTokens = 100,
 const train = (...args: string[]) => specforge(['train', ...args]);
 const runDir = (run: string) => path.join(work, 'ckpt', run);
 const lossRows = (run: string) => metricsRows(runDir(run)).filter((m) => m.split === 'train') as Record<string, number[]>[];
-/** A run of the recipe `name` (batch, workers, chunk_tokens, recompute), made once by the first test that reads it. */
+/** A run of the recipe `name` (batch, workers, chunk_tokens, recompute, train_step), made once by the first test that reads it. */
 const runs = new Map<string, () => void>();
-function ran(name: string, batch: number, workers: number, chunkTokens?: number, recompute?: string): void {
+function ran(name: string, batch: number, workers: number, chunkTokens?: number, recompute?: string, step?: string): void {
   if (!runs.has(name))
     runs.set(
       name,
       once(() => {
-        const r = train('--recipe', recipe(name, batch, workers, chunkTokens, recompute));
+        const r = train('--recipe', recipe(name, batch, workers, chunkTokens, recompute, step));
         assert.equal(r.status, 0, r.stderr + r.stdout);
       }),
     );
@@ -100,17 +100,28 @@ describe('data-parallel training', () => {
     assertSameWeights('one', 'whole', 10, 1e-5);
   });
 
-  test('recomputing the TTT steps in the backward pass equals the taped run: losses and weights within 1e-5 after 10 steps', () => {
-    one();
-    ran('recompute', 2, 2, 100, 'on');
-    const a = lossRows('one');
-    const b = lossRows('recompute');
+  // The runs above take the TTT step as one ONNX Runtime graph (runtime.train_step auto); these run tfjs ops.
+  const sameRuns = (x: string, y: string) => {
+    const a = lossRows(x);
+    const b = lossRows(y);
     for (let i = 0; i < 10; i++) {
       assert.ok(maxAbsDiff(a[i].loss, b[i].loss) <= 1e-5, `step ${i + 1} losses`);
       assert.ok(maxAbsDiff(a[i].specexit_loss, b[i].specexit_loss) <= 1e-5, `step ${i + 1} SpecExit losses`);
       assert.deepEqual(a[i].acc, b[i].acc, `step ${i + 1} accuracies`);
     }
-    assertSameWeights('one', 'recompute', 10, 1e-5);
+    assertSameWeights(x, y, 10, 1e-5);
+  };
+
+  test('the TTT step as tfjs ops (taped) equals it as one ONNX Runtime graph: losses and weights within 1e-5 after 10 steps', () => {
+    one();
+    ran('taped', 4, 1, 100, 'off', 'tfjs');
+    sameRuns('one', 'taped');
+  });
+
+  test('recomputing the TTT steps in the backward pass (tfjs) equals the taped run: losses and weights within 1e-5 after 10 steps', () => {
+    ran('taped', 4, 1, 100, 'off', 'tfjs');
+    ran('recompute', 2, 2, 100, 'on', 'tfjs');
+    sameRuns('taped', 'recompute');
   });
 
   test('a 2-worker run killed after a checkpoint resumes from it and ends bit-identical to the uninterrupted run', async () => {

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { specExitLabels } from '../src/specexit/labels.ts';
-import { DEFAULT_EXIT, ExitPolicy } from '../src/specexit/policy.ts';
+import { REFERENCE_EXIT, ExitPolicy } from '../src/specexit/policy.ts';
 
 const close = (a: ArrayLike<number>, b: number[]) => Array.from(a).every((x, i) => Math.abs(x - b[i]) < 1e-6);
 
@@ -45,7 +45,7 @@ const THINK = 1;
 const END = 2;
 const SPLIT = 3;
 const policy = () => {
-  const p = new ExitPolicy({ ...DEFAULT_EXIT, splitIds: [SPLIT], thinkId: THINK, endThinkId: END });
+  const p = new ExitPolicy({ ...REFERENCE_EXIT, splitIds: [SPLIT], thinkId: THINK, endThinkId: END, replaceIds: [END] });
   p.observe([THINK]);
   return p;
 };
@@ -69,7 +69,7 @@ test('exit policy: exits only with every threshold passed, while thinking, at a 
   assert.ok(d.exit);
   if (d.exit) {
     assert.equal(d.keep, 2, 'keep through the split');
-    assert.equal(d.emit, END);
+    assert.deepEqual(d.emit, [END]);
   }
   assert.ok(!p.isThinking);
   assert.ok(!p.step([SPLIT], [good]).exit, 'not thinking any more');
@@ -79,7 +79,7 @@ test('exit policy: exits only with every threshold passed, while thinking, at a 
     const q = policy();
     assert.ok(!q.step([SPLIT], [bad]).exit, `thresholds are strict: ${JSON.stringify(bad)}`);
   }
-  const outside = new ExitPolicy({ ...DEFAULT_EXIT, splitIds: [SPLIT], thinkId: THINK, endThinkId: END });
+  const outside = new ExitPolicy({ ...REFERENCE_EXIT, splitIds: [SPLIT], thinkId: THINK, endThinkId: END, replaceIds: [END] });
   assert.ok(!outside.step([SPLIT], [good]).exit, 'never outside <think>');
   const ending = policy();
   assert.ok(!ending.step([SPLIT, END], [good, good]).exit, 'the model closes thinking itself in this step');

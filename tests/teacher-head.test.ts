@@ -6,6 +6,7 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/backend.ts';
+import { stopOrtGemm, useOrtGemm } from '../src/backend/matmul.ts';
 import { parseModelConfig } from '../src/io/hf-config.ts';
 import { writeSafetensors } from '../src/io/safetensors.ts';
 import { TeacherHead } from '../src/train/teacher-head.ts';
@@ -44,8 +45,15 @@ function transposed(w: Float32Array): Float32Array {
   return out;
 }
 
-for (const chunkRows of [1, 3, 64]) {
-  test(`draftLogits in chunks of ${chunkRows} rows equals the plain logits at the draft vocabulary and the full argmax`, () => {
+for (const [chunkRows, engine] of [
+  [1, 'tfjs'],
+  [3, 'tfjs'],
+  [64, 'tfjs'],
+  [3, 'ort'],
+  [64, 'ort'],
+] as const) {
+  test(`draftLogits (${engine}) in chunks of ${chunkRows} rows equals the plain logits at the draft vocabulary and the full argmax`, async () => {
+    if (engine === 'ort') await useOrtGemm(1);
     const rng = new Rng(chunkRows);
     const w = rng.normalArray(V * H, 1);
     const x = rng.normalArray(B * T * H, 1);
@@ -64,6 +72,7 @@ for (const chunkRows of [1, 3, 64]) {
     }
     tf.dispose([fin, got.logits]);
     head.dispose();
+    stopOrtGemm();
   });
 }
 

@@ -345,6 +345,116 @@ describe('EAGLE-3 TTT vs the plain loop reference (other shapes)', () => {
   });
 });
 
+describe('the whole TTT step as one ONNX Runtime graph (ort-step.ts)', () => {
+  // The same shapes as above: GQA 3:1, a padded row, more TTT steps than positions.
+  const c: DraftConfig = {
+    hiddenSize: 24,
+    targetHiddenSize: 20,
+    intermediateSize: 40,
+    numHeads: 6,
+    numKvHeads: 2,
+    headDim: 4,
+    vocabSize: 30,
+    draftVocabSize: 12,
+    rmsNormEps: 1e-6,
+    ropeTheta: 500,
+    ropeScaling: null,
+    maxPositionEmbeddings: 64,
+    auxLayerIds: [1, 2, 3],
+  };
+  const rng = new Rng(12);
+  const normal = (n: number, s = 1) => rng.normalArray(n, s);
+  const weights = new Map<string, Float32Array>();
+  for (const [name, shape] of draftTensorShapes(c))
+    weights.set(name, shape.length === 1 ? Float32Array.from(normal(shape[0], 0.1), (x) => 1 + x) : normal(shape[0] * shape[1], 0.3));
+  const used = Int32Array.from([0, 2, 3, 5, 8, 9, 13, 17, 20, 21, 26, 29]);
+  const t2d = new Uint8Array(30);
+  used.forEach((u) => (t2d[u] = 1));
+  const embed = normal(30 * c.hiddenSize, 0.5);
+  const batchOf = (lengths: number[], T: number) => {
+    const inputIds = lengths.map((n) => Array.from({ length: T }, (_, t) => (t < n ? 1 + rng.int(29) : 0)));
+    const lossMask = lengths.map((n, b) => Array.from({ length: T }, (_, t) => (t < n && t >= 1 + b ? 1 : 0)));
+    const aux = normal(lengths.length * T * 3 * c.targetHiddenSize);
+    const logits = normal(lengths.length * T * 30);
+    for (let r = 0; r < lengths.length * T; r++) if (rng.next() < 0.7) logits[r * 30 + used[rng.int(12)]] += 4;
+    return { inputIds, lossMask, aux, logits };
+  };
+
+  test('losses, argmax and every gradient equal tttGradients (tfjs) for several batch shapes and step counts, and finite differences of the reference', async () => {
+    const { OrtTttStep } = await import('../src/train/ort-step.ts');
+    const { ortWorker } = await import('../src/backend/matmul.ts');
+    const draft = new Eagle3Draft(c, weights);
+    const emb = tf.tensor2d(embed, [30, c.hiddenSize]);
+    await useOrtGemm(1);
+    try {
+      // The 7-step case recomputes logits and attention probabilities in the backward pass.
+      for (const [lengths, T, steps] of [
+        [[9, 9, 6], 9, 10],
+        [[5, 3], 5, 3],
+        [[12], 12, 1],
+        [[7, 7, 2, 4], 7, 7],
+        [[6, 6, 3], 6, 2],
+      ] as [number[], number, number][]) {
+        const b = batchOf(lengths, T);
+        const B = lengths.length;
+        const batch = {
+          inputIds: b.inputIds,
+          lossMask: b.lossMask,
+          aux: tf.tensor3d(b.aux, [B, T, 3 * c.targetHiddenSize]),
+          targetLogits: tf.tensor3d(b.logits, [B, T, 30]),
+        };
+        const teacher = prepareTeacher(batch, { used, t2d });
+        const what = `B ${B}, T ${T}, ${steps} steps`;
+        const opts = { normaliser: 2 * B * T, scale: 0.5 };
+        const plain = tttGradients(draft, emb, batch.aux, teacher, steps, opts);
+        const ort = new OrtTttStep(ortWorker()!, draft, steps).gradients(emb, batch.aux, teacher, {
+          ...opts,
+          recompute: steps === 7 || steps === 2,
+        });
+        assert.ok(Math.abs(ort.total - plain.total) <= 1e-5, `${what}: total ${ort.total} vs ${plain.total}`);
+        assert.ok(maxAbsDiff(ort.stepLosses, plain.stepLosses) <= 1e-5, `${what}: ${ort.stepLosses} vs ${plain.stepLosses}`);
+        assert.deepEqual(ort.draftArgmax, plain.draftArgmax, what);
+        assert.deepEqual(Object.keys(ort.grads).sort(), Object.keys(plain.grads).sort(), what);
+        for (const [k, g] of Object.entries(plain.grads)) {
+          const d = maxAbsDiff(ort.grads[k].dataSync() as Float32Array, g.dataSync() as Float32Array);
+          assert.ok(d <= 1e-5 * Math.max(1, maxAbs(g.dataSync() as Float32Array)), `${what}: gradient of ${k} differs by ${d}`);
+        }
+        if (steps === 10) {
+          // Independent of tfjs: finite differences of the plain reference, on weights later steps' keys reach.
+          const plainCfg = { ...c, tttLength: steps, stepWeight: 0.8 };
+          const plainIn = {
+            embed,
+            aux: b.aux,
+            inputIds: b.inputIds,
+            lossMask: b.lossMask,
+            targetLogits: b.logits,
+            t2d,
+            d2t: Array.from(used, (u, i) => u - i),
+          };
+          for (const [name, index] of [
+            ['fc.weight', 5],
+            ['midlayer.self_attn.k_proj.weight', 11],
+            ['midlayer.self_attn.v_proj.weight', 23],
+            ['midlayer.input_layernorm.weight', 2],
+            ['lm_head.weight', 40],
+          ] as const) {
+            const v = draft.params.get(name)!;
+            // The graph's gradient is of 0.5 * total / 2 (scale and a doubled normaliser).
+            const g = 4 * (v.rank === 2 ? tf.transpose(ort.grads[v.name]) : ort.grads[v.name]).dataSync()[index];
+            const fd = finiteDifference(plainCfg, weights, plainIn, name, index);
+            assert.ok(Math.abs(g - fd) <= 1e-3 * Math.abs(fd) + 1e-5, `${name}[${index}]: ORT ${g} vs finite difference ${fd}`);
+          }
+        }
+        tf.dispose([...Object.values(plain.grads), ...Object.values(ort.grads), teacher.probs, batch.aux, batch.targetLogits]);
+      }
+    } finally {
+      stopOrtGemm();
+      emb.dispose();
+      draft.dispose();
+    }
+  });
+});
+
 describe('draft decoding with a KV cache', () => {
   test('prefill and a draft chain reproduce the TTT steps (causal + diagonal attention)', async () => {
     const { draftDecode, DraftKVCache } = await import('../src/draft/eagle3.ts');

@@ -51,6 +51,11 @@ export function stopOrtGemm(): void {
   gemm = null;
 }
 
+/** This thread's ONNX Runtime worker when runtime.gemm put one up (the whole-step training graph runs there too). */
+export function ortWorker(): OrtGemm | null {
+  return gemm;
+}
+
 export function ortGemmThreads(): number | null {
   return gemm?.threads ?? null;
 }

@@ -23,14 +23,32 @@ export interface GemmRequest {
 
 export type GemmReply = { ok: true; c: Float32Array; dims: number[] } | { ok: false; error: string };
 
+/** A tensor crossing to or from the worker. */
+export interface WireTensor {
+  type: 'float32' | 'int64';
+  data: Float32Array | BigInt64Array;
+  dims: number[];
+}
+
+/** One run of a whole graph (a training step): the model bytes come with the first run of a key. */
+export interface GraphRequest {
+  kind: 'graph';
+  key: string;
+  model?: Uint8Array;
+  feeds: Record<string, WireTensor>;
+}
+
+export type GraphReply = { ok: true; outputs: Record<string, WireTensor> } | { ok: false; error: string };
+
 const data = workerData as GemmWorkerData;
 const signal = new Int32Array(data.flag);
 const sessions = new Map<string, Promise<ort.InferenceSession>>();
 const errorText = (e: unknown) => (e instanceof Error ? e.message : String(e));
 
-function reply(message: GemmReply): void {
+function reply(message: GemmReply | GraphReply): void {
+  const buffers = !message.ok ? [] : 'c' in message ? [message.c.buffer] : Object.values(message.outputs).map((t) => t.data.buffer);
   try {
-    data.port.postMessage(message, message.ok ? [message.c.buffer as ArrayBuffer] : []);
+    data.port.postMessage(message, buffers as ArrayBuffer[]);
   } catch {
     data.port.postMessage(message);
   }
@@ -71,14 +89,22 @@ function productModel(rank: number, transA: boolean, transB: boolean): Uint8Arra
 }
 
 function session(rank: number, transA: boolean, transB: boolean): Promise<ort.InferenceSession> {
-  const key = `${rank}${transA}${transB}`;
+  return cachedSession(`${rank}${transA}${transB}`, () => productModel(rank, transA, transB));
+}
+
+function cachedSession(key: string, model: () => Uint8Array | undefined, arena = true): Promise<ort.InferenceSession> {
   let s = sessions.get(key);
   if (!s) {
-    s = ort.InferenceSession.create(productModel(rank, transA, transB), {
+    const bytes = model();
+    if (!bytes) return Promise.reject(new Error(`no model for graph '${key}'`));
+    s = ort.InferenceSession.create(bytes, {
       intraOpNumThreads: data.threads,
       interOpNumThreads: 1,
       executionMode: 'sequential',
       graphOptimizationLevel: 'all',
+      // A whole training step allocates GiBs of activations in large blocks: malloc returns them after the
+      // run, while the arena keeps what it grew to (and grows in powers of two: 22 GiB at the 0.6B shape).
+      enableCpuMemArena: arena,
       // Idle pool threads do not spin: the cores are shared with the tfjs work between products.
       extra: { session: { intra_op: { allow_spinning: '0' } } },
     });
@@ -100,9 +126,26 @@ async function handle(m: GemmRequest): Promise<void> {
   reply(answer);
 }
 
+async function handleGraph(m: GraphRequest): Promise<void> {
+  let answer: GraphReply;
+  try {
+    const s = await cachedSession(`graph:${m.key}`, () => m.model, false);
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const [name, t] of Object.entries(m.feeds)) feeds[name] = new ort.Tensor(t.type, t.data, t.dims);
+    const out = await s.run(feeds);
+    const outputs: Record<string, WireTensor> = {};
+    for (const [name, t] of Object.entries(out))
+      outputs[name] = { type: t.type as WireTensor['type'], data: t.data as Float32Array | BigInt64Array, dims: [...t.dims] };
+    answer = { ok: true, outputs };
+  } catch (e) {
+    answer = { ok: false, error: errorText(e) };
+  }
+  reply(answer);
+}
+
 let queue: Promise<void> = Promise.resolve();
-data.port.on('message', (m: GemmRequest) => {
-  queue = queue.then(() => handle(m));
+data.port.on('message', (m: GemmRequest | GraphRequest) => {
+  queue = queue.then(() => ('kind' in m ? handleGraph(m) : handle(m)));
 });
 process.on('uncaughtException', (e) => reply({ ok: false, error: `ORT GEMM worker: ${errorText(e)}` }));
 process.on('unhandledRejection', (e) => reply({ ok: false, error: `ORT GEMM worker: ${errorText(e)}` }));

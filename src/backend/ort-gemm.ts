@@ -4,8 +4,11 @@
 // large enough for the copies to be cheap against the arithmetic go this way (backend/matmul.ts decides).
 // The call is synchronous, as tfjs kernels are: the worker runs ORT's asynchronous run() and wakes the caller,
 // blocked in Atomics.wait, through a shared flag.
-import { MessageChannel, type MessagePort, Worker, receiveMessageOnPort } from 'node:worker_threads';
-import type { GemmReply, GemmRequest, GemmWorkerData } from './ort-gemm-worker.ts';
+import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
+import { takeReply } from '../util/worker-reply.ts';
+import type { GemmReply, GemmRequest, GemmWorkerData, GraphReply, GraphRequest, WireTensor } from './ort-gemm-worker.ts';
+
+export type { WireTensor } from './ort-gemm-worker.ts';
 
 export class OrtGemmError extends Error {}
 
@@ -16,6 +19,8 @@ export class OrtGemm {
   private readonly flag: Int32Array;
   private closed = false;
   private failure: string | null = null;
+  /** Graph keys whose model the worker has. */
+  private readonly graphs = new Set<string>();
 
   private constructor(threads: number) {
     this.threads = threads;
@@ -66,9 +71,25 @@ export class OrtGemm {
     const request: GemmRequest = { a, aDims, b, bDims, transA, transB };
     const own = (x: Float32Array) => (x.byteOffset === 0 && x.buffer.byteLength === x.byteLength ? [x.buffer as ArrayBuffer] : []);
     this.port.postMessage(request, a.buffer === b.buffer ? own(a) : [...own(a), ...own(b)]);
-    Atomics.wait(this.flag, 0, 0);
     const reply = this.wake();
     return { c: reply.c, dims: reply.dims };
+  }
+
+  /**
+   * Runs a whole graph once, synchronously; `model` is built (and sent) only the first time `key` is seen.
+   * Feed buffers are transferred when they own their memory whole, so the caller must not reuse them.
+   */
+  runGraph(key: string, model: () => Uint8Array, feeds: Record<string, WireTensor>): Record<string, WireTensor> {
+    if (this.closed) throw new OrtGemmError('ORT GEMM: used after dispose()');
+    if (Atomics.load(this.flag, 1)) throw new OrtGemmError(this.exitMessage());
+    const first = !this.graphs.has(key);
+    const request: GraphRequest = { kind: 'graph', key, feeds, ...(first ? { model: model() } : {}) };
+    const buffers = new Set<ArrayBuffer>();
+    for (const t of Object.values(feeds))
+      if (t.data.byteOffset === 0 && t.data.buffer.byteLength === t.data.byteLength) buffers.add(t.data.buffer as ArrayBuffer);
+    this.port.postMessage(request, [...buffers]);
+    this.graphs.add(key);
+    return (this.wake() as unknown as GraphReply & { ok: true }).outputs; // wake() throws a failed run's error
   }
 
   dispose(): void {
@@ -78,11 +99,14 @@ export class OrtGemm {
     void this.worker.terminate();
   }
 
+  /** The worker's next reply (blocking until it is there). */
   private wake(): GemmReply & { ok: true } {
-    Atomics.store(this.flag, 0, 0);
-    const m = receiveMessageOnPort(this.port);
-    if (!m) throw new OrtGemmError(Atomics.load(this.flag, 1) ? this.exitMessage() : 'ORT GEMM worker: woke without a reply');
-    const reply = m.message as GemmReply;
+    let reply: GemmReply;
+    try {
+      reply = takeReply(this.port, this.flag, () => (Atomics.load(this.flag, 1) ? this.exitMessage() : null)) as GemmReply;
+    } catch (e) {
+      throw new OrtGemmError((e as Error).message);
+    }
     if (!reply.ok) throw new OrtGemmError(`ONNX Runtime GEMM: ${reply.error}`);
     return reply;
   }

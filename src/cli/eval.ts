@@ -2,6 +2,7 @@
 import type { CommandModule } from 'yargs';
 import { initBackend } from '../backend/backend.ts';
 import { runEval } from '../decode/run.ts';
+import { runCalibration } from '../decode/run-calibrate.ts';
 import { loadRecipe } from '../recipe/recipe.ts';
 import { type CommonArgs, commonOverrides, withBackend, withTargetEngine } from './common.ts';
 
@@ -18,6 +19,8 @@ type Args = CommonArgs & {
   input?: string;
   out?: string;
   specexit?: boolean;
+  calibrate?: boolean;
+  'exit-policy'?: string;
 };
 
 export const evalCommand: CommandModule<object, Args> = {
@@ -54,6 +57,16 @@ export const evalCommand: CommandModule<object, Args> = {
           .option('specexit', {
             type: 'boolean',
             describe: 'also decode with the SpecExit exit policy and compare reasoning tokens and accuracy (overrides eval.specexit)',
+          })
+          .option('exit-policy', {
+            choices: ['auto', 'calibrated', 'reference', 'recipe'],
+            describe:
+              'SpecExit exit rule: calibrated (stored by --calibrate), reference (SpecExit), recipe (eval.exit_alpha/exit_thresholds), auto (calibrated if stored; overrides eval.exit_policy)',
+          })
+          .option('calibrate', {
+            type: 'boolean',
+            describe:
+              'with --specexit: choose the exit rule on half of the prompts (eval.calibration_prompts, alternately calibration and test) within eval.exit_accuracy_budget, store it with the draft, report it on the other half',
           }),
       ),
     ) as never,
@@ -74,10 +87,19 @@ export const evalCommand: CommandModule<object, Args> = {
       'eval.temperature': args.temperature,
       'eval.top_p': args['top-p'],
       'eval.max_new_tokens': args['max-new-tokens'],
-      'eval.limit': args.limit,
+      'eval.limit': args.calibrate ? undefined : args.limit,
+      'eval.calibration_prompts': args.calibrate ? args.limit : undefined,
       'eval.specexit': args.specexit,
+      'eval.exit_policy': args['exit-policy'],
     });
+    if (args.calibrate && !r.eval.specexit)
+      throw new Error('--calibrate calibrates the SpecExit exit rule: give --specexit too (or eval.specexit: true)');
     await initBackend(r.runtime.backend, console.log);
-    await runEval(r, { checkpoint: args.checkpoint, draftOnnx: args['draft-onnx'], input: args.input, out: args.out, log: console.log });
+    const job = { checkpoint: args.checkpoint, draftOnnx: args['draft-onnx'], input: args.input, out: args.out, log: console.log };
+    if (args.calibrate) {
+      await runCalibration(r, job);
+      return;
+    }
+    await runEval(r, job);
   },
 };

@@ -9,10 +9,12 @@
 // (all past slots, causal among new tokens) then gives exactly the tree visibility of draftDecode.
 import fs from 'node:fs';
 import path from 'node:path';
-import { MessageChannel, type MessagePort, Worker, receiveMessageOnPort } from 'node:worker_threads';
+import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
 import type * as tf from '@tensorflow/tfjs';
 import type { OnnxDraftInfo } from '../export/onnx.ts';
-import type { ExitSignals } from '../specexit/policy.ts';
+import { parsePolicy } from '../specexit/policy-file.ts';
+import type { ExitRule, ExitSignals } from '../specexit/policy.ts';
+import { takeReply } from '../util/worker-reply.ts';
 import type { DraftLogits, Drafter } from './drafter.ts';
 
 type FeedTensor = { type: 'float32' | 'int64'; data: Float32Array | BigInt64Array; dims: number[] };
@@ -45,12 +47,12 @@ export class SyncOrtSession {
 
   private wait(): Record<string, unknown> {
     // A worker that died cannot answer: give up after a bound far above any draft step rather than hang.
-    if (Atomics.wait(this.flag, 0, 0, WAIT_LIMIT_MS) === 'timed-out')
-      throw new Error(`ONNX Runtime worker: no reply within ${WAIT_LIMIT_MS / 1000} s`);
-    Atomics.store(this.flag, 0, 0);
-    const m = receiveMessageOnPort(this.port);
-    if (!m) throw new Error('ONNX Runtime worker: woke without a reply');
-    const msg = m.message as { ok: boolean; error?: string };
+    let msg: { ok: boolean; error?: string };
+    try {
+      msg = takeReply(this.port, this.flag, () => null, WAIT_LIMIT_MS) as typeof msg;
+    } catch (e) {
+      throw new Error(`ONNX Runtime worker: ${(e as Error).message}`);
+    }
     if (!msg.ok) throw new Error(`ONNX Runtime: ${msg.error}`);
     return msg as Record<string, unknown>;
   }
@@ -78,6 +80,12 @@ export function readOnnxDraftInfo(dir: string): OnnxDraftInfo {
   return info;
 }
 
+/** The exit policy stored in draft.json (field specexit_policy; null when none was calibrated). */
+export function onnxDraftPolicy(dir: string, info: OnnxDraftInfo): ExitRule | null {
+  const v = info.specexit_policy;
+  return v === undefined || v === null ? null : parsePolicy(v, `${path.join(dir, 'draft.json')}: field 'specexit_policy'`);
+}
+
 interface Node {
   /** Key and value of this node's own slot, [kvH, hd] each. */
   k: Float32Array;
@@ -92,6 +100,8 @@ export class OnnxDrafter implements Drafter {
   readonly featureLayers: readonly number[];
   readonly info: OnnxDraftInfo;
   readonly used: Int32Array;
+  /** The SpecExit exit policy stored in draft.json (null: none). */
+  readonly exitPolicy: ExitRule | null;
   private readonly session: SyncOrtSession;
   /** The target's embedding table [V, H] when the model takes inputs_embeds. */
   private readonly embed: Float32Array | null;
@@ -103,6 +113,7 @@ export class OnnxDrafter implements Drafter {
   /** `embeddings`: the target's input embedding table, needed when the export has no table of its own. */
   constructor(dir: string, embeddings?: tf.Tensor2D, threads = 1) {
     this.info = readOnnxDraftInfo(dir);
+    this.exitPolicy = onnxDraftPolicy(dir, this.info);
     this.used = Int32Array.from(this.info.draft_to_target);
     this.featureLayers = [...this.info.aux_layer_ids];
     if (this.info.embedding === 'input') {

@@ -1,9 +1,10 @@
 // The SpecExit part of eval (eval.specexit): decode every prompt again with the exit policy and compare
-// with the speculative run without it (reasoning tokens, answer accuracy, exits taken).
+// with the speculative run without it (reasoning tokens, answer accuracy, exits taken, time per answer).
 import type * as tf from '@tensorflow/tfjs';
 import { type AnswerExtractor, extractAnswer } from '../data/answers.ts';
 import type { Tokenizer } from '../io/tokenizer.ts';
-import { ExitPolicy, type ExitSignals } from '../specexit/policy.ts';
+import { exitTokenIds } from '../specexit/tokens.ts';
+import { ExitPolicy, type ExitRule, type ExitSignals, reasoningTokens } from '../specexit/policy.ts';
 import type { TargetModel } from '../target/runtime.ts';
 import { Rng } from '../util/random.ts';
 import type { Drafter } from './drafter.ts';
@@ -15,13 +16,17 @@ import { speculativeDecode } from './speculative.ts';
 export interface SpecExitSummary {
   prompts: number;
   exits: number;
-  /** Mean tokens up to and including </think> (the whole output when thinking never closes). */
+  /** Mean tokens up to and including the last </think> (the whole output when thinking never closes). */
   reasoningTokens: { full: number; exit: number };
   reasoningSaved: number;
   /** Answer accuracy against the reference reply's answer, without and with exits. */
   accuracy: { full: number; exit: number; of: number } | null;
   tauWithExit: number | null;
-  thresholds: { confidence: number; progress: number; remaining: number; alpha: number };
+  /** Mean seconds per answer (end to end) of the speculative decode without and with exits. */
+  secondsPerAnswer: { full: number; exit: number };
+  /** The rule decoding used, and where it came from (eval.exit_policy). */
+  rule: ExitRule;
+  policy: string;
 }
 
 /**
@@ -37,21 +42,17 @@ export function specExitComparison(
   o: {
     tok: Tokenizer;
     extractor: AnswerExtractor;
-    alpha: number;
-    thresholds: number[];
+    rule: ExitRule;
+    policySource: string;
     checkpoint: string;
     hasHeads: boolean;
     log: (m: string) => void;
   },
 ): SpecExitSummary {
   if (!o.hasHeads) throw new Error(`${o.checkpoint}: this draft has no SpecExit signal heads; train it with training.specexit: true`);
-  const think = o.tok.requireId('<think>');
-  const endThink = o.tok.requireId('</think>');
-  const split = o.tok.encode('\n\n');
-  if (split.length !== 1)
-    throw new Error(`the tokenizer encodes a paragraph break as ${split.length} tokens; SpecExit needs a single step-split token`);
-  const [confidence, progress, remaining] = o.thresholds;
-  const reasoning = (tokens: number[]) => (tokens.includes(endThink) ? tokens.indexOf(endThink) + 1 : tokens.length);
+  const ids = exitTokenIds(o.tok);
+  const endThink = ids.endThinkId;
+  const reasoning = (tokens: number[]) => reasoningTokens(tokens, endThink);
   const answerOf = (tokens: number[]) => extractAnswer(o.tok.decode(tokens), o.extractor);
   let exits = 0;
   let full = 0;
@@ -61,16 +62,10 @@ export function specExitComparison(
   let judged = 0;
   let passes = 0;
   let verifyTokens = 0;
+  let secondsFull = 0;
+  let secondsExit = 0;
   prompts.forEach((p, i) => {
-    const policy = new ExitPolicy({
-      alpha: o.alpha,
-      minConfidence: confidence,
-      minProgress: progress,
-      maxRemaining: remaining,
-      splitIds: split,
-      thinkId: think,
-      endThinkId: endThink,
-    });
+    const policy = new ExitPolicy({ ...o.rule, ...ids });
     const r = speculativeDecode(target, drafter, p.ids, {
       maxNewTokens: s.maxNewTokens,
       stopIds: s.stopIds,
@@ -84,6 +79,8 @@ export function specExitComparison(
     exits += r.exits;
     passes += r.verifyPasses;
     verifyTokens += r.verifyTokens;
+    secondsFull += records[i].spec.seconds;
+    secondsExit += r.seconds;
     full += reasoning(records[i].spec.tokens);
     exited += reasoning(r.tokens);
     const reference = p.reference === undefined ? null : extractAnswer(p.reference, o.extractor);
@@ -104,6 +101,8 @@ export function specExitComparison(
     reasoningSaved: full ? 1 - exited / full : 0,
     accuracy: judged ? { full: right / judged, exit: rightExit / judged, of: judged } : null,
     tauWithExit: passes ? verifyTokens / passes : null,
-    thresholds: { confidence, progress, remaining, alpha: o.alpha },
+    secondsPerAnswer: { full: secondsFull / n, exit: secondsExit / n },
+    rule: o.rule,
+    policy: o.policySource,
   };
 }

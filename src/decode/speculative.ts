@@ -25,7 +25,7 @@
 // the number of draft tokens the target accepted in pass j, before any cut. Per draft position i (depth
 // i+1): drafted[i] = passes that proposed a token there, accepted[i] = passes whose accepted path reached it.
 import * as tf from '@tensorflow/tfjs';
-import { type SpecExit, specExitStep } from '../specexit/decode-step.ts';
+import { type ExitQueue, type SpecExit, specExitStep } from '../specexit/decode-step.ts';
 import type { TargetModel, TargetOutput } from '../target/runtime.ts';
 import type { Rng } from '../util/random.ts';
 import { argmax, type Sampling, sampleIndex, tokenDistribution } from '../util/sampling.ts';
@@ -47,8 +47,8 @@ export interface SpecOptions {
   rng?: Rng;
   /**
    * SpecExit: after each verify pass, the signals of the accepted draft tokens (from the target features
-   * at their positions) go to the exit policy; on an exit the accepted tokens are cut after the step split
-   * and </think> replaces the bonus token (specexit/decode-step.ts).
+   * at their positions) go to the exit policy; on an exit the accepted tokens are cut at the step split
+   * and the thinking's close replaces the bonus token (specexit/decode-step.ts).
    */
   exit?: SpecExit;
 }
@@ -170,6 +170,7 @@ export function speculativeDecode(target: TargetModel, drafter: Drafter, prompt:
   };
 
   const cache = target.newCache(1);
+  const exitQueue: ExitQueue = [];
   drafter.reset();
   try {
     // Prefill.
@@ -226,7 +227,7 @@ export function speculativeDecode(target: TargetModel, drafter: Drafter, prompt:
         let { path, bonus } = verdict;
         if (opts.exit) {
           const accepted = path.map((i) => draft.tokens[i]);
-          const step = specExitStep(opts.exit, accepted, bonus, () =>
+          const step = specExitStep(opts.exit, exitQueue, accepted, bonus, () =>
             featuresOf(
               out,
               layers,

@@ -8,6 +8,7 @@ import type { DraftConfig } from '../draft/config.ts';
 import { writeAtomic } from '../io/atomic.ts';
 import { ONNX_OPSET, buildDraftModel, draftGraphNames } from './onnx-draft.ts';
 import { type ExternalData, writeOnnxModel } from '../io/onnx-write.ts';
+import { checkpointPolicy, type ExitPolicyJson, policyJson } from '../specexit/policy-file.ts';
 
 export interface OnnxExportOptions {
   quantize?: 'int8' | null;
@@ -57,6 +58,8 @@ export interface OnnxDraftInfo {
   specexit: boolean;
   /** Target id of each draft-vocabulary id (column of logits). */
   draft_to_target: number[];
+  /** The SpecExit exit policy calibrated for this draft (specexit/policy.ts, policy-file.ts), when one was. */
+  specexit_policy?: ExitPolicyJson | null;
 }
 
 /** Writes <out>/model.onnx (+ model.onnx.data) and <out>/draft.json; returns the files written. */
@@ -88,6 +91,8 @@ export function exportDraftOnnx(checkpoint: string, out: string, o: OnnxExportOp
       specexit: Boolean(config.specExit),
       draft_to_target: Array.from(used),
     };
+    const policy = config.specExit ? checkpointPolicy(checkpoint) : null;
+    if (policy) info.specexit_policy = policyJson(policy);
     const infoFile = path.join(out, 'draft.json');
     writeAtomic(infoFile, [JSON.stringify(info, null, 2) + '\n']);
     return [...files, infoFile];

@@ -2,7 +2,8 @@
 //  - 'sglang': the EAGLE-3 folder SGLang and vLLM load (config.json + model.safetensors in bf16 or f32,
 //    no training state);
 //  - 'specexit': the same with the SpecExit signal rows appended to fc (fc.weight [H + 3, 3*Ht], the public
-//    SpecExit layout) for SpecExit-aware servers; config.json says so.
+//    SpecExit layout) for SpecExit-aware servers; config.json says so, and names policy.json, the exit
+//    policy calibrated for the draft, when there is one.
 import fs from 'node:fs';
 import path from 'node:path';
 import { draftConfigJson } from '../draft/config.ts';
@@ -10,6 +11,7 @@ import { loadDraftCheckpoint } from '../draft/load.ts';
 import { type Dtype, type StoredTensor, writeSafetensors } from '../io/safetensors.ts';
 import { writeAtomic } from '../io/atomic.ts';
 import { SafetensorsFile } from '../io/safetensors.ts';
+import { checkpointPolicy, EXPORT_POLICY_FILE, writePolicyFile } from '../specexit/policy-file.ts';
 
 export type ServingFormat = 'sglang' | 'specexit';
 
@@ -38,9 +40,21 @@ export function writeServingFolder(checkpoint: string, out: string, format: Serv
     fs.mkdirSync(out, { recursive: true });
     writeSafetensors(path.join(out, 'model.safetensors'), tensors, { format: 'pt' });
     const json = draftConfigJson({ ...config, specExit: false }, dtype === 'BF16' ? 'bfloat16' : 'float32');
-    if (format === 'specexit') json.specexit = { layout: 'widened_fc', fc_extra_outputs: ['confidence', 'progress', 'log_remaining'] };
+    const files = [path.join(out, 'config.json'), path.join(out, 'model.safetensors')];
+    const policy = format === 'specexit' ? checkpointPolicy(checkpoint) : null;
+    if (format === 'specexit') {
+      json.specexit = {
+        layout: 'widened_fc',
+        fc_extra_outputs: ['confidence', 'progress', 'log_remaining'],
+        ...(policy ? { exit_policy: EXPORT_POLICY_FILE } : {}),
+      };
+      if (policy) {
+        writePolicyFile(path.join(out, EXPORT_POLICY_FILE), policy);
+        files.push(path.join(out, EXPORT_POLICY_FILE));
+      }
+    }
     writeAtomic(path.join(out, 'config.json'), [JSON.stringify(json, null, 2) + '\n']);
-    return [path.join(out, 'config.json'), path.join(out, 'model.safetensors')];
+    return files;
   } finally {
     draft.dispose();
   }

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
-import { MessageChannel, type MessagePort, Worker, receiveMessageOnPort } from 'node:worker_threads';
+import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs';
 import { encodeModel } from '../io/onnx-proto.ts';
 import { writeAtomic } from '../io/atomic.ts';
@@ -16,6 +16,7 @@ import { type BodyKind, CAPTURE_BLOCKS, MASKED, buildBodyGraph, buildHeadGraph }
 import { type CacheOp, OrtKVCache, capacityFor } from './ort-kv-cache.ts';
 import { type WeightCache, ensureWeightCache, readStored } from './ort-weights.ts';
 import type { HeadRequest, RunRequest, WorkerData, WorkerReply, WorkerRequest } from './ort-worker.ts';
+import { takeReply } from '../util/worker-reply.ts';
 import { checkIds, type ForwardOptions, type TargetInput, type TargetModel, type TargetOutput } from './runtime.ts';
 
 export const ORT_PROVIDERS = ['cpu', 'cuda'] as const;
@@ -151,12 +152,13 @@ export class OrtTarget implements TargetModel {
 
   // ---- worker channel ----
 
+  /** The worker's next reply, once its flag has been seen (blocking until it is on the port). */
   private wake(): WorkerReply {
-    Atomics.store(this.flag, 0, 0);
-    const m = receiveMessageOnPort(this.port);
-    if (m) return m.message as WorkerReply;
-    if (Atomics.load(this.flag, 1)) throw new OrtTargetError(this.exitMessage());
-    throw new OrtTargetError('ONNX Runtime worker: woke without a reply');
+    try {
+      return takeReply(this.port, this.flag, () => (Atomics.load(this.flag, 1) ? this.exitMessage() : null)) as WorkerReply;
+    } catch (e) {
+      throw new OrtTargetError((e as Error).message);
+    }
   }
 
   private async awaitReply(): Promise<WorkerReply> {
@@ -184,7 +186,6 @@ export class OrtTarget implements TargetModel {
 
   private callSync(m: WorkerRequest, transfer: ArrayBuffer[]): WorkerReply & { ok: true } {
     this.request(m, transfer);
-    Atomics.wait(this.flag, 0, 0);
     const reply = this.wake();
     if (!reply.ok) throw new OrtTargetError(`ONNX Runtime: ${reply.error}`);
     return reply;

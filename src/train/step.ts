@@ -2,7 +2,9 @@
 // the draft in chunks (src/train/chunks.ts), summing the gradients over chunks and accumulation_steps
 // micro-batches; the step then all-reduces them (mean over ranks), clips them to max_grad_norm and
 // applies the same AdamW update on every rank, so the replicas stay identical.
+import os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
+import { ortWorker } from '../backend/matmul.ts';
 import { backendLimit } from '../backend/memory.ts';
 import type { Collective } from '../parallel/collective.ts';
 import type { Recipe } from '../recipe/recipe.ts';
@@ -13,6 +15,7 @@ import { collateFeatures, type TrainingModel } from './collate.ts';
 import { BatchSums } from './metrics.ts';
 import { PhaseTimes } from './phases.ts';
 import { type AdamW, clipByGlobalNorm, type Schedule } from './optimizer.ts';
+import { OrtTttStep } from './ort-step.ts';
 import { prepareTeacher, stepAccuracies, tttForward, tttGradients } from './ttt.ts';
 
 type Divisors = [number, number, number];
@@ -42,6 +45,8 @@ export class OptimizerStep {
   private readonly shared: Float32Array;
   /** Wall time per phase over every step so far. */
   readonly phases = new PhaseTimes();
+  /** The TTT loss and gradients as one ONNX Runtime graph (runtime.train_step), or null: tfjs ops. */
+  readonly ortStep: OrtTttStep | null;
 
   constructor(
     private readonly m: TrainingModel,
@@ -53,6 +58,11 @@ export class OptimizerStep {
     this.vars = m.draft.variables();
     this.flat = new Float32Array(this.vars.reduce((n, v) => n + v.size, 0));
     this.shared = new Float32Array(collective.worldSize + 3);
+    const engine = r.runtime.train_step;
+    const worker = ortWorker();
+    if (engine === 'ort' && !worker)
+      throw new Error(`${r.file}: runtime.train_step is ort, but no ONNX Runtime worker is up (set runtime.gemm to auto or ort)`);
+    this.ortStep = engine !== 'tfjs' && worker ? new OrtTttStep(worker, m.draft, this.t.ttt_length) : null;
   }
 
   /** Whether the micro-batches of a whole optimizer step are in. */
@@ -161,12 +171,13 @@ export class OptimizerStep {
     };
     let value: tf.Scalar;
     let grads: Record<string, tf.Tensor>;
-    if (this.recomputes(batch.aux.shape[0], padTo)) {
-      const re = tttGradients(m.draft, m.head, batch.aux, teacher, t.ttt_length, {
-        normaliser,
-        scale: 1 / t.accumulation_steps,
-        phases: ph,
-      });
+    const ortStep = this.ortStep;
+    if (ortStep || this.recomputes(batch.aux.shape[0], padTo)) {
+      const opts = { normaliser, scale: 1 / t.accumulation_steps };
+      const recompute = this.ortRecomputes(batch.aux.shape[0], padTo);
+      const re = ortStep
+        ? ph.time('backward', () => ortStep.gradients(m.head, batch.aux, teacher, { ...opts, recompute })) // forward and backward in one run
+        : tttGradients(m.draft, m.head, batch.aux, teacher, t.ttt_length, { ...opts, phases: ph });
       kept.push(...re.stepLosses.map((l) => tf.scalar(l)));
       argmax = re.draftArgmax;
       grads = re.grads;
@@ -226,6 +237,19 @@ export class OptimizerStep {
     const c = this.m.draft.config;
     const bytes = 4 * B * T * this.t.ttt_length * (48 * c.hiddenSize + 32 * c.intermediateSize);
     return limit !== null && bytes > limit / 2;
+  }
+
+  /**
+   * Whether the ONNX Runtime step graph recomputes logits and attention probabilities in its backward pass:
+   * as the recipe says, or under auto when what it would keep (about Vd + heads x T + 40 H + 10 I floats per
+   * position and step) would take over half of this rank's share of the machine's memory.
+   */
+  private ortRecomputes(B: number, T: number): boolean {
+    const mode = this.t.recompute;
+    if (mode !== 'auto') return mode === 'on';
+    const c = this.m.draft.config;
+    const bytes = 4 * B * T * this.t.ttt_length * (c.draftVocabSize + c.numHeads * T + 40 * c.hiddenSize + 10 * c.intermediateSize);
+    return bytes > os.totalmem() / (2 * this.collective.worldSize);
   }
 
   private accumulate(grads: Record<string, tf.Tensor>): void {

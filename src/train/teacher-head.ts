@@ -4,8 +4,10 @@
 // [T, V] logits tensor is 1.2 GB at T = 2048, so the teacher is computed in row chunks and only what the
 // loss needs is kept: the logits at the draft vocabulary and each row's argmax over the whole vocabulary.
 import * as tf from '@tensorflow/tfjs';
-import { linear } from '../backend/matmul.ts';
+import { linear, ortWorker } from '../backend/matmul.ts';
+import type { OrtGemm } from '../backend/ort-gemm.ts';
 import type { ModelConfig } from '../io/hf-config.ts';
+import { DataType, encodeModel } from '../io/onnx-proto.ts';
 import { SafetensorsFolder } from '../io/safetensors.ts';
 import { frozenGather } from '../nn/layers.ts';
 import type { TargetDraftLogits } from './ttt.ts';
@@ -20,12 +22,20 @@ export class TeacherHead {
   private readonly divisor: number;
   /** Rows of full-vocabulary logits per chunk. */
   readonly chunkRows: number;
+  /** The ONNX Runtime graph's key per draft vocabulary (its model holds the head, so it is sent once). */
+  private readonly ortKeys = new Map<Int32Array, string>();
+  private static nextId = 0;
+  private readonly id = TeacherHead.nextId++;
+
+  /** Rows per ONNX Runtime run: native memory, so four times the chunk (fewer, larger products). */
+  private readonly ortChunkRows: number;
 
   constructor(table: tf.Tensor2D | null, headInOut: tf.Tensor2D, logitDivisor: number, chunkRows?: number) {
     this.table = table;
     this.head = headInOut;
     this.divisor = logitDivisor;
     this.chunkRows = chunkRows ?? Math.max(1, Math.floor(CHUNK_FLOATS / headInOut.shape[1]));
+    this.ortChunkRows = chunkRows ?? Math.max(1, Math.floor((4 * CHUNK_FLOATS) / headInOut.shape[1]));
   }
 
   static load(dir: string, c: ModelConfig): TeacherHead {
@@ -61,6 +71,8 @@ export class TeacherHead {
    * `used` [B, T, Vd] and each row's argmax over the whole vocabulary, computed `chunkRows` rows at a time.
    */
   draftLogits(finalHidden: tf.Tensor3D, used: Int32Array): TargetDraftLogits {
+    const worker = ortWorker();
+    if (worker) return this.ortDraftLogits(worker, finalHidden, used);
     const [B, T, H] = finalHidden.shape;
     const N = B * T;
     const argmax = new Int32Array(N);
@@ -82,6 +94,65 @@ export class TeacherHead {
     tf.dispose([...parts, usedT, flat]);
     const fullArgmax = Array.from({ length: B }, (_, b) => Array.from(argmax.subarray(b * T, (b + 1) * T)));
     return { logits, fullArgmax };
+  }
+
+  /**
+   * draftLogits on ONNX Runtime (when runtime.gemm put a worker up): the head lives in the worker's graph, so
+   * only the hidden rows go there and only the draft-vocabulary logits and argmax come back; tfjs would copy
+   * the whole [H, V] head to ORT for every chunk's product and keep each chunk's [rows, V] logits.
+   */
+  private ortDraftLogits(worker: OrtGemm, finalHidden: tf.Tensor3D, used: Int32Array): TargetDraftLogits {
+    const [B, T, H] = finalHidden.shape;
+    const N = B * T;
+    let key = this.ortKeys.get(used);
+    if (!key) {
+      key = `teacher:${this.id}:${this.ortKeys.size}`;
+      this.ortKeys.set(used, key);
+    }
+    const x = Float32Array.from(finalHidden.dataSync() as Float32Array);
+    const logits = new Float32Array(N * used.length);
+    const argmax = new Int32Array(N);
+    for (let at = 0; at < N; at += this.ortChunkRows) {
+      const n = Math.min(this.ortChunkRows, N - at);
+      const out = worker.runGraph(key, () => this.teacherModel(used), {
+        x: { type: 'float32', data: x.slice(at * H, (at + n) * H), dims: [n, H] },
+      });
+      logits.set(out.draft.data as Float32Array, at * used.length);
+      argmax.set(Int32Array.from(out.argmax.data as BigInt64Array, Number), at);
+    }
+    const fullArgmax = Array.from({ length: B }, (_, b) => Array.from(argmax.subarray(b * T, (b + 1) * T)));
+    return { logits: tf.tensor3d(logits, [B, T, used.length]), fullArgmax };
+  }
+
+  /** x [N, H] -> draft = (x / divisor) head [:, used], argmax = argmax over all V (the first on ties, as tfjs). */
+  private teacherModel(used: Int32Array): Uint8Array {
+    const [H, V] = this.head.shape;
+    const bytes = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+    return encodeModel({
+      irVersion: 8,
+      opset: 17,
+      producerName: 'specforge',
+      producerVersion: '0.1.0',
+      graph: {
+        name: 'teacher',
+        nodes: [
+          { opType: 'Div', inputs: ['x', 'divisor'], outputs: ['xs'] },
+          { opType: 'MatMul', inputs: ['xs', 'head'], outputs: ['logits'] },
+          { opType: 'Gather', inputs: ['logits', 'used'], outputs: ['draft'], attributes: { axis: 1 } },
+          { opType: 'ArgMax', inputs: ['logits'], outputs: ['argmax'], attributes: { axis: 1, keepdims: 0 } },
+        ],
+        initializers: [
+          { name: 'head', dataType: DataType.FLOAT, dims: [H, V], raw: bytes(this.head.dataSync() as Float32Array) },
+          { name: 'used', dataType: DataType.INT64, dims: [used.length], raw: bytes(BigInt64Array.from(used, BigInt)) },
+          { name: 'divisor', dataType: DataType.FLOAT, dims: [], raw: bytes(Float32Array.of(this.divisor)) },
+        ],
+        inputs: [{ name: 'x', elemType: DataType.FLOAT, shape: ['N', H] }],
+        outputs: [
+          { name: 'draft', elemType: DataType.FLOAT, shape: ['N', used.length] },
+          { name: 'argmax', elemType: DataType.INT64, shape: ['N'] },
+        ],
+      },
+    });
   }
 
   dispose(): void {

@@ -121,6 +121,9 @@ async function train(ctx: RankContext, at: Standing): Promise<TrainResult> {
     MEMORY_HINT,
   );
   const step = new OptimizerStep(model, opt, ctx.collective, r);
+  log(
+    `TTT loss and gradients: ${step.ortStep ? 'one ONNX Runtime graph per chunk' : 'tfjs ops'} (runtime.train_step ${r.runtime.train_step})`,
+  );
   // Rank 0's record of the run, cut back to the step it starts from; the best checkpoint among what is kept.
   const runLog =
     rank === 0
