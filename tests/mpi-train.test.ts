@@ -96,8 +96,10 @@ function assertSameWeights(runA: string, runB: string, step: number, tol: number
   }
 }
 
-describe('training under mpirun', { skip }, () => {
-  test('2 MPI processes x batch 2 equal 1 process x batch 4 (losses and weights within 1e-5 after 10 steps), and 2 worker_threads to the bit', () => {
+describe('training under mpirun', () => {
+  test('2 MPI processes x batch 2 equal 1 process x batch 4 (losses and weights within 1e-5 after 10 steps), and 2 worker_threads to the bit', {
+    skip,
+  }, () => {
     one();
     mpi();
     const a = lossRows('one');
@@ -119,7 +121,9 @@ describe('training under mpirun', { skip }, () => {
     assertSameWeights('threads', 'mpi', 10, 0);
   });
 
-  test('a rank killed with SIGKILL ends the job (over TCP); its last checkpoint resumes under worker_threads, ending as the uninterrupted run', async () => {
+  test('a rank killed with SIGKILL ends the job (over TCP); its last checkpoint resumes under worker_threads, ending as the uninterrupted run', {
+    skip,
+  }, async () => {
     mpi();
     const file = recipe('killed', 2, 2);
     // Rank 1 stops for good before step 7 (step-5 saved, rank 0 waiting for it in an all-reduce); then it is killed.
@@ -138,7 +142,9 @@ describe('training under mpirun', { skip }, () => {
     await assertExactResume({ runDir: runDir('killed'), reference: runDir('mpi'), from: 5, to: 10, killedRows, resumed });
   });
 
-  test('a rank that throws stops the job with its message (MPI abort); the checkpoint left resumes exactly under mpirun over TCP', async () => {
+  test('a rank that throws stops the job with its message (MPI abort); the checkpoint left resumes exactly under mpirun over TCP', {
+    skip,
+  }, async () => {
     mpi();
     const file = recipe('fault', 2, 2);
     const failed = mpirunSpecforge(mpirunOptions(2), ['train', '--recipe', file], { SPECFORGE_INJECT_FAULT: '1:7' });
@@ -155,7 +161,7 @@ describe('training under mpirun', { skip }, () => {
     await assertExactResume({ runDir: runDir('fault'), reference: runDir('mpi'), from: 5, to: 10, killedRows, resumed });
   });
 
-  test('a checkpoint written by worker_threads resumes under mpirun, ending as the uninterrupted run', async () => {
+  test('a checkpoint written by worker_threads resumes under mpirun, ending as the uninterrupted run', { skip }, async () => {
     threads();
     // The worker_threads run's folder under another recipe file of the same fields (so the same run key).
     const file = recipe('from-threads', 2, 2);
@@ -172,14 +178,14 @@ describe('training under mpirun', { skip }, () => {
     await assertExactResume({ runDir: runDir('from-threads'), reference: runDir('mpi'), from: 5, to: 10, killedRows, resumed });
   });
 
-  test('--workers other than the process count is refused, naming both', () => {
+  test('--workers other than the process count is refused, naming both', { skip }, () => {
     const r = mpirunSpecforge(mpirunOptions(2), ['train', '--recipe', recipe('refused', 2, 2), '--workers', '3']);
     assert.notEqual(r.status, 0);
     assert.match(r.stderr, /--workers 3: under mpirun or srun each process is one rank, and this job has 2; leave --workers out/);
   });
 });
 
-describe('capture under mpirun', { skip }, () => {
+describe('capture under mpirun', () => {
   /** 12 conversations regenerated (8 new tokens a turn) and captured in shards of 3, into `<name>/store`. */
   function captureRecipe(name: string): string {
     const file = path.join(work, `${name}.yaml`);
@@ -208,7 +214,7 @@ describe('capture under mpirun', { skip }, () => {
     );
   }
 
-  test('2 MPI processes regenerate and capture a store byte-identical to 1 process’s', () => {
+  test('2 MPI processes regenerate and capture a store byte-identical to 1 process’s', { skip }, () => {
     ok(specforge(['capture', '--recipe', captureRecipe('capture-one')]));
     const two = mpirunSpecforge(mpirunOptions(2), ['capture', '--recipe', captureRecipe('capture-mpi')]);
     ok(two);
