@@ -2,6 +2,7 @@
 // under a timeout with their output kept.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -167,9 +168,12 @@ export interface ChildRun {
   stderr: string;
 }
 
+/** `args`: node's arguments, or a whole command line that starts with 'mpirun'. */
 function childFailure(args: string[], why: string, out: { stdout?: string | null; stderr?: string | null }): Error {
   const tail = (s: string | null | undefined) => (s ?? '').slice(-20_000);
-  return new Error(`node ${args.join(' ')}: ${why}\n--- stdout ---\n${tail(out.stdout)}\n--- stderr ---\n${tail(out.stderr)}`);
+  return new Error(
+    `${args[0] === 'mpirun' ? '' : 'node '}${args.join(' ')}: ${why}\n--- stdout ---\n${tail(out.stdout)}\n--- stderr ---\n${tail(out.stderr)}`,
+  );
 }
 
 /**
@@ -177,16 +181,52 @@ function childFailure(args: string[], why: string, out: { stdout?: string | null
  * CHILD_TIMEOUT_MS or dies by a signal; a non-zero status is returned for the test to check.
  */
 export function runNode(args: string[], env: Record<string, string> = {}): ChildRun {
-  const r = spawnSync(process.execPath, args, {
+  return runCommand(process.execPath, args, env, 'SIGKILL');
+}
+
+/** `command <args>` as runNode, stopped on a hang by `killSignal`. */
+function runCommand(command: string, args: string[], env: Record<string, string>, killSignal: NodeJS.Signals): ChildRun {
+  const r = spawnSync(command, args, {
     encoding: 'utf8',
     env: { ...process.env, ...env },
     timeout: CHILD_TIMEOUT_MS,
-    killSignal: 'SIGKILL',
+    killSignal,
     maxBuffer: 1 << 30,
   });
-  if (r.error) throw childFailure(args, `did not finish (${r.error.message})`, r);
-  if (r.signal) throw childFailure(args, `killed by ${r.signal}`, r);
+  const shown = command === process.execPath ? args : [command, ...args];
+  if (r.error) throw childFailure(shown, `did not finish (${r.error.message})`, r);
+  if (r.signal) throw childFailure(shown, `killed by ${r.signal}`, r);
   return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** What mpirun needs in the tests: CI runs as root, where Open MPI refuses to start without these. */
+export const MPI_ENV = { OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1' };
+
+/** Why this machine cannot run the MPI tests (the reason of a visible skip), or false when it can. */
+export function mpiMissing(): string | false {
+  const how = 'apt-get install libopenmpi-dev openmpi-bin, then npm rebuild specforge-mpi';
+  if (spawnSync('mpirun', ['--version']).status !== 0) return `Open MPI is not installed (no mpirun): ${how}`;
+  try {
+    createRequire(import.meta.url)('specforge-mpi');
+  } catch (e) {
+    return `the MPI binding specforge-mpi is not built (${(e as Error).message.split('\n')[0]})`;
+  }
+  return false;
+}
+
+/** mpirun's options for `np` processes (more than the cores allowed); `tcp`: shared memory off, the transport between machines. */
+export function mpirunOptions(np: number, tcp = false): string[] {
+  return ['-np', String(np), '--oversubscribe', ...(tcp ? ['--mca', 'btl', 'tcp,self'] : [])];
+}
+
+/** `mpirun <options> node <args>` as runNode; a hang is stopped with SIGTERM, on which mpirun takes its ranks down. */
+export function mpirunNode(options: string[], args: string[], env: Record<string, string> = {}): ChildRun {
+  return runCommand('mpirun', [...options, process.execPath, ...args], { ...MPI_ENV, ...env }, 'SIGTERM');
+}
+
+/** `mpirun <options> specforge <args>` to its end, as runNode. */
+export function mpirunSpecforge(options: string[], args: string[], env: Record<string, string> = {}): ChildRun {
+  return mpirunNode(options, [specforgeBin, ...args], env);
 }
 
 /** `specforge <args>` (bin/specforge.js) to its end, as runNode. */
@@ -221,7 +261,65 @@ export async function withChildAtMarker(
   whileAlive: (pid: number) => Promise<void>,
 ): Promise<ChildRun> {
   const full = [...(o.node ?? []), specforgeBin, ...args];
-  const child = spawn(process.execPath, full, { env: { ...process.env, ...o.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const { seen, end, out } = await watchChild(process.execPath, full, o.env ?? {}, marker, whileAlive, 'SIGKILL');
+  if (seen === 'timeout') throw childFailure(full, `no ${marker} in its output within ${CHILD_TIMEOUT_MS / 1000} s`, out);
+  if (seen === 'ended') throw childFailure(full, `ended (status ${end.status}, signal ${end.signal}) before ${marker}`, out);
+  if (end.signal !== 'SIGKILL')
+    throw childFailure(full, `passed ${marker} but ended by itself (status ${end.status}) before the kill`, out);
+  return { ...end, ...out };
+}
+
+/**
+ * `mpirun <options> specforge <args>`: once its output matches `marker`, runs `atMarker(output so far)`
+ * (which kills a rank, say), then waits for the job to end by itself. Throws, with the output, when it ends
+ * before the marker, or the marker does not come, or the job does not end, within CHILD_TIMEOUT_MS each
+ * (then it is stopped with SIGTERM, which mpirun passes to its ranks).
+ */
+export async function mpirunAtMarker(
+  options: string[],
+  args: string[],
+  marker: RegExp,
+  env: Record<string, string>,
+  atMarker: (output: string) => void,
+): Promise<ChildRun> {
+  const full = ['mpirun', ...options, process.execPath, specforgeBin, ...args];
+  const { seen, end, out } = await watchChild(
+    full[0],
+    full.slice(1),
+    { ...MPI_ENV, ...env },
+    marker,
+    async (_pid, closed, out) => {
+      atMarker(out.stdout + out.stderr);
+      let timer: NodeJS.Timeout | undefined;
+      const hung = new Promise<'hung'>((resolve) => (timer = setTimeout(() => resolve('hung'), CHILD_TIMEOUT_MS)));
+      const ended = await Promise.race([closed, hung]);
+      clearTimeout(timer);
+      if (ended === 'hung') throw childFailure(full, `did not end within ${CHILD_TIMEOUT_MS / 1000} s of the marker`, out);
+    },
+    'SIGTERM',
+  );
+  if (seen === 'timeout') throw childFailure(full, `no ${marker} in its output within ${CHILD_TIMEOUT_MS / 1000} s`, out);
+  if (seen === 'ended') throw childFailure(full, `ended (status ${end.status}, signal ${end.signal}) before ${marker}`, out);
+  return { ...end, ...out };
+}
+
+/**
+ * Starts `command <args>`, waits until its output (stdout or stderr) matches `marker` (or it ends, or
+ * CHILD_TIMEOUT_MS passes), runs `whileAlive(pid)` after the marker, then stops it with `stop`.
+ */
+async function watchChild(
+  command: string,
+  args: string[],
+  env: Record<string, string>,
+  marker: RegExp,
+  whileAlive: (pid: number, closed: Promise<unknown>, out: { stdout: string; stderr: string }) => Promise<void>,
+  stop: NodeJS.Signals,
+): Promise<{
+  seen: 'marker' | 'ended' | 'timeout';
+  end: { status: number | null; signal: NodeJS.Signals | null };
+  out: { stdout: string; stderr: string };
+}> {
+  const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const out = { stdout: '', stderr: '' };
   const closed = new Promise<{ status: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once('close', (status, signal) => resolve({ status, signal })),
@@ -248,16 +346,11 @@ export async function withChildAtMarker(
     });
   });
   try {
-    if (seen === 'marker') await whileAlive(child.pid!);
+    if (seen === 'marker') await whileAlive(child.pid!, closed, out);
   } finally {
-    child.kill('SIGKILL');
+    if (child.exitCode === null && child.signalCode === null) child.kill(stop);
   }
-  const end = await closed;
-  if (seen === 'timeout') throw childFailure(full, `no ${marker} in its output within ${CHILD_TIMEOUT_MS / 1000} s`, out);
-  if (seen === 'ended') throw childFailure(full, `ended (status ${end.status}, signal ${end.signal}) before ${marker}`, out);
-  if (end.signal !== 'SIGKILL')
-    throw childFailure(full, `passed ${marker} but ended by itself (status ${end.status}) before the kill`, out);
-  return { ...end, ...out };
+  return { seen, end: await closed, out };
 }
 
 /** f() on first call, its result ever after: a run several tests read, made by whichever test needs it first. */

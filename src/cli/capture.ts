@@ -6,7 +6,7 @@ import { runCapture } from '../capture/run.ts';
 import { verifyRecipeStore } from '../capture/verify.ts';
 import { loadRecipe } from '../recipe/recipe.ts';
 import { checkDataFiles } from '../train/preflight.ts';
-import { type CommonArgs, commonOverrides, withBackend, withTargetEngine } from './common.ts';
+import { type CommonArgs, commonOverrides, launchWorkers, withBackend, withTargetEngine } from './common.ts';
 
 type Args = CommonArgs & { recipe: string; limit?: number; regenerate?: boolean; workers?: number; verify?: boolean };
 
@@ -36,7 +36,7 @@ export const captureCommand: CommandModule<object, Args> = {
       ...commonOverrides(args),
       'capture.limit': args.limit,
       'data.regenerate': args.regenerate || undefined,
-      'parallel.workers': args.workers,
+      'parallel.workers': launchWorkers(args.workers),
     });
     if (args.verify) {
       await verifyRecipeStore(r, console.log);

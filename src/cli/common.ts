@@ -1,6 +1,7 @@
 // Options every command shares, and the error exit.
 import type { Argv } from 'yargs';
 import { BACKENDS, type BackendName } from '../backend/backend.ts';
+import { mpiWorld } from '../parallel/mpi.ts';
 import { TARGET_ENGINES, type TargetEngine } from '../target/load.ts';
 
 export interface CommonArgs {
@@ -26,4 +27,16 @@ export function withTargetEngine<T>(y: Argv<T>): Argv<T & CommonArgs> {
 /** The recipe overrides the shared options make. */
 export function commonOverrides(args: CommonArgs): Record<string, unknown> {
   return { 'runtime.backend': args.backend, 'runtime.target_engine': args['target-engine'] };
+}
+
+/**
+ * parallel.workers for this launch: --workers, or under mpirun/srun the job's process count (each process
+ * is one rank, whatever the recipe says; a --workers that differs is refused).
+ */
+export function launchWorkers(flag: number | undefined): number | undefined {
+  const w = mpiWorld();
+  if (!w) return flag;
+  if (flag !== undefined && flag !== w.size)
+    throw new Error(`--workers ${flag}: under mpirun or srun each process is one rank, and this job has ${w.size}; leave --workers out`);
+  return w.size;
 }

@@ -3,7 +3,7 @@
 // prepares what training reads (prepareTraining: capture or regeneration first), launches the ranks
 // (src/train/trainer.ts) and prints the run summary.
 import type { CommandModule } from 'yargs';
-import { launchRanks } from '../parallel/launch.ts';
+import { launchRanks, onceForJob } from '../parallel/launch.ts';
 import { loadRecipe } from '../recipe/recipe.ts';
 import { prepareRecipeTarget } from '../target/load.ts';
 import { checkDataFiles, checkStepFits } from '../train/preflight.ts';
@@ -13,7 +13,7 @@ import { recipeFields, recipeKey, runDirOf } from '../train/run-dir.ts';
 import { summaryLines } from '../train/summary.ts';
 import type { TrainJob, TrainResult } from '../train/trainer.ts';
 import { type Progress, progress } from '../util/progress.ts';
-import { type CommonArgs, commonOverrides, withBackend, withTargetEngine } from './common.ts';
+import { type CommonArgs, commonOverrides, launchWorkers, withBackend, withTargetEngine } from './common.ts';
 
 type Args = CommonArgs & { recipe: string; resume?: string; overwrite?: boolean; workers?: number; 'max-steps'?: number };
 
@@ -39,23 +39,28 @@ export const trainCommand: CommandModule<object, Args> = {
     const r = loadRecipe(args.recipe, {
       ...commonOverrides(args),
       'training.max_steps': args['max-steps'],
-      'parallel.workers': args.workers,
+      'parallel.workers': launchWorkers(args.workers),
     });
-    checkDataFiles(r);
-    checkStepFits(r);
-    const claim = claimRunDir({
-      runDir: runDirOf(r),
-      resume: args.resume ?? null,
-      overwrite: Boolean(args.overwrite),
-      recipeKey: recipeKey(r),
-      recipe: recipeFields(r),
-      log: console.log,
+    // Checked and claimed once for the job (under MPI by rank 0, which holds the run folder's lock).
+    let claim: ReturnType<typeof claimRunDir> | undefined;
+    const resume = await onceForJob(() => {
+      checkDataFiles(r);
+      checkStepFits(r);
+      claim = claimRunDir({
+        runDir: runDirOf(r),
+        resume: args.resume ?? null,
+        overwrite: Boolean(args.overwrite),
+        recipeKey: recipeKey(r),
+        recipe: recipeFields(r),
+        log: console.log,
+      });
+      return claim.resume;
     });
     let bar: Progress | undefined;
     try {
       await prepareTraining(r, console.log);
-      if (r.training.mode === 'online' && r.parallel.workers > 1) prepareRecipeTarget(r, console.log);
-      const job: TrainJob = { recipe: r, resume: claim.resume };
+      if (r.training.mode === 'online' && r.parallel.workers > 1) await onceForJob(() => prepareRecipeTarget(r, console.log));
+      const job: TrainJob = { recipe: r, resume };
       const result = (await launchRanks({
         module: new URL('../train/trainer.ts', import.meta.url).href,
         worldSize: r.parallel.workers,
@@ -71,7 +76,7 @@ export const trainCommand: CommandModule<object, Args> = {
       for (const line of summaryLines(result.summary)) console.log(line);
     } finally {
       bar?.stop(); // an error then starts on a line of its own
-      claim.lock.release();
+      claim?.lock.release();
     }
   },
 };

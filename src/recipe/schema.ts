@@ -191,7 +191,7 @@ export const RECIPE_SPEC = {
       type: 'integer',
       min: 1,
       default: 1,
-      doc: 'data-parallel ranks (worker_threads, each with its own tfjs backend); gradients are averaged over ranks',
+      doc: 'data-parallel ranks (worker_threads, each with its own tfjs backend); gradients are averaged over ranks. Under mpirun or srun each process is one rank and the process count is used instead',
     },
   },
   eval: {

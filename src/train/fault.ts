@@ -4,8 +4,8 @@
 // the update that makes step <step> (before its checkpoint): one weight becomes NaN, or every weight is
 // multiplied by 1e6 (what a learning rate of about 1e6 does), which is how they check that a checkpoint is
 // never written from weights that are not finite, and that a divergence names a checkpoint that is good.
-// <rank>:<step>:hang makes that rank print "rank <rank>: injected hang at step <step>" to stderr when it
-// reaches the step and stop there for good, so that a test can kill the process at a known point (after
+// <rank>:<step>:hang makes that rank print "rank <rank>: injected hang at step <step> (... pid <pid>)" to
+// stderr when it reaches the step and stop there for good, so that a test can kill the process at a known point (after
 // the checkpoints of earlier steps, before anything of later ones).
 import fs from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
@@ -33,7 +33,7 @@ export function faultInjector(rank: number): FaultInjector {
       if (at.kind === 'hang') {
         // Written straight to the file descriptor: a worker thread's process.stderr is forwarded
         // asynchronously, and this thread never runs again.
-        fs.writeSync(2, `rank ${rank}: injected hang at step ${step} (SPECFORGE_INJECT_FAULT)\n`);
+        fs.writeSync(2, `rank ${rank}: injected hang at step ${step} (SPECFORGE_INJECT_FAULT, pid ${process.pid})\n`);
         const never = new Int32Array(new SharedArrayBuffer(4));
         for (;;) Atomics.wait(never, 0, 0);
       }

@@ -9,6 +9,7 @@ import { runCapture } from '../capture/run.ts';
 import { recipeStoreIdentity } from '../data/train-files.ts';
 import { storeVocabNeed } from '../data/training-vocab.ts';
 import { loadModelConfig } from '../io/hf-config.ts';
+import { onceForJob } from '../parallel/launch.ts';
 import { loadTokenizer } from '../io/tokenizer.ts';
 import type { Recipe } from '../recipe/recipe.ts';
 import { resolveAuxLayers, storeState } from '../store/identity.ts';
@@ -24,13 +25,19 @@ function splitNeeds(r: Recipe, split: 'train' | 'eval', aux: number[], vocabSize
   return vocab ? `its draft vocabulary (${vocab})` : null;
 }
 
-/** Makes what the ranks of `r` read exist: the captured store (offline) or the regenerated data (online). */
+/**
+ * Makes what the ranks of `r` read exist: the captured store (offline; every rank of an MPI job captures
+ * its shards) or the regenerated data (online; once for the job).
+ */
 export async function prepareTraining(r: Recipe, log: (m: string) => void): Promise<void> {
   if (r.training.mode === 'offline') {
-    const config = loadModelConfig(r.model.target);
-    const aux = resolveAuxLayers(r.model.aux_layer_ids, config.numLayers);
-    const splits: ('train' | 'eval')[] = r.data.eval ? ['train', 'eval'] : ['train'];
-    const missing = splits.map((s) => splitNeeds(r, s, aux, config.vocabSize)).filter((x) => x !== null);
+    // One look at the store for the whole job, so that every process takes the same way.
+    const missing = await onceForJob(() => {
+      const config = loadModelConfig(r.model.target);
+      const aux = resolveAuxLayers(r.model.aux_layer_ids, config.numLayers);
+      const splits: ('train' | 'eval')[] = r.data.eval ? ['train', 'eval'] : ['train'];
+      return splits.map((s) => splitNeeds(r, s, aux, config.vocabSize)).filter((x) => x !== null);
+    });
     if (missing.length) {
       log(`store ${r.data.store} needs ${missing.join(' and ')}: capturing first`);
       await initBackend(r.runtime.backend, log);
@@ -38,13 +45,15 @@ export async function prepareTraining(r: Recipe, log: (m: string) => void): Prom
     }
   } else if (r.data.regenerate) {
     // Online training reads the regenerated conversations: write them first.
-    await initBackend(r.runtime.backend, log);
-    const tok = loadTokenizer(r.model.target);
-    const model = await loadRecipeTarget(r, { log });
-    try {
-      await ensureRegenerated(r, model, tok, log);
-    } finally {
-      model.dispose();
-    }
+    await onceForJob(async () => {
+      await initBackend(r.runtime.backend, log);
+      const tok = loadTokenizer(r.model.target);
+      const model = await loadRecipeTarget(r, { log });
+      try {
+        await ensureRegenerated(r, model, tok, log);
+      } finally {
+        model.dispose();
+      }
+    });
   }
 }
