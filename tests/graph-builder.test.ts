@@ -1,6 +1,6 @@
 // The training-graph builder's gradients (src/train/graph/builder.ts) on small graphs run by ONNX Runtime,
-// against plainly written loops: a weight product at a narrow and at a wide output (the wide one takes an
-// explicit transpose), broadcasting sums and products, a concat.
+// against plainly written float64 loops: a weight product at a narrow and at a wide (lm_head-like) output,
+// broadcasting sums and products, a concat.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as ort from 'onnxruntime-node';

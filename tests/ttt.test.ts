@@ -103,32 +103,42 @@ describe('EAGLE-3 TTT vs PyTorch golden vectors', () => {
   });
 });
 
+/** A small GQA draft (3 query heads per kv head) over a 30-token vocabulary, 12 of it in the draft's. */
+const GQA_CONFIG: DraftConfig = {
+  hiddenSize: 24,
+  targetHiddenSize: 20,
+  intermediateSize: 40,
+  numHeads: 6,
+  numKvHeads: 2,
+  headDim: 4,
+  vocabSize: 30,
+  draftVocabSize: 12,
+  rmsNormEps: 1e-6,
+  ropeTheta: 500,
+  ropeScaling: null,
+  maxPositionEmbeddings: 64,
+  auxLayerIds: [1, 2, 3],
+};
+const GQA_USED = Int32Array.from([0, 2, 3, 5, 8, 9, 13, 17, 20, 21, 26, 29]);
+
+/** Random draft weights (norms near 1), drawn in the draft's tensor order from `normal`. */
+function draftWeights(c: DraftConfig, normal: (n: number, s?: number) => Float32Array): Map<string, Float32Array> {
+  const weights = new Map<string, Float32Array>();
+  for (const [name, shape] of draftTensorShapes(c))
+    weights.set(name, shape.length === 1 ? Float32Array.from(normal(shape[0], 0.1), (x) => 1 + x) : normal(shape[0] * shape[1], 0.3));
+  return weights;
+}
+
 describe('EAGLE-3 TTT vs the plain loop reference (other shapes)', () => {
   // GQA with 3 query heads per kv head, a padded row, and more TTT steps than positions.
-  const c: DraftConfig = {
-    hiddenSize: 24,
-    targetHiddenSize: 20,
-    intermediateSize: 40,
-    numHeads: 6,
-    numKvHeads: 2,
-    headDim: 4,
-    vocabSize: 30,
-    draftVocabSize: 12,
-    rmsNormEps: 1e-6,
-    ropeTheta: 500,
-    ropeScaling: null,
-    maxPositionEmbeddings: 64,
-    auxLayerIds: [1, 2, 3],
-  };
+  const c = GQA_CONFIG;
   const B = 3;
   const T = 9;
   const ttt = 10;
   const rng = new Rng(11);
   const normal = (n: number, s = 1) => rng.normalArray(n, s);
-  const weights = new Map<string, Float32Array>();
-  for (const [name, shape] of draftTensorShapes(c))
-    weights.set(name, shape.length === 1 ? Float32Array.from(normal(shape[0], 0.1), (x) => 1 + x) : normal(shape[0] * shape[1], 0.3));
-  const used = Int32Array.from([0, 2, 3, 5, 8, 9, 13, 17, 20, 21, 26, 29]);
+  const weights = draftWeights(c, normal);
+  const used = GQA_USED;
   const t2d = new Uint8Array(30);
   used.forEach((u) => (t2d[u] = 1));
   const lengths = [9, 9, 6];
@@ -347,27 +357,11 @@ describe('EAGLE-3 TTT vs the plain loop reference (other shapes)', () => {
 
 describe('the whole TTT step as one ONNX Runtime graph (ort-step.ts)', () => {
   // The same shapes as above: GQA 3:1, a padded row, more TTT steps than positions.
-  const c: DraftConfig = {
-    hiddenSize: 24,
-    targetHiddenSize: 20,
-    intermediateSize: 40,
-    numHeads: 6,
-    numKvHeads: 2,
-    headDim: 4,
-    vocabSize: 30,
-    draftVocabSize: 12,
-    rmsNormEps: 1e-6,
-    ropeTheta: 500,
-    ropeScaling: null,
-    maxPositionEmbeddings: 64,
-    auxLayerIds: [1, 2, 3],
-  };
+  const c = GQA_CONFIG;
   const rng = new Rng(12);
   const normal = (n: number, s = 1) => rng.normalArray(n, s);
-  const weights = new Map<string, Float32Array>();
-  for (const [name, shape] of draftTensorShapes(c))
-    weights.set(name, shape.length === 1 ? Float32Array.from(normal(shape[0], 0.1), (x) => 1 + x) : normal(shape[0] * shape[1], 0.3));
-  const used = Int32Array.from([0, 2, 3, 5, 8, 9, 13, 17, 20, 21, 26, 29]);
+  const weights = draftWeights(c, normal);
+  const used = GQA_USED;
   const t2d = new Uint8Array(30);
   used.forEach((u) => (t2d[u] = 1));
   const embed = normal(30 * c.hiddenSize, 0.5);

@@ -7,9 +7,9 @@
 import * as tf from '@tensorflow/tfjs';
 import type { OrtGemm, WireTensor } from '../backend/ort-gemm.ts';
 import type { Eagle3Draft } from '../draft/eagle3.ts';
-import { frozenGather, MASKED, ropeTables } from '../nn/layers.ts';
+import { frozenGather, ropeTables } from '../nn/layers.ts';
 import { buildTttGraph, TTT_WEIGHTS } from './graph/ttt-graph.ts';
-import type { FrozenEmbedding, Teacher, TttGradients } from './ttt.ts';
+import { causalBias, type FrozenEmbedding, shiftLeft, type Teacher, type TttGradients } from './ttt.ts';
 
 const f32 = (data: Float32Array, dims: number[]): WireTensor => ({ type: 'float32', data, dims });
 
@@ -65,7 +65,7 @@ export class OrtTttStep {
       feeds[`w:${name}`] = f32(own(v), [...v.shape]);
     }
     // d total / d row_i: the row's masked share of loss_i = -(1/N) sum_t pmask_i[t] row_i[t], weighted.
-    const masks = Array.from({ length: ttt }, (_, i) => shifted(teacher.positionMask, i));
+    const masks = Array.from({ length: ttt }, (_, i) => shiftLeft(teacher.positionMask, i).flat());
     masks.forEach((m, i) => {
       const coef = (-(stepWeight ** i) * opts.scale) / opts.normaliser;
       feeds[`seed${i}`] = f32(
@@ -94,23 +94,9 @@ export class OrtTttStep {
     return { total, stepLosses, draftArgmax, grads };
   }
 
-  /** [T, T]: 0 on and below the diagonal, MASKED above (one table per length, kept for the next batch). */
+  /** The causal bias of length T (one table per length, kept for the next batch). */
   private causalBias(T: number): Float32Array {
-    if (this.bias?.T !== T) {
-      const data = new Float32Array(T * T);
-      for (let i = 0; i < T; i++) data.fill(MASKED, i * T + i + 1, (i + 1) * T);
-      this.bias = { T, data };
-    }
+    if (this.bias?.T !== T) this.bias = { T, data: causalBias(T) };
     return this.bias.data.slice(); // a copy: the feed's buffer is transferred
   }
-}
-
-/** positionMask shifted left by i (zeros past the end), flattened [B * T]. */
-function shifted(mask: number[][], i: number): Float32Array {
-  const T = mask[0].length;
-  const out = new Float32Array(mask.length * T);
-  mask.forEach((r, b) => {
-    for (let t = 0; t + i < T; t++) out[b * T + t] = r[t + i];
-  });
-  return out;
 }

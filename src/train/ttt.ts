@@ -53,7 +53,9 @@ export interface Teacher {
   ids: number[][];
 }
 
-const shiftLeft = (rows: number[][], by: number, fill = 0) => rows.map((r) => r.map((_, t) => (t + by < r.length ? r[t + by] : fill)));
+/** Each row shifted left by `by`, `fill` past the end (step i's view of a per-position row). */
+export const shiftLeft = (rows: number[][], by: number, fill = 0) =>
+  rows.map((r) => r.map((_, t) => (t + by < r.length ? r[t + by] : fill)));
 
 /** Alignment and teacher: ids and target logits shift left by one; the loss mask keeps its place, last column zeroed. */
 export function prepareTeacher(batch: TttBatch, vocab: DraftVocabulary): Teacher {
@@ -141,8 +143,6 @@ function stepSetup(draft: Eagle3Draft, teacher: Teacher, opts: TttOptions): Step
   const T = teacher.ids[0].length;
   const Vd = draft.config.draftVocabSize;
   const scoreRows = Math.floor(ATTENTION_CHUNK_FLOATS / (B * draft.config.numHeads * T));
-  const causalData = new Float32Array(T * T);
-  for (let i = 0; i < T; i++) for (let j = i + 1; j < T; j++) causalData[i * T + j] = MASKED;
   return {
     B,
     T,
@@ -151,8 +151,15 @@ function stepSetup(draft: Eagle3Draft, teacher: Teacher, opts: TttOptions): Step
     keepLogits,
     lossRows: keepLogits ? 0 : (opts.lossChunkRows ?? Math.max(1, Math.floor(LOSS_CHUNK_FLOATS / Vd))),
     attentionRows: opts.attentionChunkRows ?? (scoreRows >= T ? 0 : Math.max(1, scoreRows)),
-    causal: tf.tensor4d(causalData, [1, 1, T, T]),
+    causal: tf.tensor4d(causalBias(T), [1, 1, T, T]),
   };
+}
+
+/** [T, T] row-major: 0 on and below the diagonal, MASKED above (query t sees keys 0..t). */
+export function causalBias(T: number): Float32Array {
+  const data = new Float32Array(T * T);
+  for (let i = 0; i < T; i++) data.fill(MASKED, i * T + i + 1, (i + 1) * T);
+  return data;
 }
 
 /**

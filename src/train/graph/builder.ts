@@ -176,10 +176,6 @@ export class TrainGraph {
     ]);
   }
 
-  scale(a: Sym, k: number): Sym {
-    return this.mul(a, this.scalar(k));
-  }
-
   neg(a: Sym): Sym {
     return this.sym(this.emit('Neg', [a.name])[0], a.shape, [a], (g) => [this.neg(g)]);
   }
@@ -190,21 +186,6 @@ export class TrainGraph {
       this.mul(g, this.mul(y, this.sub(this.scalar(1), y))),
     ]);
     return y;
-  }
-
-  /** Sum over the last axis, kept as size 1. */
-  sumLast(a: Sym): Sym {
-    const shape = [...a.shape.slice(0, -1), 1];
-    return this.sym(this.emit('ReduceSum', [a.name, this.ints([-1])], { keepdims: 1 })[0], shape, [a], (g) => [this.expand(g, a.shape)]);
-  }
-
-  /** Sum over every axis, a scalar (no gradient). */
-  sumAll(a: Sym): Sym {
-    return { name: this.emit('ReduceSum', [a.name], { keepdims: 0 })[0], shape: [], grad: false };
-  }
-
-  expand(a: Sym, shape: readonly Dim[]): Sym {
-    return this.sym(this.emit('Expand', [a.name, this.shapeOf(shape)])[0], shape, [a], (g) => [this.reduceTo(g, a.shape)]);
   }
 
   reshape(a: Sym, shape: Dim[]): Sym {
@@ -221,12 +202,6 @@ export class TrainGraph {
     );
   }
 
-  /** Swaps the last two axes. */
-  private swapLast(a: Sym): Sym {
-    const r = a.shape.length;
-    return this.transpose(a, [...Array.from({ length: r - 2 }, (_, i) => i), r - 1, r - 2]);
-  }
-
   /** x [..., K] times a 2-D weight [K, N], as one 2-D Gemm over the flattened rows. */
   linear(x: Sym, w: Sym): Sym {
     const [K, N] = w.shape;
@@ -240,50 +215,11 @@ export class TrainGraph {
   }
 
   /**
-   * x^T g for a [K, N] weight from rows x [rows, K]. MLAS runs a wide product (an lm_head's N of 16000)
-   * with transA at 64-77 GFLOP/s on one core and the same product after an explicit transpose at 95-115
-   * (the transpose is a pass over x only); narrower ones run the same either way.
+   * x^T g for a [K, N] weight from rows x [rows, K], one Gemm with transA. (An explicit Transpose before
+   * the Gemm measured faster alone for wide N, but ORT's optimizer folds it back into transA.)
    */
   private weightGrad(rows: Sym, g: string, shape: readonly Dim[]): Sym {
-    const wide = (shape[1] as number) >= 8192;
-    const name = wide
-      ? this.emit('Gemm', [this.emit('Transpose', [rows.name], { perm: [1, 0] })[0], g])[0]
-      : this.emit('Gemm', [rows.name, g], { transA: 1 })[0];
-    return { name, shape, grad: false };
-  }
-
-  /** Batched product a [..., M, K] b [..., K, N] with broadcast batch axes. */
-  matmul(a: Sym, b: Sym): Sym {
-    const batch = broadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
-    const shape = [...batch, a.shape[a.shape.length - 2], b.shape[b.shape.length - 1]];
-    return this.sym(this.emit('MatMul', [a.name, b.name])[0], shape, [a, b], (g) => [
-      a.grad ? this.reduceTo(this.matmul(g, this.swapLast(b)), a.shape) : null,
-      b.grad ? this.reduceTo(this.matmul(this.swapLast(a), g), b.shape) : null,
-    ]);
-  }
-
-  softmax(a: Sym): Sym {
-    const y: Sym = this.sym(this.emit('Softmax', [a.name], { axis: -1 })[0], a.shape, [a], (g) => [
-      this.mul(y, this.sub(g, this.sumLast(this.mul(g, y)))),
-    ]);
-    return y;
-  }
-
-  logSoftmax(a: Sym): Sym {
-    const y: Sym = this.sym(this.emit('LogSoftmax', [a.name], { axis: -1 })[0], a.shape, [a], (g) => [
-      this.sub(g, this.mul(this.exp(y), this.sumLast(g))),
-    ]);
-    return y;
-  }
-
-  exp(a: Sym): Sym {
-    const y: Sym = this.sym(this.emit('Exp', [a.name])[0], a.shape, [a], (g) => [this.mul(g, y)]);
-    return y;
-  }
-
-  /** Index of the largest value along the last axis (int64, no gradient). */
-  argmax(a: Sym): Sym {
-    return { name: this.emit('ArgMax', [a.name], { axis: -1, keepdims: 0 })[0], shape: a.shape.slice(0, -1), grad: false };
+    return { name: this.emit('Gemm', [rows.name, g], { transA: 1 })[0], shape, grad: false };
   }
 
   concat(xs: Sym[], axis: number): Sym {
