@@ -106,7 +106,9 @@ function product(x: tf.Tensor, y: tf.Tensor, transA: boolean, transB: boolean): 
   const outShape = x.rank === 3 ? [G, M, N] : [M, N];
   if (gemm && G * M * K * N >= gemmMinMacs) {
     // wasm's dataSync is a copy the GEMM worker may take over; other backends may hand out their own storage.
-    const read = (t: tf.Tensor) => (tf.getBackend() === 'wasm' ? (t.dataSync() as Float32Array) : Float32Array.from(t.dataSync()));
+    // An int32 operand (a one-hot of ids) arrives as float32: ORT's Gemm takes float32 only.
+    const read = (t: tf.Tensor) =>
+      tf.getBackend() === 'wasm' && t.dtype === 'float32' ? (t.dataSync() as Float32Array) : Float32Array.from(t.dataSync());
     const { c } = gemm.product(read(x), x.shape, read(y), y.shape, transA, transB);
     return tf.tensor(c, outShape);
   }

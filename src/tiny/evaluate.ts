@@ -2,7 +2,7 @@
 // the thinking tokens spent after the answer is first derived (what an early exit can save), and greedy
 // next-token agreement and perplexity on the held-out chat split. Writes quality.json beside the model.
 //
-//   npm run tiny:eval -- [--model data/tiny-target] [--reasoning 400] [--chat 400]
+//   npm run tiny:eval -- [--model data/tiny-target] [--reasoning 400] [--chat 400] [--engine ort|tfjs]
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import yargs from 'yargs';
@@ -13,9 +13,9 @@ import { readAllConversations } from '../data/datasets.ts';
 import { writeAtomic } from '../io/atomic.ts';
 import { type Tokenizer, loadTokenizer } from '../io/tokenizer.ts';
 import { generate } from '../target/generate.ts';
-import { TfjsTarget } from '../target/tfjs-target.ts';
+import { loadTarget, TARGET_ENGINES, type TargetEngine } from '../target/load.ts';
 import { progress } from '../util/progress.ts';
-import { CORPUS_DIR, TINY_TARGET_DIR } from './config.ts';
+import { CORPUS_DIR, REPO_ROOT, TINY_TARGET_DIR } from './config.ts';
 
 /** The number after the last "####", or null. */
 export function extractGsm8kAnswer(text: string): string | null {
@@ -51,11 +51,12 @@ async function main() {
     .option('chat', { type: 'number', default: 400, describe: 'held-out chat conversations to score' })
     .option('batch', { type: 'number', default: 32 })
     .option('backend', { choices: BACKENDS, default: 'auto' as BackendName })
+    .option('engine', { choices: TARGET_ENGINES, default: 'ort' as TargetEngine, describe: 'what runs the model' })
     .strict()
     .parseAsync();
   await initBackend(args.backend, console.log);
   const tok = loadTokenizer(args.model);
-  const model = TfjsTarget.load(args.model);
+  const model = await loadTarget(args.model, { engine: args.engine, cacheDir: path.join(REPO_ROOT, '.cache') });
   const eos = tok.requireId('<|im_end|>');
 
   // Reasoning: greedy answers with full thinking.

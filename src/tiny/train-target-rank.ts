@@ -9,7 +9,7 @@ import type { Tokenized } from '../data/chat.ts';
 import { renderChatML } from '../data/templates.ts';
 import { readAllConversations } from '../data/datasets.ts';
 import { parseModelConfig } from '../io/hf-config.ts';
-import { SafetensorsFile, type StoredTensor, writeSafetensors } from '../io/safetensors.ts';
+import { SafetensorsFile, SafetensorsFolder, type StoredTensor, writeSafetensors } from '../io/safetensors.ts';
 import { writeAtomic } from '../io/atomic.ts';
 import { loadTokenizer } from '../io/tokenizer.ts';
 import type { RankContext } from '../parallel/launch.ts';
@@ -18,10 +18,21 @@ import { TfjsTarget } from '../target/tfjs-target.ts';
 import { lengthBucketedBatches, lmLoss, type LmBatch, shardBatch } from './lm.ts';
 import { AdamW, clipByGlobalNorm, learningRate } from '../train/optimizer.ts';
 import { Rng } from '../util/random.ts';
-import { tinyTargetConfig } from './config.ts';
+import { type TargetSize, targetConfig } from './config.ts';
+import { OrtLmStep } from './ort-lm.ts';
+import { ortWorker, stopOrtGemm, useOrtGemm } from '../backend/matmul.ts';
 
 export interface TrainTargetArgs {
+  model: TargetSize;
+  /** ort: the loss and gradients as one ONNX Runtime graph (lm-graph.ts); tfjs: taped tfjs ops. */
+  engine: 'ort' | 'tfjs';
+  /** ONNX Runtime intra-op threads per rank. */
+  threads: number;
   steps: number;
+  /** Start from this model folder's weights instead of a fresh initialisation (a later training stage). */
+  init?: string;
+  /** Global batches already trained on by earlier stages: this run's step s takes batch stepOffset + s. */
+  stepOffset?: number;
   batch: number;
   lr: number;
   warmup: number;
@@ -53,7 +64,7 @@ export async function runRank(ctx: RankContext): Promise<TrainTargetResult> {
   const tok = loadTokenizer(a.tokenizer);
   const eos = tok.requireId('<|im_end|>');
   const pad = tok.requireId('<|endoftext|>');
-  const rawConfig = tinyTargetConfig(tok.vocabSize, { eos, pad });
+  const rawConfig = targetConfig(a.model, tok.vocabSize, { eos, pad });
   const config = parseModelConfig(rawConfig);
 
   // Both train splits, rendered with the chat template; loss on assistant tokens.
@@ -85,7 +96,11 @@ export async function runRank(ctx: RankContext): Promise<TrainTargetResult> {
 
   const stateFile = path.join(a.state, 'state.safetensors');
   let start = 0;
-  let weights = initTargetWeights(config, a.seed);
+  let weights: Map<string, StoredTensor>;
+  if (a.init) {
+    const src = new SafetensorsFolder(a.init);
+    weights = new Map(src.names().map((n) => [n, src.read(n)]));
+  } else weights = initTargetWeights(config, a.seed);
   let moments: { m: Map<string, Float32Array>; v: Map<string, Float32Array> } | null = null;
   if (!a.fresh && fs.existsSync(stateFile)) {
     const f = new SafetensorsFile(stateFile);
@@ -136,23 +151,37 @@ export async function runRank(ctx: RankContext): Promise<TrainTargetResult> {
     });
   };
 
+  let ortStep: OrtLmStep | null = null;
+  if (a.engine === 'ort') {
+    await useOrtGemm(a.threads);
+    ortStep = new OrtLmStep(ortWorker()!, model);
+  }
+  /** This rank's loss (divided by the global count) and its gradients by variable name. */
+  const gradients = (mine: LmBatch, denominator: number): { loss: number; grads: Record<string, tf.Tensor> } => {
+    if (ortStep) return ortStep.gradients(mine, denominator);
+    const { value, grads } = tf.variableGrads(() => lmLoss(model, mine, denominator), vars);
+    const loss = value.dataSync()[0];
+    value.dispose();
+    return { loss, grads };
+  };
+
   const sizes = vars.map((v) => v.size);
   const flat = new Float32Array(sizes.reduce((x, y) => x + y, 0));
   let emaLoss = NaN;
   let tokensSeen = 0;
   const t0 = Date.now();
   for (let step = start; step < a.steps; step++) {
-    const global = batchAt(step);
+    const global = batchAt((a.stepOffset ?? 0) + step);
     const mine = shardBatch(global, rank, worldSize);
-    const { value, grads } = tf.variableGrads(() => lmLoss(model, mine, Math.max(global.tokens, 1)), vars);
+    const { loss: myLoss, grads } = gradients(mine, Math.max(global.tokens, 1));
     // Sum gradients (and the loss) over ranks: each rank's loss is already divided by the global count.
     let off = 0;
     vars.forEach((v) => {
       flat.set(grads[v.name].dataSync() as Float32Array, off);
       off += v.size;
     });
-    const lossBuf = Float32Array.of(value.dataSync()[0]);
-    tf.dispose([value, ...Object.values(grads)]);
+    const lossBuf = Float32Array.of(myLoss);
+    tf.dispose(Object.values(grads));
     ctx.collective.allReduceSum(flat);
     ctx.collective.allReduceSum(lossBuf);
     const summed: Record<string, tf.Tensor> = {};
@@ -176,6 +205,7 @@ export async function runRank(ctx: RankContext): Promise<TrainTargetResult> {
     }
   }
   const minutes = (Date.now() - t0) / 60000;
+  if (ortStep) stopOrtGemm();
 
   if (rank === 0) {
     // The model folder: bf16 weights, config, generation config and the tokenizer files.
