@@ -254,6 +254,27 @@ describe('specforge eval', () => {
     assert.deepEqual(rb.acceptLengthHistogram, ra.acceptLengthHistogram);
     assert.equal(rb.tau, ra.tau);
     assert.deepEqual(rb.identicalToPlain, { identical: 3, of: 3 });
+    // eval.draft_engine onnx: the checkpoint is exported once beside itself and run by ONNX Runtime.
+    const copy = path.join(work, 'ckpt-copy', 'step-5');
+    fs.cpSync(ckpt, copy, { recursive: true });
+    const onnxRecipe = path.join(work, 'cyclerun-onnx.yaml');
+    fs.writeFileSync(
+      onnxRecipe,
+      fs.readFileSync(cycleRecipe, 'utf8').replace('  draft_steps: 4\n', '  draft_steps: 4\n  draft_engine: onnx\n'),
+    );
+    const c = specforge([
+      ...evalArgs.map((x) => (x === cycleRecipe ? onnxRecipe : x)),
+      '--checkpoint',
+      copy,
+      '--out',
+      path.join(work, 'eval-engine'),
+    ]);
+    assert.equal(c.status, 0, c.stderr);
+    assert.match(c.stdout, /eval.draft_engine onnx: exporting/);
+    assert.ok(fs.existsSync(path.join(copy, 'onnx', 'draft.json')));
+    const rc = JSON.parse(fs.readFileSync(path.join(work, 'eval-engine', 'report.json'), 'utf8'));
+    assert.equal(rc.settings.drafter, 'onnx');
+    assert.deepEqual(rc.acceptLengthHistogram, ra.acceptLengthHistogram);
     // The draft guesses well, so the accept lengths say something: most passes accept, some the whole chain.
     const h: number[] = ra.acceptLengthHistogram;
     const passes = h.reduce((x, y) => x + y, 0);

@@ -15,6 +15,7 @@ import { CHECKPOINT_POLICY_FILE, checkpointPolicy, describeRule, resolvePolicy }
 import type { ExitRule } from '../specexit/policy.ts';
 import type { TargetModel } from '../target/runtime.ts';
 import { loadRecipeTarget } from '../target/load.ts';
+import { exportDraftOnnx } from '../export/onnx.ts';
 import { chooseCheckpoint } from '../train/checkpoint.ts';
 import { runDirOf } from '../train/run-dir.ts';
 import { type DecodeSettings, evaluatePrompts } from './evaluate.ts';
@@ -176,6 +177,15 @@ export function evalDraftFolder(r: Recipe, o: EvalJobOptions, log: (m: string) =
   if (chosen) log(`checkpoint: the run's ${chosen.best ? 'best (step-best)' : 'newest (it has no step-best)'}, ${chosen.dir}`);
   if (!checkpoint)
     throw new Error(`no checkpoint under ${runDir}: train first (specforge train --recipe ${path.basename(r.file)}) or pass --checkpoint`);
+  if (onnxDir === null && r.eval.draft_engine === 'onnx') {
+    // Exported once beside the checkpoint; draft.json is written last, so its presence means a whole export.
+    const exported = path.join(checkpoint, 'onnx');
+    if (!fs.existsSync(path.join(exported, 'draft.json'))) {
+      log(`eval.draft_engine onnx: exporting ${checkpoint} to ${exported}`);
+      exportDraftOnnx(checkpoint, exported);
+    }
+    return { dir: exported, onnx: true };
+  }
   return { dir: checkpoint, onnx: onnxDir !== null };
 }
 

@@ -201,6 +201,12 @@ export const RECIPE_SPEC = {
       default: 7,
       doc: 'chain drafting: draft tokens per target verify pass (--draft-steps); SGLang: speculative_num_steps with topk 1',
     },
+    draft_engine: {
+      type: 'enum',
+      values: ['tfjs', 'onnx'],
+      default: 'tfjs',
+      doc: 'what runs the draft: tfjs (the checkpoint itself), or onnx = ONNX Runtime on the checkpoint exported once to <checkpoint>/onnx (export-onnx --format onnx; --draft-onnx names an exported folder instead)',
+    },
     tree: {
       type: 'string',
       nullable: true,

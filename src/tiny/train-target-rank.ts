@@ -34,6 +34,8 @@ export interface TrainTargetArgs {
   /** Global batches already trained on by earlier stages: this run's step s takes batch stepOffset + s. */
   stepOffset?: number;
   batch: number;
+  /** Corpus files trained on (default both train splits). */
+  splits?: string[];
   lr: number;
   warmup: number;
   clip: number;
@@ -69,7 +71,7 @@ export async function runRank(ctx: RankContext): Promise<TrainTargetResult> {
 
   // Both train splits, rendered with the chat template; loss on assistant tokens.
   const samples: Tokenized[] = [];
-  for (const split of ['chat-train.jsonl', 'reasoning-train.jsonl']) {
+  for (const split of a.splits ?? ['chat-train.jsonl', 'reasoning-train.jsonl']) {
     for (const rec of await readAllConversations(path.join(a.corpus, split), { format: 'sharegpt' })) {
       const t = renderChatML(rec.messages, tok);
       samples.push({ ids: t.ids.slice(0, a.maxLength), lossMask: t.lossMask.slice(0, a.maxLength) });

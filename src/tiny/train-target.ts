@@ -75,6 +75,7 @@ for (const [k, stage] of stages.entries()) {
     init: k > 0 ? path.join(state, `stage-${k}`, 'model') : undefined,
     stepOffset: offset,
     batch: args.batch,
+    splits: 'splits' in stage ? stage.splits : undefined,
     lr: stage.lr,
     warmup: stage.warmup,
     clip: args.clip,
