@@ -10,9 +10,10 @@ import { extractAnswer } from '../src/data/answers.ts';
 import { readAllConversations } from '../src/data/datasets.ts';
 import { tokenizeConversation } from '../src/data/templates.ts';
 import { loadModelConfig, parameterCount } from '../src/io/hf-config.ts';
-import { loadTokenizer } from '../src/io/tokenizer.ts';
+import { loadTokenizer, type Tokenizer } from '../src/io/tokenizer.ts';
 import { generate } from '../src/target/generate.ts';
 import { loadTarget } from '../src/target/load.ts';
+import type { TargetModel } from '../src/target/runtime.ts';
 import { TfjsTarget } from '../src/target/tfjs-target.ts';
 import { targetConfig } from '../src/tiny/config.ts';
 import { removeTempDirs, tempDir } from './helpers.ts';
@@ -24,6 +25,24 @@ before(async () => {
   await initBackend('wasm');
 });
 after(() => removeTempDirs());
+
+/** Greedy answers (full thinking) to the first n held-out reasoning prompts: each in the trained format; returns how many are right. */
+async function answerHeldOut(model: TargetModel, tok: Tokenizer, n: number): Promise<number> {
+  const problems = await readAllConversations(path.join(repo, 'data/corpus/reasoning-eval.jsonl'), { limit: n });
+  const prompts = problems.map(
+    (p) =>
+      tokenizeConversation(
+        p.messages.filter((m) => m.role === 'user'),
+        tok,
+        { template: 'tokenizer', addGenerationPrompt: true },
+      ).ids,
+  );
+  const outs = generate(model, prompts, { maxNewTokens: 200, stopIds: [tok.requireId('<|im_end|>')] });
+  const texts = outs.map((o) => tok.decode(o));
+  for (const t of texts)
+    assert.match(t, /^<think>\n[\s\S]*\n<\/think>\n\n[\s\S]*#### \d+<\|im_end\|>$/, 'thinks, then answers in GSM8K form');
+  return problems.filter((p, i) => extractAnswer(texts[i], 'gsm8k') === String(p.extra.answer)).length;
+}
 
 test('the shipped target is a GQA Llama with distinct default aux layers, stored in bf16', () => {
   const c = loadModelConfig(dir);
@@ -40,22 +59,8 @@ test('the shipped target is a GQA Llama with distinct default aux layers, stored
 });
 
 test('answers held-out reasoning prompts in the trained format, mostly correctly (greedy, full thinking)', async () => {
-  const tok = loadTokenizer(dir);
   const model = TfjsTarget.load(dir);
-  const problems = await readAllConversations(path.join(repo, 'data/corpus/reasoning-eval.jsonl'), { limit: 12 });
-  const prompts = problems.map(
-    (p) =>
-      tokenizeConversation(
-        p.messages.filter((m) => m.role === 'user'),
-        tok,
-        { template: 'tokenizer', addGenerationPrompt: true },
-      ).ids,
-  );
-  const outs = generate(model, prompts, { maxNewTokens: 200, stopIds: [tok.requireId('<|im_end|>')] });
-  const texts = outs.map((o) => tok.decode(o));
-  const correct = problems.filter((p, i) => extractAnswer(texts[i], 'gsm8k') === String(p.extra.answer)).length;
-  for (const t of texts)
-    assert.match(t, /^<think>\n[\s\S]*\n<\/think>\n\n[\s\S]*#### \d+<\|im_end\|>$/, 'thinks, then answers in GSM8K form');
+  const correct = await answerHeldOut(model, loadTokenizer(dir), 12);
   // The shipped model answers 93.75% of the 400 held-out prompts (quality.json); chance is a few percent.
   assert.ok(correct >= 10, `${correct} of 12 correct`);
   model.dispose();
@@ -84,20 +89,7 @@ test('the demo target answers held-out reasoning prompts in the trained format (
   const tok = loadTokenizer(demoDir);
   const model = await loadTarget(demoDir, { engine: 'ort', threads: 1, cacheDir: tempDir('demo-target-') });
   try {
-    const problems = await readAllConversations(path.join(repo, 'data/corpus/reasoning-eval.jsonl'), { limit: 16 });
-    const prompts = problems.map(
-      (p) =>
-        tokenizeConversation(
-          p.messages.filter((m) => m.role === 'user'),
-          tok,
-          { template: 'tokenizer', addGenerationPrompt: true },
-        ).ids,
-    );
-    const outs = generate(model, prompts, { maxNewTokens: 200, stopIds: [tok.requireId('<|im_end|>')] });
-    const texts = outs.map((o) => tok.decode(o));
-    for (const t of texts)
-      assert.match(t, /^<think>\n[\s\S]*\n<\/think>\n\n[\s\S]*#### \d+<\|im_end\|>$/, 'thinks, then answers in GSM8K form');
-    const correct = problems.filter((p, i) => extractAnswer(texts[i], 'gsm8k') === String(p.extra.answer)).length;
+    const correct = await answerHeldOut(model, tok, 16);
     // 13 of these 16 are right (94.25% of all 400 held-out prompts, quality.json); chance is a few percent.
     assert.ok(correct >= 12, `${correct} of 16 correct`);
   } finally {
