@@ -141,8 +141,8 @@ export async function runRank(ctx: RankContext): Promise<TrainTargetResult> {
     for (const [n, w] of model.exportWeights()) tensors.set(n, { dtype: 'F32', ...w });
     const { m, v } = opt.state();
     for (const p of vars) {
-      tensors.set(`adam_m.${hfName(p)}`, { dtype: 'F32', shape: p.shape, data: m.get(p.name)!.dataSync() as Float32Array });
-      tensors.set(`adam_v.${hfName(p)}`, { dtype: 'F32', shape: p.shape, data: v.get(p.name)!.dataSync() as Float32Array });
+      tensors.set(`adam_m.${hfName(p)}`, { dtype: 'F32', shape: p.shape, data: m.get(p.name)! });
+      tensors.set(`adam_v.${hfName(p)}`, { dtype: 'F32', shape: p.shape, data: v.get(p.name)! });
     }
     writeSafetensors(stateFile, tensors, {
       step: String(step),

@@ -318,8 +318,8 @@ export function saveTraining(
   const moments = { m: new Map<string, Float32Array>(), v: new Map<string, Float32Array>() };
   for (const [n, p] of draft.params) {
     // Before the first update the moments do not exist yet: zeros, as AdamW starts.
-    moments.m.set(n, (m.get(p.name)?.dataSync() as Float32Array) ?? new Float32Array(p.size));
-    moments.v.set(n, (v.get(p.name)?.dataSync() as Float32Array) ?? new Float32Array(p.size));
+    moments.m.set(n, m.get(p.name) ?? new Float32Array(p.size));
+    moments.v.set(n, v.get(p.name) ?? new Float32Array(p.size));
   }
   return saveCheckpoint(runDir, config, draft.exportWeights(), vocab, moments, state, keepLast, best, spare);
 }

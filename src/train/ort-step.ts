@@ -11,6 +11,9 @@ import { frozenGather, ropeTables } from '../nn/layers.ts';
 import { buildTttGraph, TTT_WEIGHTS } from './graph/ttt-graph.ts';
 import { causalBias, type FrozenEmbedding, shiftLeft, type Teacher, type TttGradients } from './ttt.ts';
 
+/** tttGradients' result with the gradients left on the host, where the all-reduce and AdamW read them. */
+export type HostTttGradients = Omit<TttGradients, 'grads'> & { grads: Record<string, Float32Array> };
+
 const f32 = (data: Float32Array, dims: number[]): WireTensor => ({ type: 'float32', data, dims });
 
 /** A copy that owns its buffer whole, so it can be transferred to the worker without touching tfjs' memory. */
@@ -35,7 +38,7 @@ export class OrtTttStep {
     aux: tf.Tensor3D,
     teacher: Teacher,
     opts: { normaliser: number; scale: number; stepWeight?: number; recompute?: boolean },
-  ): TttGradients {
+  ): HostTttGradients {
     const { draft, ttt } = this;
     const c = draft.config;
     const B = teacher.ids.length;
@@ -85,11 +88,8 @@ export class OrtTttStep {
       const a = out[`arg${i}`].data as BigInt64Array;
       return Array.from({ length: B }, (_, b) => Array.from({ length: T }, (_, t) => Number(a[b * T + t])));
     });
-    const grads: Record<string, tf.Tensor> = {};
-    for (const name of TTT_WEIGHTS) {
-      const v = draft.params.get(name)!;
-      grads[v.name] = tf.tensor(out[`g:${name}`].data as Float32Array, v.shape);
-    }
+    const grads: Record<string, Float32Array> = {};
+    for (const name of TTT_WEIGHTS) grads[draft.params.get(name)!.name] = out[`g:${name}`].data as Float32Array;
     const total = stepLosses.reduce((s, l, i) => s + l * stepWeight ** i, 0);
     return { total, stepLosses, draftArgmax, grads };
   }

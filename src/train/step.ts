@@ -14,7 +14,7 @@ import { planChunks } from './chunks.ts';
 import { collateFeatures, type TrainingModel } from './collate.ts';
 import { BatchSums } from './metrics.ts';
 import { PhaseTimes } from './phases.ts';
-import { type AdamW, clipByGlobalNorm, type Schedule } from './optimizer.ts';
+import type { AdamW, Schedule } from './optimizer.ts';
 import { OrtTttStep } from './ort-step.ts';
 import { prepareTeacher, stepAccuracies, tttForward, tttGradients } from './ttt.ts';
 
@@ -36,11 +36,14 @@ export function stepSchedule(r: Recipe, trainSamples: number, worldSize: number)
 export class OptimizerStep {
   private readonly vars: tf.Variable[];
   private readonly t: Recipe['training'];
-  /** Gradients summed over the step's micro-batches so far (null before the first). */
-  private accumulated: Record<string, tf.Tensor> | null = null;
   private micro = 0;
-  /** Every variable's gradient, flattened for the all-reduce. */
+  /**
+   * Every variable's gradient, summed over the step's micro-batches so far, flattened for the all-reduce. The
+   * gradients stay on the host from here to the update: AdamW reads them where the all-reduce left them.
+   */
   private readonly flat: Float32Array;
+  /** Where each variable's gradient starts in `flat`, by variable name. */
+  private readonly offsets = new Map<string, number>();
   /** The longest sample of each rank's share (one slot per rank) and the SpecExit mask counts (summed). */
   private readonly shared: Float32Array;
   /** Wall time per phase over every step so far. */
@@ -56,7 +59,12 @@ export class OptimizerStep {
   ) {
     this.t = r.training;
     this.vars = m.draft.variables();
-    this.flat = new Float32Array(this.vars.reduce((n, v) => n + v.size, 0));
+    let size = 0;
+    for (const v of this.vars) {
+      this.offsets.set(v.name, size);
+      size += v.size;
+    }
+    this.flat = new Float32Array(size);
     this.shared = new Float32Array(collective.worldSize + 3);
     const engine = r.runtime.train_step;
     const worker = ortWorker();
@@ -83,53 +91,51 @@ export class OptimizerStep {
     let loss = 0;
     const lengths = samples.map((s) => s.inputIds.length);
     for (const chunk of planChunks(lengths, this.t.chunk_tokens, T)) {
-      const part = this.chunkGradients(
+      loss += this.chunkGradients(
         chunk.indices.map((i) => samples[i]),
         chunk.padTo,
         samples.length * T,
         divisors,
         sums,
       );
-      loss += part.loss;
-      this.accumulate(part.grads);
     }
     this.micro++;
     return { sums, loss };
   }
 
-  /** All-reduces the step's gradients (mean over ranks), clips them and applies AdamW at `lr`; returns the norm before clipping. */
+  /**
+   * All-reduces the step's gradients (mean over ranks), clips them to max_grad_norm (as
+   * torch.nn.utils.clip_grad_norm_, the norm summed in float64) and applies AdamW at `lr`, all on the host
+   * gradient buffer; returns the norm before clipping.
+   */
   update(lr: number): number {
     const t0 = performance.now();
     const { vars, flat } = this;
     const worldSize = this.collective.worldSize;
-    let off = 0;
-    for (const v of vars) {
-      flat.set(this.accumulated![v.name].dataSync() as Float32Array, off);
-      off += v.size;
-    }
-    tf.dispose(Object.values(this.accumulated!));
-    this.accumulated = null;
     this.micro = 0;
     this.collective.allReduceSum(flat);
-    const reduced: Record<string, tf.Tensor> = {};
-    off = 0;
-    for (const v of vars) {
-      reduced[v.name] = tf.tidy(() => tf.div(tf.tensor(flat.subarray(off, off + v.size), v.shape), worldSize));
-      off += v.size;
-    }
+    if (worldSize > 1) for (let i = 0; i < flat.length; i++) flat[i] /= worldSize;
     const t1 = performance.now();
-    this.phases.add('all-reduce', t1 - t0); // with the gradients' read out of the backend and back
-    const clipped = clipByGlobalNorm(reduced, this.t.max_grad_norm);
-    this.opt.apply(vars, clipped.grads, lr);
-    tf.dispose(Object.values(clipped.grads));
+    this.phases.add('all-reduce', t1 - t0);
+    let squares = 0;
+    for (let i = 0; i < flat.length; i++) squares += flat[i] * flat[i];
+    const norm = Math.sqrt(squares);
+    const maxNorm = this.t.max_grad_norm;
+    const params = vars.map((v) => {
+      const off = this.offsets.get(v.name)!;
+      return { name: v.name, p: Float32Array.from(v.dataSync() as Float32Array), g: flat.subarray(off, off + v.size) };
+    });
+    this.opt.applyHost(params, lr, maxNorm > 0 && norm > maxNorm ? maxNorm / (norm + 1e-6) : 1);
+    params.forEach(({ p }, k) => vars[k].assign(tf.tensor(p, vars[k].shape)));
+    flat.fill(0);
     this.phases.add('optimizer', performance.now() - t1);
-    return clipped.norm;
+    return norm;
   }
 
-  /** Frees the gradients of an unfinished step. */
+  /** Drops the gradients of an unfinished step. */
   dispose(): void {
-    if (this.accumulated) tf.dispose(Object.values(this.accumulated));
-    this.accumulated = null;
+    this.flat.fill(0);
+    this.micro = 0;
   }
 
   /** What the whole global batch shares, gathered in one all-reduce: its padded length and the SpecExit divisors. */
@@ -148,7 +154,8 @@ export class OptimizerStep {
 
   /**
    * Loss, metrics and gradients of one chunk of a micro-batch, with the micro-batch's normaliser and
-   * SpecExit divisors so that the chunks' results add up to the micro-batch's; the metrics go into `sums`.
+   * SpecExit divisors so that the chunks' results add up to the micro-batch's: the gradients are added to
+   * the step's, the metrics into `sums`; returns the chunk's loss.
    */
   private chunkGradients(part: FeatureSample[], padTo: number, normaliser: number, divisors: Divisors | undefined, sums: BatchSums) {
     const { m, t } = this;
@@ -170,7 +177,6 @@ export class OptimizerStep {
       return losses.reduce((sum: tf.Scalar, l, k) => tf.add(sum, tf.mul(l, t.specexit_weights[k])), tf.scalar(0));
     };
     let value: tf.Scalar;
-    let grads: Record<string, tf.Tensor>;
     const ortStep = this.ortStep;
     if (ortStep || this.recomputes(batch.aux.shape[0], padTo)) {
       const opts = { normaliser, scale: 1 / t.accumulation_steps };
@@ -180,7 +186,7 @@ export class OptimizerStep {
         : tttGradients(m.draft, m.head, batch.aux, teacher, t.ttt_length, { ...opts, phases: ph });
       kept.push(...re.stepLosses.map((l) => tf.scalar(l)));
       argmax = re.draftArgmax;
-      grads = re.grads;
+      this.addGrads(re.grads);
       let total = re.total;
       if (sig) {
         const signal = ph.time('signals', () =>
@@ -188,12 +194,12 @@ export class OptimizerStep {
         );
         total += signal.value.dataSync()[0] * t.accumulation_steps;
         signal.value.dispose();
-        this.addInto(grads, signal.grads);
+        this.addGrads(signal.grads);
       }
       value = tf.scalar(total / t.accumulation_steps);
     } else {
       // Taped whole: forward and backward are one call, counted as backward.
-      ({ value, grads } = ph.time('backward', () =>
+      const taped = ph.time('backward', () =>
         tf.variableGrads(() => {
           const out = tttForward(m.draft, m.head, batch.aux, teacher, t.ttt_length, { normaliser });
           kept.push(...out.stepLosses);
@@ -201,7 +207,9 @@ export class OptimizerStep {
           const total = sig ? tf.add(out.total, signalTotal()) : out.total;
           return tf.div(total, t.accumulation_steps) as tf.Scalar;
         }, this.vars),
-      ));
+      );
+      value = taped.value;
+      this.addGrads(taped.grads);
     }
     const tHost = performance.now();
     const acc = stepAccuracies(teacher, argmax);
@@ -222,7 +230,7 @@ export class OptimizerStep {
       batch.targetDraft?.logits,
     ]);
     ph.add('host', performance.now() - tHost);
-    return { grads, loss };
+    return loss;
   }
 
   /**
@@ -252,24 +260,15 @@ export class OptimizerStep {
     return bytes > os.totalmem() / (2 * this.collective.worldSize);
   }
 
-  private accumulate(grads: Record<string, tf.Tensor>): void {
-    if (!this.accumulated) {
-      this.accumulated = grads;
-      return;
-    }
-    this.addInto(this.accumulated, grads);
-  }
-
-  /** sums[name] += more[name] for every gradient in `more`, which is consumed. */
-  private addInto(sums: Record<string, tf.Tensor>, more: Record<string, tf.Tensor>): void {
-    for (const [name, g] of Object.entries(more)) {
-      if (!sums[name]) {
-        sums[name] = g;
-        continue;
-      }
-      const sum = tf.add(sums[name], g);
-      tf.dispose([sums[name], g]);
-      sums[name] = sum;
+  /** Adds gradients (by variable name) into the step's; tensors are read out and disposed. */
+  private addGrads(grads: Record<string, tf.Tensor | Float32Array>): void {
+    for (const [name, g] of Object.entries(grads)) {
+      const off = this.offsets.get(name);
+      if (off === undefined) throw new Error(`a gradient for '${name}', which is not a trained variable`);
+      const data = g instanceof Float32Array ? g : (g.dataSync() as Float32Array);
+      const sum = this.flat.subarray(off, off + data.length);
+      for (let i = 0; i < data.length; i++) sum[i] += data[i];
+      if (!(g instanceof Float32Array)) g.dispose();
     }
   }
 }
