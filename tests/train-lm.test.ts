@@ -6,7 +6,7 @@ import { initBackend } from '../src/backend/backend.ts';
 import { parseModelConfig } from '../src/io/hf-config.ts';
 import { TfjsTarget } from '../src/target/tfjs-target.ts';
 import { collate, lengthBucketedBatches, lmLoss, shardBatch } from '../src/tiny/lm.ts';
-import { AdamW, clipByGlobalNorm, learningRate } from '../src/train/optimizer.ts';
+import { AdamW, adamwKernel, clipByGlobalNorm, learningRate } from '../src/train/optimizer.ts';
 import { Rng } from '../src/util/random.ts';
 import { mapSource, randomWeights } from './helpers.ts';
 import { plainForward } from './reference/plain-target.ts';
@@ -104,40 +104,43 @@ test('AdamW matches a plain implementation of PyTorch AdamW', () => {
   p.dispose();
 });
 
-test('the fused host AdamW is, to the bit, the float32 update written as tensor ops (with a clipping factor)', () => {
-  // The reference is AdamW as a sequence of float32 tensor ops, each rounding its result: what the fused loop
-  // claims to reproduce exactly. Tiny gradients, large ones and zeros exercise the rounding at both ends.
-  const rng = new Rng(7);
-  const n = 4099;
-  const opts = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.01 };
-  const p0 = Float32Array.from(rng.normalArray(n));
-  const gradsAt = (t: number) => Float32Array.from(rng.normalArray(n), (x, i) => (i % 97 === 0 ? 0 : x * 10 ** ((i % 7) - 4 + t / 3)));
-  const m = tf.variable(tf.zeros([n]), false);
-  const v = tf.variable(tf.zeros([n]), false);
-  const p = tf.variable(tf.tensor1d(p0), false);
-  const host = Float32Array.from(p0);
-  const opt = new AdamW(opts);
-  for (let t = 1; t <= 6; t++) {
-    const gHost = gradsAt(t);
-    const lr = 0.003 * t;
-    const scale = t % 2 ? 0.37 / (t + 0.1) : 1;
-    tf.tidy(() => {
-      const g = scale === 1 ? tf.tensor1d(gHost) : tf.mul(tf.tensor1d(gHost), scale);
-      m.assign(tf.add(tf.mul(m, opts.beta1), tf.mul(g, 1 - opts.beta1)));
-      v.assign(tf.add(tf.mul(v, opts.beta2), tf.mul(tf.square(g), 1 - opts.beta2)));
-      const update = tf.div(tf.div(m, 1 - opts.beta1 ** t), tf.add(tf.sqrt(tf.div(v, 1 - opts.beta2 ** t)), opts.eps));
-      p.assign(tf.sub(tf.mul(p, 1 - lr * opts.weightDecay), tf.mul(update, lr)));
-    });
-    opt.applyHost([{ name: 'w', p: host, g: gHost }], lr, scale);
-  }
-  const want = p.dataSync() as Float32Array;
-  const differ = host.findIndex((x, i) => !Object.is(x, want[i]));
-  assert.equal(differ, -1, `weight ${differ}: ${host[differ]} vs ${want[differ]}`);
-  const moments = opt.state();
-  assert.deepEqual(moments.m.get('w'), m.dataSync());
-  assert.deepEqual(moments.v.get('w'), v.dataSync());
-  tf.dispose([m, v, p]);
-});
+for (const kernel of ['wasm', 'js'] as const)
+  test(`the fused host AdamW (${kernel} kernel) is, to the bit, the float32 update written as tensor ops (with a clipping factor)`, () => {
+    // The reference is AdamW as a sequence of float32 tensor ops, each rounding its result: what the fused pass
+    // claims to reproduce exactly. Tiny gradients, large ones and zeros exercise the rounding at both ends; the
+    // length spans several of the WebAssembly kernel's blocks and a tail of n mod 4.
+    if (kernel === 'wasm') assert.equal(adamwKernel(), 'wasm', 'the WebAssembly SIMD kernel loads on Node.js 20');
+    const rng = new Rng(7);
+    const n = 2 * 16384 + 4099;
+    const opts = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.01 };
+    const p0 = Float32Array.from(rng.normalArray(n));
+    const gradsAt = (t: number) => Float32Array.from(rng.normalArray(n), (x, i) => (i % 97 === 0 ? 0 : x * 10 ** ((i % 7) - 4 + t / 3)));
+    const m = tf.variable(tf.zeros([n]), false);
+    const v = tf.variable(tf.zeros([n]), false);
+    const p = tf.variable(tf.tensor1d(p0), false);
+    const host = Float32Array.from(p0);
+    const opt = new AdamW({ ...opts, kernel: kernel === 'js' ? 'js' : 'auto' });
+    for (let t = 1; t <= 6; t++) {
+      const gHost = gradsAt(t);
+      const lr = 0.003 * t;
+      const scale = t % 2 ? 0.37 / (t + 0.1) : 1;
+      tf.tidy(() => {
+        const g = scale === 1 ? tf.tensor1d(gHost) : tf.mul(tf.tensor1d(gHost), scale);
+        m.assign(tf.add(tf.mul(m, opts.beta1), tf.mul(g, 1 - opts.beta1)));
+        v.assign(tf.add(tf.mul(v, opts.beta2), tf.mul(tf.square(g), 1 - opts.beta2)));
+        const update = tf.div(tf.div(m, 1 - opts.beta1 ** t), tf.add(tf.sqrt(tf.div(v, 1 - opts.beta2 ** t)), opts.eps));
+        p.assign(tf.sub(tf.mul(p, 1 - lr * opts.weightDecay), tf.mul(update, lr)));
+      });
+      opt.applyHost([{ name: 'w', p: host, g: gHost }], lr, scale);
+    }
+    const want = p.dataSync() as Float32Array;
+    const differ = host.findIndex((x, i) => !Object.is(x, want[i]));
+    assert.equal(differ, -1, `weight ${differ}: ${host[differ]} vs ${want[differ]}`);
+    const moments = opt.state();
+    assert.deepEqual(moments.m.get('w'), m.dataSync());
+    assert.deepEqual(moments.v.get('w'), v.dataSync());
+    tf.dispose([m, v, p]);
+  });
 
 test('schedule: linear warmup, cosine to the floor', () => {
   const s = { lr: 1, warmupSteps: 4, totalSteps: 14, minLrRatio: 0.1 };

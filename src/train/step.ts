@@ -14,7 +14,7 @@ import { planChunks } from './chunks.ts';
 import { collateFeatures, type TrainingModel } from './collate.ts';
 import { BatchSums } from './metrics.ts';
 import { PhaseTimes } from './phases.ts';
-import type { AdamW, Schedule } from './optimizer.ts';
+import { type AdamW, assignHost, type Schedule } from './optimizer.ts';
 import { OrtTttStep } from './ort-step.ts';
 import { prepareTeacher, stepAccuracies, tttForward, tttGradients } from './ttt.ts';
 
@@ -126,7 +126,7 @@ export class OptimizerStep {
       return { name: v.name, p: Float32Array.from(v.dataSync() as Float32Array), g: flat.subarray(off, off + v.size) };
     });
     this.opt.applyHost(params, lr, maxNorm > 0 && norm > maxNorm ? maxNorm / (norm + 1e-6) : 1);
-    params.forEach(({ p }, k) => vars[k].assign(tf.tensor(p, vars[k].shape)));
+    params.forEach(({ p }, k) => assignHost(vars[k], p));
     flat.fill(0);
     this.phases.add('optimizer', performance.now() - t1);
     return norm;
