@@ -4,7 +4,7 @@
 // a 30M-parameter draft those ops took 0.4-1 s a step. Every intermediate is rounded to float32 as the tensor
 // ops rounded it, so the result is the op-by-op float32 update to the bit. The pass runs as a WebAssembly
 // SIMD kernel (adamw.wat), four weights an instruction; plain JavaScript, where every float32 rounding is a
-// Math.fround, is the fallback and about 10x slower.
+// Math.fround, is the fallback and several times slower.
 import * as tf from '@tensorflow/tfjs';
 import { ADAMW_WASM } from './adamw-wasm.ts';
 
@@ -92,11 +92,6 @@ export function adamwKernel(): 'wasm' | 'js' {
   return loaded ? 'wasm' : 'js';
 }
 
-/** Sets a variable to host values (tidy: the tensor made for the assign would otherwise outlive it). */
-export function assignHost(v: tf.Variable, values: Float32Array): void {
-  tf.tidy(() => v.assign(tf.tensor(values, v.shape)));
-}
-
 export class AdamW {
   readonly beta1: number;
   readonly beta2: number;
@@ -118,18 +113,25 @@ export class AdamW {
     this.weightDecay = opts.weightDecay ?? 0;
   }
 
-  /** One update of each variable with its gradient (keyed by variable name) at learning rate lr. */
-  apply(vars: tf.Variable[], grads: Record<string, tf.Tensor>, lr: number): void {
+  /**
+   * One update of each variable with its gradient (keyed by variable name; a tensor or host values) at learning
+   * rate lr, each gradient multiplied by gradScale first (a clipping factor; 1: as is).
+   */
+  apply(vars: tf.Variable[], grads: Record<string, tf.Tensor | Float32Array>, lr: number, gradScale = 1): void {
     const params = vars
       .filter((p) => grads[p.name])
-      .map((p) => ({
-        v: p,
-        name: p.name,
-        p: Float32Array.from(p.dataSync() as Float32Array),
-        g: grads[p.name].dataSync() as Float32Array,
-      }));
-    this.applyHost(params, lr);
-    for (const { v, p } of params) assignHost(v, p);
+      .map((p) => {
+        const g = grads[p.name];
+        return {
+          v: p,
+          name: p.name,
+          p: Float32Array.from(p.dataSync() as Float32Array),
+          g: g instanceof Float32Array ? g : (g.dataSync() as Float32Array),
+        };
+      });
+    this.applyHost(params, lr, gradScale);
+    // In a tidy: the tensor made for the assign would otherwise outlive it (one weight-sized leak a step).
+    for (const { v, p } of params) tf.tidy(() => v.assign(tf.tensor(p, v.shape)));
   }
 
   /** The same update on host arrays, each gradient multiplied by gradScale first (a clipping factor; 1: as is). */

@@ -14,7 +14,7 @@ import { planChunks } from './chunks.ts';
 import { collateFeatures, type TrainingModel } from './collate.ts';
 import { BatchSums } from './metrics.ts';
 import { PhaseTimes } from './phases.ts';
-import { type AdamW, assignHost, type Schedule } from './optimizer.ts';
+import type { AdamW, Schedule } from './optimizer.ts';
 import { OrtTttStep } from './ort-step.ts';
 import { prepareTeacher, stepAccuracies, tttForward, tttGradients } from './ttt.ts';
 
@@ -121,12 +121,10 @@ export class OptimizerStep {
     for (let i = 0; i < flat.length; i++) squares += flat[i] * flat[i];
     const norm = Math.sqrt(squares);
     const maxNorm = this.t.max_grad_norm;
-    const params = vars.map((v) => {
-      const off = this.offsets.get(v.name)!;
-      return { name: v.name, p: Float32Array.from(v.dataSync() as Float32Array), g: flat.subarray(off, off + v.size) };
-    });
-    this.opt.applyHost(params, lr, maxNorm > 0 && norm > maxNorm ? maxNorm / (norm + 1e-6) : 1);
-    params.forEach(({ p }, k) => assignHost(vars[k], p));
+    const grads = Object.fromEntries(
+      vars.map((v) => [v.name, flat.subarray(this.offsets.get(v.name)!, this.offsets.get(v.name)! + v.size)]),
+    );
+    this.opt.apply(vars, grads, lr, maxNorm > 0 && norm > maxNorm ? maxNorm / (norm + 1e-6) : 1);
     flat.fill(0);
     this.phases.add('optimizer', performance.now() - t1);
     return norm;
