@@ -1,6 +1,7 @@
 // Backend choice and the custom-gradient matmul.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -17,6 +18,7 @@ import {
   stopOrtGemm,
   useOrtGemm,
 } from '../src/backend/matmul.ts';
+import { OrtGemm } from '../src/backend/ort-gemm.ts';
 import { Rng } from '../src/util/random.ts';
 import { maxAbs, maxAbsDiff, removeTempDirs, repoRoot, runNode, tempDir } from './helpers.ts';
 
@@ -163,4 +165,48 @@ test('runtime.gemm: auto turns ONNX Runtime GEMM on for wasm and off for tfjs; p
   assert.equal(await kernels(ORT_GEMM_MIN_MACS / (256 * 256)), 0);
   stopOrtGemm();
   assert.equal(ortGemmThreads(), null);
+});
+
+const fpenvBuilt = (() => {
+  try {
+    createRequire(import.meta.url)('specforge-fpenv');
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+test('the ONNX Runtime worker flushes subnormal floats to zero (specforge-fpenv), and computes them in full when told not to', {
+  skip: fpenvBuilt ? false : 'specforge-fpenv is not built (no C toolchain when npm installed it)',
+}, async () => {
+  const tiny = Math.fround(1e-40); // subnormal in float32 (below 1.2e-38), yet not zero
+  assert.ok(tiny > 0 && tiny < 1.1754944e-38);
+  const run = async (env: string | undefined) => {
+    const saved = process.env.SPECFORGE_FLUSH_DENORMALS;
+    if (env === undefined) delete process.env.SPECFORGE_FLUSH_DENORMALS;
+    else process.env.SPECFORGE_FLUSH_DENORMALS = env;
+    const g = await OrtGemm.start(1);
+    if (saved === undefined) delete process.env.SPECFORGE_FLUSH_DENORMALS;
+    else process.env.SPECFORGE_FLUSH_DENORMALS = saved;
+    try {
+      // A subnormal result (1e-20 * 1e-20) and a subnormal input (1e-40 * 1e30).
+      const out = g.product(Float32Array.of(1e-20, tiny), [2, 1], Float32Array.of(1e-20, 1e30), [1, 2]).c;
+      return { mode: g.denormals, under: out[0], fromInput: out[3] };
+    } finally {
+      g.dispose();
+    }
+  };
+  // Twice: ORT itself sets the bits on the thread that creates the process's first session (once), and
+  // every rank's worker must flush, not only the first.
+  for (let i = 0; i < 2; i++) {
+    const flushed = await run(undefined);
+    assert.deepEqual(flushed.mode, { flushing: true });
+    assert.equal(flushed.under, 0, `worker ${i + 1}`);
+    assert.equal(flushed.fromInput, 0, `worker ${i + 1}`);
+  }
+  const full = await run('0');
+  assert.equal(full.mode.flushing, false);
+  assert.match(full.mode.reason ?? '', /SPECFORGE_FLUSH_DENORMALS=0/);
+  assert.ok(Math.abs(full.under - 1e-40) < 1e-44, `1e-20 * 1e-20 = ${full.under}`);
+  assert.ok(Math.abs(full.fromInput - 1e-10) < 1e-14, `1e-40 * 1e30 = ${full.fromInput}`);
 });

@@ -40,6 +40,10 @@ export async function configureGemm(engine: 'auto' | 'ort' | 'tfjs', ranks: numb
   try {
     await useOrtGemm(threads);
     log?.(`large matrix products: ONNX Runtime GEMM, ${threads} thread(s) per rank`);
+    const d = gemm!.denormals;
+    log?.(
+      `subnormal floats on ONNX Runtime threads: ${d.flushing ? 'flushed to zero' : `not flushed, slower late in training (${d.reason})`}`,
+    );
   } catch (e) {
     if (engine === 'ort') throw e;
     log?.(`large matrix products: tfjs (ONNX Runtime GEMM unavailable: ${e instanceof Error ? e.message : String(e)})`);

@@ -4,6 +4,7 @@
 import { type MessagePort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { DataType, encodeModel } from '../io/onnx-proto.ts';
+import { type DenormalMode, flushDenormalsOnThisThread } from './denormals.ts';
 
 export interface GemmWorkerData {
   flag: SharedArrayBuffer;
@@ -22,6 +23,9 @@ export interface GemmRequest {
 }
 
 export type GemmReply = { ok: true; c: Float32Array; dims: number[] } | { ok: false; error: string };
+
+/** The worker's first message: ONNX Runtime has loaded, and whether this thread flushes subnormal floats. */
+export type ReadyReply = { ok: true; c: Float32Array; dims: number[]; denormals: DenormalMode };
 
 /** A tensor crossing to or from the worker. */
 export interface WireTensor {
@@ -44,8 +48,10 @@ const data = workerData as GemmWorkerData;
 const signal = new Int32Array(data.flag);
 const sessions = new Map<string, Promise<ort.InferenceSession>>();
 const errorText = (e: unknown) => (e instanceof Error ? e.message : String(e));
+// Before the first session: ORT runs sessions on this thread (denormals.ts says why this matters).
+const denormals = flushDenormalsOnThisThread();
 
-function reply(message: GemmReply | GraphReply): void {
+function reply(message: GemmReply | GraphReply | ReadyReply): void {
   const buffers = !message.ok ? [] : 'c' in message ? [message.c.buffer] : Object.values(message.outputs).map((t) => t.data.buffer);
   try {
     data.port.postMessage(message, buffers as ArrayBuffer[]);
@@ -106,7 +112,9 @@ function cachedSession(key: string, model: () => Uint8Array | undefined, arena =
       // run, while the arena keeps what it grew to (and grows in powers of two: 22 GiB at the 0.6B shape).
       enableCpuMemArena: arena,
       // Idle pool threads do not spin: the cores are shared with the tfjs work between products.
-      extra: { session: { intra_op: { allow_spinning: '0' } } },
+      // Pool threads flush subnormal floats exactly when this thread does, so results do not depend on
+      // which thread ran which part.
+      extra: { session: { intra_op: { allow_spinning: '0' }, set_denormal_as_zero: denormals.flushing ? '1' : '0' } },
     });
     sessions.set(key, s);
   }
@@ -154,4 +162,4 @@ process.on('exit', () => {
   Atomics.store(signal, 0, 1);
   Atomics.notify(signal, 0);
 });
-reply({ ok: true, c: new Float32Array(0), dims: [] });
+reply({ ok: true, c: new Float32Array(0), dims: [], denormals });

@@ -6,7 +6,8 @@
 // blocked in Atomics.wait, through a shared flag.
 import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
 import { takeReply } from '../util/worker-reply.ts';
-import type { GemmReply, GemmRequest, GemmWorkerData, GraphReply, GraphRequest, WireTensor } from './ort-gemm-worker.ts';
+import type { DenormalMode } from './denormals.ts';
+import type { GemmReply, GemmRequest, GemmWorkerData, GraphReply, GraphRequest, ReadyReply, WireTensor } from './ort-gemm-worker.ts';
 
 export type { WireTensor } from './ort-gemm-worker.ts';
 
@@ -14,6 +15,8 @@ export class OrtGemmError extends Error {}
 
 export class OrtGemm {
   readonly threads: number;
+  /** Whether the worker thread flushes subnormal floats to zero (backend/denormals.ts). */
+  denormals: DenormalMode = { flushing: false, reason: 'not started' };
   private readonly worker: Worker;
   private readonly port: MessagePort;
   private readonly flag: Int32Array;
@@ -52,7 +55,7 @@ export class OrtGemm {
       g.worker.unref();
     }
     try {
-      g.wake();
+      g.denormals = (g.wake() as ReadyReply).denormals;
     } catch (e) {
       g.dispose();
       throw e;
