@@ -34,11 +34,13 @@ export interface WireTensor {
   dims: number[];
 }
 
-/** One run of a whole graph (a training step): the model bytes come with the first run of a key. */
+/** One run of a whole graph (a training step): the model bytes and memory choice come with the first run of a key. */
 export interface GraphRequest {
   kind: 'graph';
   key: string;
   model?: Uint8Array;
+  /** Keep ORT's memory arena between runs (see OrtGemm.runGraph). */
+  arena?: boolean;
   feeds: Record<string, WireTensor>;
 }
 
@@ -108,8 +110,6 @@ function cachedSession(key: string, model: () => Uint8Array | undefined, arena =
       interOpNumThreads: 1,
       executionMode: 'sequential',
       graphOptimizationLevel: 'all',
-      // A whole training step allocates GiBs of activations in large blocks: malloc returns them after the
-      // run, while the arena keeps what it grew to (and grows in powers of two: 22 GiB at the 0.6B shape).
       enableCpuMemArena: arena,
       // Idle pool threads do not spin: the cores are shared with the tfjs work between products.
       // Pool threads flush subnormal floats exactly when this thread does, so results do not depend on
@@ -137,7 +137,7 @@ async function handle(m: GemmRequest): Promise<void> {
 async function handleGraph(m: GraphRequest): Promise<void> {
   let answer: GraphReply;
   try {
-    const s = await cachedSession(`graph:${m.key}`, () => m.model, false);
+    const s = await cachedSession(`graph:${m.key}`, () => m.model, m.arena ?? false);
     const feeds: Record<string, ort.Tensor> = {};
     for (const [name, t] of Object.entries(m.feeds)) feeds[name] = new ort.Tensor(t.type, t.data, t.dims);
     const out = await s.run(feeds);

@@ -37,7 +37,7 @@ export class OrtTttStep {
     embedding: FrozenEmbedding,
     aux: tf.Tensor3D,
     teacher: Teacher,
-    opts: { normaliser: number; scale: number; stepWeight?: number; recompute?: boolean },
+    opts: { normaliser: number; scale: number; stepWeight?: number; recompute?: boolean; arena?: boolean },
   ): HostTttGradients {
     const { draft, ttt } = this;
     const c = draft.config;
@@ -77,7 +77,8 @@ export class OrtTttStep {
       );
     });
     const recompute = opts.recompute ?? false;
-    const out = this.ort.runGraph(`${this.key}:${recompute}`, () => buildTttGraph(c, ttt, recompute).model, feeds);
+    const arena = opts.arena ?? false;
+    const out = this.ort.runGraph(`${this.key}:${recompute}:${arena}`, () => buildTttGraph(c, ttt, recompute).model, feeds, arena);
     const stepLosses = masks.map((m, i) => {
       const row = out[`row${i}`].data as Float32Array;
       let sum = 0;

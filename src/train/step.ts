@@ -179,8 +179,9 @@ export class OptimizerStep {
     if (ortStep || this.recomputes(batch.aux.shape[0], padTo)) {
       const opts = { normaliser, scale: 1 / t.accumulation_steps };
       const recompute = this.ortRecomputes(batch.aux.shape[0], padTo);
+      const arena = !recompute && this.ortKeptBytes(batch.aux.shape[0], padTo) <= this.ortMemoryShare() / 4;
       const re = ortStep
-        ? ph.time('backward', () => ortStep.gradients(m.head, batch.aux, teacher, { ...opts, recompute })) // forward and backward in one run
+        ? ph.time('backward', () => ortStep.gradients(m.head, batch.aux, teacher, { ...opts, recompute, arena })) // forward and backward in one run
         : tttGradients(m.draft, m.head, batch.aux, teacher, t.ttt_length, { ...opts, phases: ph });
       kept.push(...re.stepLosses.map((l) => tf.scalar(l)));
       argmax = re.draftArgmax;
@@ -253,9 +254,22 @@ export class OptimizerStep {
   private ortRecomputes(B: number, T: number): boolean {
     const mode = this.t.recompute;
     if (mode !== 'auto') return mode === 'on';
+    return this.ortKeptBytes(B, T) > this.ortMemoryShare() / 2;
+  }
+
+  /** What the step graph keeps from its forward pass for the backward, without recomputation (bytes). */
+  private ortKeptBytes(B: number, T: number): number {
     const c = this.m.draft.config;
-    const bytes = 4 * B * T * this.t.ttt_length * (c.draftVocabSize + c.numHeads * T + 40 * c.hiddenSize + 10 * c.intermediateSize);
-    return bytes > os.totalmem() / (2 * this.collective.worldSize);
+    return 4 * B * T * this.t.ttt_length * (c.draftVocabSize + c.numHeads * T + 40 * c.hiddenSize + 10 * c.intermediateSize);
+  }
+
+  /**
+   * This rank's share of the machine's memory. The step graph keeps ORT's memory arena between runs when
+   * what it keeps takes at most a quarter of it: the arena grows in powers of two and is held through the
+   * rest of the step.
+   */
+  private ortMemoryShare(): number {
+    return os.totalmem() / this.collective.worldSize;
   }
 
   /** Adds gradients (by variable name) into the step's; tensors are read out and disposed. */
