@@ -20,6 +20,7 @@ import { ORT_GEMM_MIN_MACS } from '../src/backend/matmul.ts';
 import { peakRssBytes } from '../src/backend/memory.ts';
 import { launchAllRanks } from '../src/parallel/launch.ts';
 import { PHASES } from '../src/train/phases.ts';
+import { retainingMallocEnv } from '../src/util/malloc-env.ts';
 import { ENGINES, type Engine, type RankPayload, type RankResult, SHAPES, type Shape, TTT } from './train-step-rank.ts';
 
 const arg = (name: string, dflt: string) =>
@@ -81,7 +82,8 @@ for (const shape of shapes) {
       const r = spawnSync(
         process.execPath,
         ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', shape, engine, String(steps), workers, ...childFlags],
-        { encoding: 'utf8', maxBuffer: 1 << 26 },
+        // The malloc settings that bin/specforge.js gives training (src/util/malloc-env.ts).
+        { encoding: 'utf8', maxBuffer: 1 << 26, env: retainingMallocEnv() ?? process.env },
       );
       const line = r.stdout.trim().split('\n').pop() ?? '';
       const what = `specforge ${engine.padEnd(5)} ${workers} worker(s)`;

@@ -13,6 +13,7 @@ import { loadTokenizer } from '../src/io/tokenizer.ts';
 import { ArrowStore } from '../src/store/reader.ts';
 import { f16ToF32, f32ToF16 } from '../src/io/dtypes.ts';
 import { TfjsTarget } from '../src/target/tfjs-target.ts';
+import { RETAINING_MALLOC, retainingMallocEnv } from '../src/util/malloc-env.ts';
 import {
   type ChildRun,
   killAtMarker,
@@ -29,6 +30,7 @@ import {
 const work = tempDir('capture-test-');
 const target = path.join(work, 'target');
 const hangAfterShards = fileURLToPath(new URL('./jobs/hang-after-shards.mjs', import.meta.url));
+const reportMalloc = fileURLToPath(new URL('./jobs/report-malloc.mjs', import.meta.url));
 
 const reasoning = path.join(repo, 'data/corpus/reasoning-eval.jsonl');
 const chat = path.join(repo, 'data/corpus/chat-eval.jsonl');
@@ -155,6 +157,36 @@ describe('capture', () => {
     const b = path.join(work, 'killed', 'train');
     assert.equal([...files(a).keys()].filter((f) => f.endsWith('.arrow')).length, 5);
     assertSameFiles(a, b);
+  });
+
+  test('on glibc, specforge runs again with the malloc settings, and that process ends when the first is killed', {
+    skip: retainingMallocEnv({}) ? false : 'not Linux with glibc',
+  }, async () => {
+    const file = recipe('malloc');
+    const run = await killAtMarker(['capture', '--recipe', file], /hang: manifest lists \d+ shards/, {
+      node: ['--import', reportMalloc, '--import', hangAfterShards],
+      env: { SPECFORGE_MALLOC: '', SPECFORGE_TEST_HANG_SHARDS: '1' },
+    });
+    const lines = [...run.stderr.matchAll(/malloc: pid (\d+) ppid (\d+) arena_max (\S+)/g)].map((m) => ({
+      pid: Number(m[1]),
+      ppid: Number(m[2]),
+      arenaMax: m[3],
+    }));
+    assert.equal(lines.length, 2, run.stderr);
+    const [first, second] = lines;
+    assert.equal(first.arenaMax, 'unset');
+    assert.deepEqual([second.ppid, second.arenaMax], [first.pid, RETAINING_MALLOC.MALLOC_ARENA_MAX]);
+    // The SIGKILL went to the first process; the second, blocked where the capture hangs, ends within seconds.
+    const alive = (pid: number) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    for (let i = 0; i < 50 && alive(second.pid); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(alive(second.pid), false, `pid ${second.pid} outlived its parent`);
   });
 
   test('two workers capture disjoint shards into the same store as one worker, byte for byte', async () => {

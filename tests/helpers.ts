@@ -159,6 +159,12 @@ export const specforgeBin = path.join(repoRoot, 'bin', 'specforge.js');
  * with its output. Generous, so that a loaded machine never fails a correct run; it only turns a hang into
  * a failure (SPECFORGE_TEST_CHILD_TIMEOUT_S overrides it).
  */
+/**
+ * Every child's environment: specforge as one process (the pid it writes into locks is the pid the test
+ * started and kills), not started again with malloc settings; tests/cli.test.ts tests that path alone.
+ */
+export const CHILD_ENV: Record<string, string> = { SPECFORGE_MALLOC: '0' };
+
 export const CHILD_TIMEOUT_MS = Number(process.env.SPECFORGE_TEST_CHILD_TIMEOUT_S ?? 900) * 1000;
 
 export interface ChildRun {
@@ -188,7 +194,7 @@ export function runNode(args: string[], env: Record<string, string> = {}): Child
 function runCommand(command: string, args: string[], env: Record<string, string>, killSignal: NodeJS.Signals): ChildRun {
   const r = spawnSync(command, args, {
     encoding: 'utf8',
-    env: { ...process.env, ...env },
+    env: { ...process.env, ...CHILD_ENV, ...env },
     timeout: CHILD_TIMEOUT_MS,
     killSignal,
     maxBuffer: 1 << 30,
@@ -319,7 +325,7 @@ async function watchChild(
   end: { status: number | null; signal: NodeJS.Signals | null };
   out: { stdout: string; stderr: string };
 }> {
-  const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(command, args, { env: { ...process.env, ...CHILD_ENV, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const out = { stdout: '', stderr: '' };
   const closed = new Promise<{ status: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once('close', (status, signal) => resolve({ status, signal })),
