@@ -3,27 +3,11 @@
 // succeeds; specforge then runs without MPI and says the same when launched under mpirun.
 'use strict';
 const { spawnSync } = require('node:child_process');
-const fs = require('node:fs');
-const path = require('node:path');
+const { buildAddon } = require('../gyp-install.cjs');
 
-const HOW = 'install Open MPI and a C++ toolchain (Debian/Ubuntu: apt-get install libopenmpi-dev openmpi-bin g++ make python3), then run npm rebuild specforge-mpi';
-
-function skip(why) {
-  console.warn(`specforge-mpi: not built: ${why}; ${HOW}`);
-  process.exit(0);
-}
-
-if (spawnSync('mpicc', ['--showme:compile'], { encoding: 'utf8' }).status !== 0) skip('no Open MPI compiler wrapper (mpicc --showme) on PATH');
-
-// npm hands its own node-gyp to install scripts; otherwise the one beside this node's npm.
-const prefix = path.resolve(path.dirname(process.execPath), '..');
-const gyp = [process.env.npm_config_node_gyp, path.join(prefix, 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js')].find(
-  (f) => f && fs.existsSync(f),
+buildAddon(
+  __dirname,
+  'specforge-mpi',
+  'install Open MPI and a C++ toolchain (Debian/Ubuntu: apt-get install libopenmpi-dev openmpi-bin g++ make python3), then run npm rebuild specforge-mpi',
+  () => (spawnSync('mpicc', ['--showme:compile'], { encoding: 'utf8' }).status !== 0 ? 'no Open MPI compiler wrapper (mpicc --showme) on PATH' : null),
 );
-if (!gyp) skip('node-gyp not found');
-
-// Headers of the running node, installed beside it: node-gyp would otherwise download them.
-const args = [gyp, 'rebuild'];
-if (fs.existsSync(path.join(prefix, 'include', 'node', 'node_api.h'))) args.push(`--nodedir=${prefix}`);
-const r = spawnSync(process.execPath, args, { cwd: __dirname, stdio: 'inherit' });
-if (r.status !== 0) skip(`node-gyp rebuild failed (status ${r.status})`);
