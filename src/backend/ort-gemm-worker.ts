@@ -42,9 +42,11 @@ export interface GraphRequest {
   /** Keep ORT's memory arena between runs (see OrtGemm.runGraph). */
   arena?: boolean;
   feeds: Record<string, WireTensor>;
+  /** Feeds whose buffers come back with the reply (see OrtGemm.runGraph). */
+  lend?: string[];
 }
 
-export type GraphReply = { ok: true; outputs: Record<string, WireTensor> } | { ok: false; error: string };
+export type GraphReply = { ok: true; outputs: Record<string, WireTensor>; lent: Record<string, WireTensor> } | { ok: false; error: string };
 
 const data = workerData as GemmWorkerData;
 const signal = new Int32Array(data.flag);
@@ -54,7 +56,11 @@ const errorText = (e: unknown) => (e instanceof Error ? e.message : String(e));
 const denormals = flushDenormalsOnThisThread();
 
 function reply(message: GemmReply | GraphReply | ReadyReply): void {
-  const buffers = !message.ok ? [] : 'c' in message ? [message.c.buffer] : Object.values(message.outputs).map((t) => t.data.buffer);
+  const buffers = !message.ok
+    ? []
+    : 'c' in message
+      ? [message.c.buffer]
+      : [...Object.values(message.outputs), ...Object.values(message.lent)].map((t) => t.data.buffer);
   try {
     data.port.postMessage(message, buffers as ArrayBuffer[]);
   } catch {
@@ -144,7 +150,9 @@ async function handleGraph(m: GraphRequest): Promise<void> {
     const outputs: Record<string, WireTensor> = {};
     for (const [name, t] of Object.entries(out))
       outputs[name] = { type: t.type as WireTensor['type'], data: t.data as Float32Array | BigInt64Array, dims: [...t.dims] };
-    answer = { ok: true, outputs };
+    // ORT is done with its inputs once run returns: lent feeds go back as they came.
+    const lent = Object.fromEntries((m.lend ?? []).map((name) => [name, m.feeds[name]]));
+    answer = { ok: true, outputs, lent };
   } catch (e) {
     answer = { ok: false, error: errorText(e) };
   }

@@ -80,23 +80,37 @@ export class OrtGemm {
 
   /**
    * Runs a whole graph once, synchronously; `model` is built (and sent) only the first time `key` is seen.
-   * Feed buffers are transferred when they own their memory whole, so the caller must not reuse them.
+   * Feed buffers are transferred when they own their memory whole, so the caller must not reuse them, except
+   * the feeds named in `lend`: their buffers come back untouched in `lent`, so values the caller keeps from
+   * run to run (the weights) cross to the worker and back without a copy.
    * With `arena` the session keeps ORT's memory arena between runs: each run then reuses the blocks the
    * last one touched, where without it every large tensor is a fresh allocation whose pages fault in on
    * first write (measured 10-15% of a training step at the Qwen2.5-0.5B draft shape). The arena holds what
    * it grew to, in powers of two (22 GiB at the Qwen3-0.6B shape), so callers ask for it only where that fits.
    */
-  runGraph(key: string, model: () => Uint8Array, feeds: Record<string, WireTensor>, arena = false): Record<string, WireTensor> {
+  runGraph(
+    key: string,
+    model: () => Uint8Array,
+    feeds: Record<string, WireTensor>,
+    opts: { arena?: boolean; lend?: string[] } = {},
+  ): { outputs: Record<string, WireTensor>; lent: Record<string, WireTensor> } {
     if (this.closed) throw new OrtGemmError('ORT GEMM: used after dispose()');
     if (Atomics.load(this.flag, 1)) throw new OrtGemmError(this.exitMessage());
     const first = !this.graphs.has(key);
-    const request: GraphRequest = { kind: 'graph', key, feeds, ...(first ? { model: model(), arena } : {}) };
+    const request: GraphRequest = {
+      kind: 'graph',
+      key,
+      feeds,
+      ...(opts.lend ? { lend: opts.lend } : {}),
+      ...(first ? { model: model(), arena: opts.arena ?? false } : {}),
+    };
     const buffers = new Set<ArrayBuffer>();
     for (const t of Object.values(feeds))
       if (t.data.byteOffset === 0 && t.data.buffer.byteLength === t.data.byteLength) buffers.add(t.data.buffer as ArrayBuffer);
     this.port.postMessage(request, [...buffers]);
     this.graphs.add(key);
-    return (this.wake() as unknown as GraphReply & { ok: true }).outputs; // wake() throws a failed run's error
+    const reply = this.wake() as unknown as GraphReply & { ok: true }; // wake() throws a failed run's error
+    return { outputs: reply.outputs, lent: reply.lent };
   }
 
   dispose(): void {

@@ -74,7 +74,7 @@ export class OrtLmStep {
     for (const [name, shape] of lmWeightShapes(c)) {
       feeds[`w:${name}`] = f32(Float32Array.from(this.vars.get(name)!.dataSync() as Float32Array), shape);
     }
-    const out = this.ort.runGraph(this.key, () => buildLmGraph(c).model, feeds);
+    const { outputs: out } = this.ort.runGraph(this.key, () => buildLmGraph(c).model, feeds);
     const row = out.row.data as Float32Array;
     let sum = 0;
     for (let k = 0; k < seed.length; k++) if (seed[k]) sum += seed[k] * row[k];

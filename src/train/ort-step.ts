@@ -9,6 +9,7 @@ import type { OrtGemm, WireTensor } from '../backend/ort-gemm.ts';
 import type { Eagle3Draft } from '../draft/eagle3.ts';
 import { frozenGather, ropeTables } from '../nn/layers.ts';
 import { buildTttGraph, TTT_WEIGHTS } from './graph/ttt-graph.ts';
+import { HostWeights } from './host-weights.ts';
 import { causalBias, type FrozenEmbedding, shiftLeft, type Teacher, type TttGradients } from './ttt.ts';
 
 /** tttGradients' result with the gradients left on the host, where the all-reduce and AdamW read them. */
@@ -27,6 +28,8 @@ export class OrtTttStep {
     private readonly ort: OrtGemm,
     private readonly draft: Eagle3Draft,
     private readonly ttt: number,
+    /** The weights the graph reads (lent to the worker and back each run); the optimizer updates the same. */
+    private readonly weights = new HostWeights(),
   ) {
     const c = draft.config;
     this.key = `ttt:${ttt}:${c.hiddenSize}:${c.targetHiddenSize}:${c.intermediateSize}:${c.numHeads}:${c.numKvHeads}:${c.headDim}:${c.draftVocabSize}:${c.rmsNormEps}`;
@@ -65,7 +68,7 @@ export class OrtTttStep {
     tf.dispose([emb, cos, sin]);
     for (const name of TTT_WEIGHTS) {
       const v = draft.params.get(name)!;
-      feeds[`w:${name}`] = f32(own(v), [...v.shape]);
+      feeds[`w:${name}`] = f32(this.weights.get(v), [...v.shape]);
     }
     // d total / d row_i: the row's masked share of loss_i = -(1/N) sum_t pmask_i[t] row_i[t], weighted.
     const masks = Array.from({ length: ttt }, (_, i) => shiftLeft(teacher.positionMask, i).flat());
@@ -78,7 +81,13 @@ export class OrtTttStep {
     });
     const recompute = opts.recompute ?? false;
     const arena = opts.arena ?? false;
-    const out = this.ort.runGraph(`${this.key}:${recompute}:${arena}`, () => buildTttGraph(c, ttt, recompute).model, feeds, arena);
+    const lend = TTT_WEIGHTS.map((name) => `w:${name}`);
+    const run = this.ort.runGraph(`${this.key}:${recompute}:${arena}`, () => buildTttGraph(c, ttt, recompute).model, feeds, {
+      arena,
+      lend,
+    });
+    for (const name of TTT_WEIGHTS) this.weights.returned(draft.params.get(name)!, run.lent[`w:${name}`].data as Float32Array);
+    const out = run.outputs;
     const stepLosses = masks.map((m, i) => {
       const row = out[`row${i}`].data as Float32Array;
       let sum = 0;

@@ -13,6 +13,7 @@ import type { FeatureSample } from '../store/feature-source.ts';
 import { planChunks } from './chunks.ts';
 import { collateFeatures, type TrainingModel } from './collate.ts';
 import { BatchSums } from './metrics.ts';
+import { HostWeights } from './host-weights.ts';
 import { PhaseTimes } from './phases.ts';
 import type { AdamW, Schedule } from './optimizer.ts';
 import { OrtTttStep } from './ort-step.ts';
@@ -44,6 +45,10 @@ export class OptimizerStep {
   private readonly flat: Float32Array;
   /** Where each variable's gradient starts in `flat`, by variable name. */
   private readonly offsets = new Map<string, number>();
+  /** Variables whose gradient in `flat` holds this step's values so far; the others' are stale. */
+  private readonly written = new Set<string>();
+  /** The weights as host arrays, which the step graph reads and AdamW updates in place. */
+  private readonly weights = new HostWeights();
   /** The longest sample of each rank's share (one slot per rank) and the SpecExit mask counts (summed). */
   private readonly shared: Float32Array;
   /** Wall time per phase over every step so far. */
@@ -70,7 +75,7 @@ export class OptimizerStep {
     const worker = ortWorker();
     if (engine === 'ort' && !worker)
       throw new Error(`${r.file}: runtime.train_step is ort, but no ONNX Runtime worker is up (set runtime.gemm to auto or ort)`);
-    this.ortStep = engine !== 'tfjs' && worker ? new OrtTttStep(worker, m.draft, this.t.ttt_length) : null;
+    this.ortStep = engine !== 'tfjs' && worker ? new OrtTttStep(worker, m.draft, this.t.ttt_length, this.weights) : null;
   }
 
   /** Whether the micro-batches of a whole optimizer step are in. */
@@ -113,6 +118,8 @@ export class OptimizerStep {
     const { vars, flat } = this;
     const worldSize = this.collective.worldSize;
     this.micro = 0;
+    for (const v of vars) if (!this.written.has(v.name)) this.gradOf(v.name, v.size).fill(0);
+    this.written.clear();
     this.collective.allReduceSum(flat);
     if (worldSize > 1) for (let i = 0; i < flat.length; i++) flat[i] /= worldSize;
     const t1 = performance.now();
@@ -121,18 +128,16 @@ export class OptimizerStep {
     for (let i = 0; i < flat.length; i++) squares += flat[i] * flat[i];
     const norm = Math.sqrt(squares);
     const maxNorm = this.t.max_grad_norm;
-    const grads = Object.fromEntries(
-      vars.map((v) => [v.name, flat.subarray(this.offsets.get(v.name)!, this.offsets.get(v.name)! + v.size)]),
-    );
-    this.opt.apply(vars, grads, lr, maxNorm > 0 && norm > maxNorm ? maxNorm / (norm + 1e-6) : 1);
-    flat.fill(0);
+    const params = vars.map((v) => ({ name: v.name, p: this.weights.get(v), g: this.gradOf(v.name, v.size) }));
+    this.opt.applyHost(params, lr, maxNorm > 0 && norm > maxNorm ? maxNorm / (norm + 1e-6) : 1);
+    for (const v of vars) this.weights.commit(v);
     this.phases.add('optimizer', performance.now() - t1);
     return norm;
   }
 
   /** Drops the gradients of an unfinished step. */
   dispose(): void {
-    this.flat.fill(0);
+    this.written.clear();
     this.micro = 0;
   }
 
@@ -275,12 +280,19 @@ export class OptimizerStep {
   /** Adds gradients (by variable name) into the step's; tensors are read out and disposed. */
   private addGrads(grads: Record<string, tf.Tensor | Float32Array>): void {
     for (const [name, g] of Object.entries(grads)) {
-      const off = this.offsets.get(name);
-      if (off === undefined) throw new Error(`a gradient for '${name}', which is not a trained variable`);
+      if (!this.offsets.has(name)) throw new Error(`a gradient for '${name}', which is not a trained variable`);
       const data = g instanceof Float32Array ? g : (g.dataSync() as Float32Array);
-      const sum = this.flat.subarray(off, off + data.length);
-      for (let i = 0; i < data.length; i++) sum[i] += data[i];
+      const sum = this.gradOf(name, data.length);
+      if (this.written.has(name)) for (let i = 0; i < data.length; i++) sum[i] += data[i];
+      else sum.set(data); // the step's first: no pass to zero the buffer, nor to add to zeros
+      this.written.add(name);
       if (!(g instanceof Float32Array)) g.dispose();
     }
+  }
+
+  /** The variable's gradient slot in `flat`. */
+  private gradOf(name: string, size: number): Float32Array {
+    const off = this.offsets.get(name)!;
+    return this.flat.subarray(off, off + size);
   }
 }

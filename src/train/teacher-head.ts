@@ -115,11 +115,11 @@ export class TeacherHead {
     for (let at = 0; at < N; at += this.ortChunkRows) {
       const n = Math.min(this.ortChunkRows, N - at);
       // With ORT's arena: a chunk's [rows, V] logits (up to 256 MiB) reuse the last chunk's memory.
-      const out = worker.runGraph(
+      const { outputs: out } = worker.runGraph(
         key,
         () => this.teacherModel(used),
         { x: { type: 'float32', data: x.slice(at * H, (at + n) * H), dims: [n, H] } },
-        true,
+        { arena: true },
       );
       logits.set(out.draft.data as Float32Array, at * used.length);
       argmax.set(Int32Array.from(out.argmax.data as BigInt64Array, Number), at);
