@@ -11,6 +11,7 @@ import { DataType, encodeModel } from '../io/onnx-proto.ts';
 import { SafetensorsFolder } from '../io/safetensors.ts';
 import { frozenGather } from '../nn/layers.ts';
 import type { TargetDraftLogits } from './ttt.ts';
+import { argmaxNodes } from './graph/argmax.ts';
 
 /** Floats of full-vocabulary logits computed at once (64 MiB): the row chunk is this over V. */
 const CHUNK_FLOATS = 1 << 24;
@@ -132,6 +133,7 @@ export class TeacherHead {
   private teacherModel(used: Int32Array): Uint8Array {
     const [H, V] = this.head.shape;
     const bytes = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+    const argmax = argmaxNodes('logits', 'argmax', 2, V, 'argmax');
     return encodeModel({
       irVersion: 8,
       opset: 17,
@@ -143,12 +145,13 @@ export class TeacherHead {
           { opType: 'Div', inputs: ['x', 'divisor'], outputs: ['xs'] },
           { opType: 'MatMul', inputs: ['xs', 'head'], outputs: ['logits'] },
           { opType: 'Gather', inputs: ['logits', 'used'], outputs: ['draft'], attributes: { axis: 1 } },
-          { opType: 'ArgMax', inputs: ['logits'], outputs: ['argmax'], attributes: { axis: 1, keepdims: 0 } },
+          ...argmax.nodes,
         ],
         initializers: [
           { name: 'head', dataType: DataType.FLOAT, dims: [H, V], raw: bytes(this.head.dataSync() as Float32Array) },
           { name: 'used', dataType: DataType.INT64, dims: [used.length], raw: bytes(BigInt64Array.from(used, BigInt)) },
           { name: 'divisor', dataType: DataType.FLOAT, dims: [], raw: bytes(Float32Array.of(this.divisor)) },
+          ...argmax.initializers,
         ],
         inputs: [{ name: 'x', elemType: DataType.FLOAT, shape: ['N', H] }],
         outputs: [

@@ -5,6 +5,7 @@
 // (e.g. 'B', 'T') bound to a runtime size once, so broadcasting gradients know which axes to sum over and
 // one session serves every batch and sequence length.
 import { DataType, type DataTypeId, encodeModel, type NodeProto, type TensorProto, type ValueInfo } from '../../io/onnx-proto.ts';
+import { argmaxNodes } from './argmax.ts';
 
 export type Dim = number | string;
 
@@ -296,7 +297,7 @@ export class TrainGraph {
     const p = this.slice(teacher, 1, start, size);
     const [ls] = this.emit('LogSoftmax', [z], { axis: -1 });
     const [row] = this.emit('ReduceSum', [this.emit('Mul', [p.name, ls])[0], this.ints([-1])], { keepdims: 1 });
-    const argmax: Sym = { name: this.emit('ArgMax', [z], { axis: -1, keepdims: 0 })[0], shape: lead, grad: false };
+    const argmax: Sym = { name: this.argmax(z, lead.length + 1, V as number), shape: lead, grad: false };
     const out = this.sym(row, [...lead, 1], [rows, w], (g) => {
       const p2 = this.slice(teacher, 1, start, size);
       const [sm] = this.emit('Softmax', [recompute ? logits(this.after(rows.name, g)) : z], { axis: -1 });
@@ -310,6 +311,15 @@ export class TrainGraph {
       ];
     });
     return { row: out, argmax };
+  }
+
+  /** argmax over the last axis of x (rank `rank`, last axis V), the first index on ties (graph/argmax.ts). */
+  private argmax(x: string, rank: number, V: number): string {
+    const out = this.fresh('argmax');
+    const { nodes, initializers } = argmaxNodes(x, out, rank, V, out);
+    this.nodes.push(...nodes);
+    this.initializers.push(...initializers);
+    return out;
   }
 
   /** RMSNorm over the last axis with weight w; the gradient is written out (dx = r (u - x̂ mean(u x̂)), u = g w). */
@@ -375,7 +385,15 @@ export class TrainGraph {
     const p = op('Softmax', [scores], { axis: -1 });
     const diag = ks.slice(1).map((k) => rowSum(qs, k.name));
     // Each row's log-normaliser: what recomputation keeps of the [T, T] scores, and the causal share r.
-    const lse0 = recompute || diag.length ? op('ReduceLogSumExp', [scores], { axes: [-1], keepdims: 1 }) : null;
+    // Read off the softmax as max(S0) - log(max(P')): the largest p' is exp(max - lse), at least 1/T, and
+    // two vectorised ReduceMax passes take a tenth of ORT's ReduceLogSumExp over [T, T].
+    const lse0 =
+      recompute || diag.length
+        ? op('Sub', [
+            op('ReduceMax', [scores], { axes: [-1], keepdims: 1 }),
+            op('Log', [op('ReduceMax', [p], { axes: [-1], keepdims: 1 })]),
+          ])
+        : null;
     let r: string | null = null;
     let pj: string[] = [];
     if (diag.length) {
