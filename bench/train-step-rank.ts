@@ -42,6 +42,8 @@ export interface RankPayload {
   threads: number;
   minMacs: number;
   kernels: boolean;
+  /** training.recompute: auto, on or off. */
+  recompute: 'auto' | 'on' | 'off';
 }
 
 export interface RankResult {
@@ -51,7 +53,7 @@ export interface RankResult {
 }
 
 export async function runRank(ctx: RankContext): Promise<RankResult> {
-  const { shape, engine, steps, threads, minMacs, kernels } = ctx.payload as RankPayload;
+  const { shape, engine, steps, threads, minMacs, kernels, recompute } = ctx.payload as RankPayload;
   const { rank } = ctx.collective;
   const c = SHAPES[shape];
   const { gemm, step: trainStep } = ENGINES[engine];
@@ -96,6 +98,7 @@ export async function runRank(ctx: RankContext): Promise<RankResult> {
     'training.ttt_length': TTT,
     'training.specexit': false,
     'training.max_grad_norm': 0.5,
+    'training.recompute': recompute,
     'runtime.gemm': gemm,
     'runtime.train_step': trainStep,
   });

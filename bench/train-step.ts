@@ -5,13 +5,14 @@
 //   M  a Qwen2.5-0.5B-sized draft (H 896, 14/2 heads of 64, intermediate 4864, V 151936, Vd 16000), 1 x 512
 //   L  a Qwen3-0.6B-sized draft (H 1024, 16/8 heads of 128, intermediate 3072, V 151936, Vd 16000), 1 x 2048
 // Usage: npm run bench:train-step -- [--shape Q,M,L] [--engine tfjs,gemm,graph] [--workers 1,2] [--threads 1]
-//        [--steps 5] [--phases] [--kernels] [--torch PATH/torch_ttt_bench.py [--torch-threads 1,2] [--python /usr/bin/python3]]
+//        [--steps 5] [--phases] [--kernels] [--recompute auto|on|off] [--torch PATH/torch_ttt_bench.py [--torch-threads 1,2] [--python /usr/bin/python3]]
 // Each (shape, engine, workers) runs in a fresh process, its ranks as worker_threads as `specforge train
 // --workers N` runs them (each rank a batch of its own, the all-reduce and update included): median ms per
 // step after a warm-up step, tokens/s (all ranks' tokens), rank 0's wasm heap and the process's peak RSS.
 // --threads sets each rank's ONNX Runtime threads (1 by default: compare 1 worker with PyTorch on 1 thread,
 // 2 workers with PyTorch on 2). --phases adds rank 0's wall time per phase (teacher, forward, backward,
-// signals, host, all-reduce, optimizer); --kernels one step's tfjs kernels by time. --torch runs a PyTorch
+// signals, host, all-reduce, optimizer); --kernels one step's tfjs kernels by time; --recompute sets the
+// recipe's training.recompute (auto: as a training run decides, by each rank's share of memory). --torch runs a PyTorch
 // reference of the same step (python3 with torch, e.g. Debian's python3-torch with libopenblas0; never a
 // dependency of this project) right after each shape, so the ratio compares runs made side by side.
 import { spawnSync } from 'node:child_process';
@@ -36,6 +37,7 @@ if (process.argv.includes('--child')) {
     threads: Number(arg('threads', '1')),
     minMacs: Number(arg('min-macs', String(ORT_GEMM_MIN_MACS))),
     kernels: process.argv.includes('--kernels'),
+    recompute: arg('recompute', 'auto') as RankPayload['recompute'],
   };
   const results = (await launchAllRanks({
     module: new URL('./train-step-rank.ts', import.meta.url).href,
@@ -69,6 +71,7 @@ const childFlags = [
   ...(process.argv.includes('--kernels') ? ['--kernels'] : []),
   ...(process.argv.includes('--min-macs') ? ['--min-macs', arg('min-macs', '0')] : []),
   ...['--threads', arg('threads', '1')],
+  ...['--recompute', arg('recompute', 'auto')],
 ];
 const gib = (b: number | null) => (b === null ? 'n/a' : `${(b / 2 ** 30).toFixed(2)} GiB`);
 
