@@ -84,3 +84,23 @@ test('broadcasting: d(a * b + c) sums the gradient over the axes each operand wa
   ] as const)
     assert.ok(maxAbsDiff(out[name], want) <= 1e-5, `${name}: ${out[name]} vs ${want}`);
 });
+
+test('silu: the value a sigmoid(a) and its written-out gradient against the derivative as a plain loop', async () => {
+  const n = 64;
+  const g = new TrainGraph();
+  const a = g.input('a', [n], { grad: true });
+  const seed = g.input('seed', [n]);
+  const y = g.silu(a);
+  g.output(g.named(y, 'y'));
+  const [da] = g.backward([[y, seed]], [a]);
+  g.output(g.named(da!, 'da'));
+  const as = Float32Array.from(rng.normalArray(n, 4)); // into both tails of the sigmoid
+  const gs = rand(n);
+  const out = await run(g, { a: [as, [n]], seed: [gs, [n]] });
+  const sig = (x: number) => 1 / (1 + Math.exp(-x));
+  // d/da a s(a) = s(a) + a s(a) (1 - s(a))
+  const y0 = Array.from(as, (x) => x * sig(x));
+  const da0 = Array.from(as, (x, i) => gs[i] * (sig(x) + x * sig(x) * (1 - sig(x))));
+  assert.ok(maxAbsDiff(out.y, y0) < 1e-5, `value off by ${maxAbsDiff(out.y, y0)}`);
+  assert.ok(maxAbsDiff(out.da, da0) < 1e-5, `gradient off by ${maxAbsDiff(out.da, da0)}`);
+});

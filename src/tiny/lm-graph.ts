@@ -91,7 +91,7 @@ export function buildLmGraph(c: ModelConfig): { model: Uint8Array; nodes: number
     x = g.add(x, g.linear(attn, W(`${p}self_attn.o_proj.weight`)));
     const y = g.rmsNorm(x, W(`${p}post_attention_layernorm.weight`), eps);
     const gate = g.linear(y, W(`${p}mlp.gate_proj.weight`));
-    const act = g.mul(g.mul(gate, g.sigmoid(gate)), g.linear(y, W(`${p}mlp.up_proj.weight`)));
+    const act = g.mul(g.silu(gate), g.linear(y, W(`${p}mlp.up_proj.weight`)));
     x = g.add(x, g.linear(act, W(`${p}mlp.down_proj.weight`)));
   }
   // With one-hot labels the soft cross-entropy row is the label's log-probability.

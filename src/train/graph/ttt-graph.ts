@@ -101,7 +101,7 @@ export function buildTttGraph(c: DraftConfig, ttt: number, recompute = false): {
     const r = g.add(hidden, g.linear(attn, W('midlayer.self_attn.o_proj.weight')));
     const y = g.rmsNorm(r, W('midlayer.post_attention_layernorm.weight'), eps);
     const gate = g.linear(y, W('midlayer.mlp.gate_proj.weight'));
-    const act = g.mul(g.mul(gate, g.sigmoid(gate)), g.linear(y, W('midlayer.mlp.up_proj.weight')));
+    const act = g.mul(g.silu(gate), g.linear(y, W('midlayer.mlp.up_proj.weight')));
     const out = g.add(r, g.linear(act, W('midlayer.mlp.down_proj.weight')));
     const { row, argmax } = g.lmHeadLoss(g.rmsNorm(out, W('norm.weight'), eps), W('lm_head.weight'), teacher, i, 'T', recompute);
     g.output(g.named(row, `row${i}`));
