@@ -143,8 +143,12 @@ export class TrainGraph {
    * logits, of attention scores) early and hold every step's result until the gradient arrives.
    */
   private after(x: string, g: Sym): string {
-    const [zero] = this.emit('Mul', [this.emit('ReduceSum', [g.name], { keepdims: 0 })[0], this.scalar(0).name]);
-    return this.emit('Add', [x, zero])[0];
+    return this.emit('Add', [x, this.zeroAfter(g)])[0];
+  }
+
+  /** A float 0 that ORT can compute only once g is there (0 * sum g). */
+  private zeroAfter(g: Sym): string {
+    return this.emit('Mul', [this.emit('ReduceSum', [g.name], { keepdims: 0 })[0], this.scalar(0).name])[0];
   }
 
   /** Sums g over the axes that were broadcast from `shape`. */
@@ -268,19 +272,18 @@ export class TrainGraph {
     );
   }
 
-  /** Rows [start, start + size) along an axis of a value without a gradient (inputs such as tables and teachers). */
-  /** Rows [start, start + size) of `a` along `axis`; with `after`, computed only once that value is (see after). */
+  /**
+   * Rows [start, start + size) along an axis of a value without a gradient (inputs such as tables and
+   * teachers); with `after`, computed only once that value is (see after).
+   */
   slice(a: Sym, axis: number, start: number, size: Dim, after?: Sym): Sym {
     if (a.grad) throw new Error('graph: slice of a value with a gradient');
     const shape = [...a.shape];
     shape[axis] = size;
     let starts = this.ints([start]);
     if (after) {
-      const [zero] = this.emit('Mul', [this.emit('ReduceSum', [after.name], { keepdims: 0 })[0], this.scalar(0).name]);
-      starts = this.emit('Add', [
-        starts,
-        this.emit('Cast', [this.emit('Reshape', [zero, this.ints([1])])[0]], { to: DataType.INT64 })[0],
-      ])[0];
+      const zero = this.emit('Cast', [this.emit('Reshape', [this.zeroAfter(after), this.ints([1])])[0]], { to: DataType.INT64 })[0];
+      starts = this.emit('Add', [starts, zero])[0];
     }
     const name = this.emit('Slice', [a.name, starts, this.dimPlus(size, start), this.ints([axis])])[0];
     return { name, shape, grad: false };
@@ -298,9 +301,9 @@ export class TrainGraph {
   /**
    * The lm_head and the soft cross-entropy fused: z = x w (x [..., K], w [K, V]) and, per row ([..., 1]),
    * sum_v p log softmax(z) with p = rows [start, start + size) of `teacher` along axis 1 (no gradient); also
-   * argmax z. Backward: dz = g (p - softmax(z) sum_v p), then dx = dz w^T and dw = x^T dz. The teacher rows
-   * are sliced again rather than kept; with `recompute` nothing of size [rows, V] is kept either: z is
-   * recomputed from x (one more product). At T 2048 and V 16000 each such tensor is 125 MiB a TTT step.
+   * argmax z. Backward: dz = g (p - softmax(z) sum_v p), then dx = dz w^T and dw = x^T dz. With `recompute`
+   * nothing of size [rows, V] is kept: the teacher rows are sliced again and z is recomputed from x (one
+   * more product). At T 2048 and V 16000 each such tensor is 125 MiB a TTT step.
    */
   lmHeadLoss(x: Sym, w: Sym, teacher: Sym, start: number, size: Dim, recompute: boolean): { row: Sym; argmax: Sym } {
     const [K, V] = w.shape;
